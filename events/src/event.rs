@@ -1,0 +1,163 @@
+//! The event log (contract §2.3): one stream subject per domain registration,
+//! versions from 1 without gaps, every event readable by every later build.
+//!
+//! One command appends at most one event. Events are therefore "fat": a DNS check
+//! that also asks the provider to verify is one `dns_checked` event whose data says
+//! so. That keeps every append atomic on a server without batch publish.
+
+use crate::ids::{CommandId, DomainId, EventId, TenantId};
+use crate::records::DnsRecord;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The schema version written today. Readers upcast older versions (see [`upcast`]).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What started a DNS check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckTrigger {
+    DnsConfigured,
+    RefreshStatus,
+    Scheduled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum EventData {
+    /// A tenant registered the name; the domain exists with status `created`.
+    DomainRegistered {
+        region: Option<String>,
+        requested_by: Option<String>,
+        /// The verification deadline of this window.
+        deadline_at: DateTime<Utc>,
+    },
+    /// The provider domain exists; the owner can now be told which records to add.
+    DomainProvisioned {
+        provider_id: String,
+        provider_domain_id: String,
+        region: Option<String>,
+        records: Vec<DnsRecord>,
+        next_check_at: Option<DateTime<Utc>>,
+        /// The domain was deleted before the provider answered: remove it there.
+        cleanup_required: bool,
+    },
+    /// The owner said the records are in place before the provider answered: check
+    /// as soon as the domain is provisioned.
+    CheckRequested { trigger: CheckTrigger },
+    /// The provider refused the domain for good.
+    ProvisioningFailed { reason: String },
+    /// A DNS check ran. Its data also carries what follows from it.
+    DnsChecked {
+        trigger: CheckTrigger,
+        records: Vec<DnsRecord>,
+        all_required_found: bool,
+        /// Ask the provider to verify now (status becomes `verifying`).
+        request_verification: bool,
+        /// Ask the provider for its verification status (while `verifying`).
+        poll_provider: bool,
+        next_check_at: Option<DateTime<Utc>>,
+        /// Set when this check opened a new verification window (a failed domain retried).
+        new_deadline_at: Option<DateTime<Utc>>,
+        /// Recheck attempt number after this check (0 after an owner's command).
+        attempt: u32,
+        /// A verified domain whose required records are gone or changed.
+        #[serde(default)]
+        drift_detected: bool,
+        #[serde(default)]
+        drift_resolved: bool,
+    },
+    /// The provider said where verification stands.
+    ProviderPolled {
+        provider_status: String,
+        /// The provider confirmed: the domain is `verified`.
+        verified: bool,
+        /// Verified after registration or after a new window: becomes the tenant's default.
+        activates: bool,
+        /// The provider failed verification: back to `awaiting_dns` until DNS is right again.
+        provider_failed: bool,
+        next_check_at: Option<DateTime<Utc>>,
+    },
+    /// The deadline passed (or an operator failed it): the domain is `failed`.
+    VerificationFailed { reason: String, records: Vec<DnsRecord>, by_operator: bool },
+    /// A failed domain's window reopened but it never reached the provider: provision again.
+    WindowReopened { deadline_at: DateTime<Utc> },
+    /// The tenant deleted the domain: `deactivated`; the provider clean-up follows.
+    DomainDeleted { requested_by: Option<String>, cleanup_required: bool },
+    /// Another tenant registered this failed name: `deactivated` (reason `released`).
+    DomainReleased { to_tenant: TenantId, cleanup_required: bool },
+    /// The provider domain is gone.
+    ProviderCleanedUp,
+}
+
+impl EventData {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventData::DomainRegistered { .. } => "domain_registered",
+            EventData::DomainProvisioned { .. } => "domain_provisioned",
+            EventData::CheckRequested { .. } => "check_requested",
+            EventData::ProvisioningFailed { .. } => "provisioning_failed",
+            EventData::DnsChecked { .. } => "dns_checked",
+            EventData::ProviderPolled { .. } => "provider_polled",
+            EventData::VerificationFailed { .. } => "verification_failed",
+            EventData::WindowReopened { .. } => "window_reopened",
+            EventData::DomainDeleted { .. } => "domain_deleted",
+            EventData::DomainReleased { .. } => "domain_released",
+            EventData::ProviderCleanedUp => "provider_cleaned_up",
+        }
+    }
+}
+
+/// One stored event, in the contract's envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event_id: EventId,
+    pub tenant_id: TenantId,
+    pub domain_id: DomainId,
+    pub domain: String,
+    pub version: u64,
+    pub occurred_at: DateTime<Utc>,
+    pub causation_id: CommandId,
+    pub correlation_id: Uuid,
+    #[serde(default = "schema_v1")]
+    pub schema_version: u32,
+    #[serde(flatten)]
+    pub data: EventData,
+}
+
+fn schema_v1() -> u32 {
+    1
+}
+
+impl Event {
+    /// The subject of this domain's stream of events.
+    pub fn subject(&self) -> String {
+        subject(self.tenant_id, self.domain_id)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("events serialise")
+    }
+
+    /// Reads a stored event of any schema version.
+    pub fn from_json(bytes: &[u8]) -> Result<Event, serde_json::Error> {
+        let mut value: serde_json::Value = serde_json::from_slice(bytes)?;
+        upcast(&mut value);
+        serde_json::from_value(value)
+    }
+}
+
+pub fn subject(tenant: TenantId, domain: DomainId) -> String {
+    format!("email_domains.events.{tenant}.{domain}")
+}
+
+/// Brings an event of an older schema version to today's form. Version 1 is today's;
+/// a change of an event's data adds a step here, never an edit of stored events.
+pub fn upcast(value: &mut serde_json::Value) {
+    let Some(obj) = value.as_object_mut() else { return };
+    let version = obj.get("schema_version").and_then(|v| v.as_u64()).unwrap_or(1);
+    if version < 1 {
+        obj.insert("schema_version".into(), 1.into());
+    }
+}

@@ -1,0 +1,144 @@
+//! DNS records as the owner must enter them, and what a check said about each.
+//!
+//! This is the record form of contract §3 (`email_domains.dns_records`) and of
+//! `domainctl dns-check`. It is also what a DNS lookup observed (`DnsObservation`),
+//! so that the verdict code in [`crate::verdict`] stays pure: the DNS adapter only
+//! executes the lookups the core plans and hands back what it saw.
+
+use serde::{Deserialize, Serialize};
+
+/// One DNS record the owner must (or may) add, with the verdict of the last check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    /// `spf`, `dkim`, `return_path`, `dmarc`, `tracking`, or another provider purpose.
+    pub purpose: String,
+    /// `TXT`, `MX`, `CNAME`, ... (upper case).
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// The full name (never the bare `send`), lower case, no trailing dot.
+    pub name: String,
+    /// Exactly what the owner must enter.
+    pub value: String,
+    #[serde(default)]
+    pub priority: Option<u16>,
+    /// Verification waits for the required records (the provider's SPF, DKIM, return path).
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub dns_status: DnsStatus,
+    #[serde(default)]
+    pub observed: Vec<String>,
+    #[serde(default)]
+    pub diagnosis: Option<Diagnosis>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsStatus {
+    #[default]
+    Pending,
+    Found,
+    Missing,
+    Mismatch,
+    LookupFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    pub code: DiagnosisCode,
+    /// Plain words telling the owner exactly what to change.
+    pub message: String,
+}
+
+/// Contract §4. The declaration order is the precedence order: the first code
+/// that fits wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiagnosisCode {
+    LookupFailed,
+    MultipleSpfRecords,
+    DuplicateRecords,
+    ProxiedOrFlattened,
+    WrongType,
+    ValueMismatch,
+    AppendedDomain,
+    WrongName,
+}
+
+impl DiagnosisCode {
+    /// How a diagnosis sets the record's status (contract §4).
+    pub fn status(self) -> DnsStatus {
+        match self {
+            DiagnosisCode::AppendedDomain | DiagnosisCode::WrongName => DnsStatus::Missing,
+            DiagnosisCode::LookupFailed => DnsStatus::LookupFailed,
+            _ => DnsStatus::Mismatch,
+        }
+    }
+}
+
+/// One question the DNS adapter must ask: `name` (full, lower case, no trailing dot)
+/// and the record type (`TXT`, `MX`, `CNAME`, `A`, `AAAA`, `NS`, `SOA`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DnsQuestion {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub record_type: String,
+}
+
+/// A record as it came back in an answer section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedRecord {
+    /// The owner name of the record in the answer (a CNAME chain shows each step).
+    pub name: String,
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// Presentation value: for TXT the character-strings concatenated, for MX the
+    /// exchange host, for CNAME the target, for A/AAAA the address.
+    pub value: String,
+    /// For TXT: the character-strings as served (a long DKIM key is often split).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub txt_strings: Vec<String>,
+    #[serde(default)]
+    pub priority: Option<u16>,
+    #[serde(default)]
+    pub ttl: Option<u32>,
+}
+
+/// How one question was answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LookupAnswer {
+    /// NOERROR with records (possibly only a CNAME chain, or records of other types
+    /// reached through it).
+    Records { records: Vec<ObservedRecord> },
+    /// NOERROR, the name exists, no records of that type. `negative_ttl` from the SOA.
+    NoData { negative_ttl: Option<u32> },
+    /// NXDOMAIN: the name does not exist. `negative_ttl` from the SOA.
+    NxDomain { negative_ttl: Option<u32> },
+    /// SERVFAIL, REFUSED, a timeout or a transport error: not proof of anything.
+    Failed { error: LookupError, detail: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LookupError {
+    ServFail,
+    Refused,
+    Timeout,
+    Other,
+}
+
+/// Everything the adapter saw for one check: the answer to each planned question.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsObservation {
+    pub answers: Vec<(DnsQuestion, LookupAnswer)>,
+}
+
+impl DnsObservation {
+    pub fn answer(&self, name: &str, record_type: &str) -> Option<&LookupAnswer> {
+        self.answers
+            .iter()
+            .find(|(q, _)| q.name == name && q.record_type.eq_ignore_ascii_case(record_type))
+            .map(|(_, a)| a)
+    }
+}
