@@ -1020,4 +1020,581 @@ fn dmarc_ok(observed: &str, expected: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    const ZONE: &str = "acme.com";
+    const SPF: &str = "v=spf1 include:amazonses.com ~all";
+    const KEY: &str = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDLxKqJ7k9kVp0xL3Wn2QeX8vHb0Y4mTtR5sJ1aFhQ9gUo3EwXyZ7nC6iP2dLkAbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQIDAQAB";
+
+    fn rec(purpose: &str, t: &str, name: &str, value: &str, priority: Option<u16>) -> DnsRecord {
+        DnsRecord {
+            purpose: purpose.into(),
+            record_type: t.into(),
+            name: name.into(),
+            value: value.into(),
+            priority,
+            required: true,
+            dns_status: DnsStatus::Pending,
+            observed: vec![],
+            diagnosis: None,
+        }
+    }
+    fn spf() -> DnsRecord {
+        rec("spf", "TXT", "send.acme.com", SPF, None)
+    }
+    fn dkim() -> DnsRecord {
+        rec("dkim", "TXT", "resend._domainkey.acme.com", &format!("p={KEY}"), None)
+    }
+    fn mx() -> DnsRecord {
+        rec("return_path", "MX", "send.acme.com", "feedback-smtp.us-east-1.amazonses.com", Some(10))
+    }
+    fn dmarc() -> DnsRecord {
+        rec("dmarc", "TXT", "_dmarc.acme.com", "v=DMARC1; p=none;", None)
+    }
+    fn tracking() -> DnsRecord {
+        rec("tracking", "CNAME", "links.acme.com", "track.provider.net", None)
+    }
+    fn o(name: &str, t: &str, value: &str) -> ObservedRecord {
+        ObservedRecord {
+            name: name.into(),
+            record_type: t.into(),
+            value: value.into(),
+            txt_strings: vec![],
+            priority: None,
+            ttl: Some(300),
+        }
+    }
+    fn omx(name: &str, prio: u16, host: &str) -> ObservedRecord {
+        ObservedRecord { priority: Some(prio), ..o(name, "MX", host) }
+    }
+    fn recs(rs: Vec<ObservedRecord>) -> LookupAnswer {
+        LookupAnswer::Records { records: rs }
+    }
+    fn failed(e: LookupError) -> LookupAnswer {
+        LookupAnswer::Failed { error: e, detail: "test".into() }
+    }
+    const NX: LookupAnswer = LookupAnswer::NxDomain { negative_ttl: Some(300) };
+
+    /// Every planned question answered NXDOMAIN, except the given answers.
+    fn run(expected: &[DnsRecord], answers: Vec<(&str, &str, LookupAnswer)>) -> Vec<DnsRecord> {
+        let qs = plan(ZONE, expected);
+        let mut obs = DnsObservation::default();
+        for q in qs {
+            let a = answers
+                .iter()
+                .find(|(n, t, _)| *n == q.name && *t == q.record_type)
+                .map(|(_, _, a)| a.clone())
+                .unwrap_or(NX);
+            obs.answers.push((q, a));
+        }
+        for (n, t, a) in &answers {
+            assert!(
+                obs.answer(n, t).is_some(),
+                "the test answers a question the plan does not ask: {n} {t}"
+            );
+            let _ = a;
+        }
+        judge(ZONE, expected, &obs)
+    }
+    fn one(expected: DnsRecord, answers: Vec<(&str, &str, LookupAnswer)>) -> DnsRecord {
+        run(&[expected], answers).remove(0)
+    }
+    fn code(r: &DnsRecord) -> Option<DiagnosisCode> {
+        r.diagnosis.as_ref().map(|d| d.code)
+    }
+    fn msg(r: &DnsRecord) -> String {
+        r.diagnosis.as_ref().map(|d| d.message.clone()).unwrap_or_default()
+    }
+    fn assert_found(r: &DnsRecord) {
+        assert_eq!(r.dns_status, DnsStatus::Found, "{r:?}");
+        assert_eq!(r.diagnosis, None);
+    }
+
+    // --- plan
+
+    #[test]
+    fn plan_asks_what_the_diagnosis_needs() {
+        let exp = [spf(), dkim(), mx(), dmarc(), tracking()];
+        let qs = plan("ACME.com.", &exp);
+        let has = |n: &str, t: &str| qs.iter().any(|q| q.name == n && q.record_type == t);
+        assert!(has("send.acme.com", "TXT"));
+        assert!(has("send.acme.com", "MX"));
+        assert!(has("send.acme.com", "CNAME"));
+        assert!(has("send.acme.com.acme.com", "TXT"));
+        assert!(has("send.acme.com.acme.com", "MX"));
+        assert!(has("acme.com", "TXT"));
+        assert!(has("*.acme.com", "TXT"));
+        assert!(has("resend._domainkey.acme.com", "TXT"));
+        assert!(has("links.acme.com", "A"));
+        assert!(has("links.acme.com", "AAAA"));
+        assert!(has("links.acme.com", "CNAME"));
+        assert!(has("track.provider.net", "TXT"));
+        assert!(has("links.acme.com.acme.com", "CNAME"));
+        let mut sorted = qs.clone();
+        sorted.dedup();
+        assert_eq!(sorted.len(), qs.len(), "no question twice");
+    }
+
+    #[test]
+    fn plan_for_a_subdomain_zone_also_asks_the_registrable_domain_appended() {
+        let r = rec("spf", "TXT", "send.mail.acme.com", SPF, None);
+        let qs = plan("mail.acme.com", &[r]);
+        assert!(qs.iter().any(|q| q.name == "send.mail.acme.com.mail.acme.com"));
+        assert!(qs.iter().any(|q| q.name == "send.mail.acme.com.acme.com"));
+    }
+
+    // --- found, comparison rules
+
+    #[test]
+    fn exact_spf_is_found_and_observed() {
+        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF)]))]);
+        assert_found(&r);
+        assert_eq!(r.observed, vec![SPF.to_string()]);
+    }
+
+    #[test]
+    fn names_compare_without_case_and_trailing_dot() {
+        let mut e = mx();
+        e.value = "Feedback-SMTP.us-east-1.amazonses.com.".into();
+        let r = one(e, vec![("send.acme.com", "MX", recs(vec![omx("SEND.acme.com.", 10, "feedback-smtp.US-EAST-1.amazonses.com.")]))]);
+        assert_found(&r);
+    }
+
+    #[test]
+    fn txt_split_into_strings_and_quotes_compare_equal() {
+        let mut split = o("resend._domainkey.acme.com", "TXT", "");
+        let full = format!("p={KEY}");
+        split.txt_strings = vec![full[..255].to_string(), full[255..].to_string()];
+        split.value = full.clone();
+        let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![split]))]);
+        assert_found(&r);
+        // the owner typed the quotes, the DNS host stored them
+        let quoted = o("send.acme.com", "TXT", &format!("\"{SPF}\""));
+        assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![quoted]))]));
+        // the owner typed it as two quoted strings into one field
+        let two = o("send.acme.com", "TXT", "\"v=spf1 include:amazon\" \"ses.com ~all\"");
+        assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![two]))]));
+        // and the expected value given with quotes
+        let mut e = spf();
+        e.value = format!("\"{SPF}\"");
+        assert_found(&one(e, vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF)]))]));
+    }
+
+    #[test]
+    fn spf_terms_compare_case_insensitively_with_any_white_space() {
+        let seen = o("send.acme.com", "TXT", "  V=SPF1   Include:AmazonSES.com\t~ALL ");
+        assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![seen]))]));
+        let plus = o("send.acme.com", "TXT", "v=spf1 +include:amazonses.com ~all");
+        assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![plus]))]));
+    }
+
+    #[test]
+    fn spf_with_the_include_merged_in_is_found() {
+        let merged = o("send.acme.com", "TXT", "v=spf1 include:_spf.google.com include:amazonses.com ~all");
+        assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![merged]))]));
+        let stricter = o("send.acme.com", "TXT", "v=spf1 ip4:1.2.3.4 include:amazonses.com -all");
+        assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![stricter]))]));
+        let redirect = o("send.acme.com", "TXT", "v=spf1 include:amazonses.com redirect=_spf.acme.com");
+        assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![redirect]))]));
+    }
+
+    #[test]
+    fn spf_without_the_include_or_with_a_weaker_all_is_a_value_mismatch() {
+        let other = o("send.acme.com", "TXT", "v=spf1 include:_spf.google.com ~all");
+        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![other]))]);
+        assert_eq!(r.dns_status, DnsStatus::Mismatch);
+        assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch));
+        assert!(msg(&r).contains("include:amazonses.com"), "{}", msg(&r));
+        assert!(msg(&r).contains("v=spf1 include:_spf.google.com include:amazonses.com ~all"), "{}", msg(&r));
+        assert_eq!(r.observed, vec!["v=spf1 include:_spf.google.com ~all".to_string()]);
+
+        let after_all = o("send.acme.com", "TXT", "v=spf1 ~all include:amazonses.com");
+        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![after_all]))]);
+        assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch), "terms after all never count");
+
+        for weaker in ["v=spf1 include:amazonses.com ?all", "v=spf1 include:amazonses.com +all", "v=spf1 include:amazonses.com"] {
+            let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", weaker)]))]);
+            assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch), "{weaker}");
+            assert!(msg(&r).contains("~all"), "{}", msg(&r));
+        }
+    }
+
+    #[test]
+    fn unrelated_txt_beside_spf_is_no_conflict() {
+        let r = one(
+            spf(),
+            vec![(
+                "send.acme.com",
+                "TXT",
+                recs(vec![o("send.acme.com", "TXT", "google-site-verification=abc"), o("send.acme.com", "TXT", SPF)]),
+            )],
+        );
+        assert_found(&r);
+        assert_eq!(r.observed.len(), 2);
+    }
+
+    #[test]
+    fn unrelated_txt_alone_is_missing_not_a_mismatch() {
+        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", "google-site-verification=abc")]))]);
+        assert_eq!(r.dns_status, DnsStatus::Missing);
+        assert_eq!(r.diagnosis, None);
+    }
+
+    #[test]
+    fn dkim_compares_as_tag_list() {
+        for seen in [
+            format!("v=DKIM1; k=rsa; p={KEY}"),
+            format!("p={KEY};"),
+            format!("k=rsa;v=DKIM1;p={};", &KEY),
+            format!("v=DKIM1;  p={} {} ;", &KEY[..100], &KEY[100..]),
+            format!("K=RSA; p={KEY}"),
+        ] {
+            let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", &seen)]))]);
+            assert_found(&r);
+        }
+        // a different key, or a different non-default tag, is not
+        for seen in [format!("p={}", KEY.replace('A', "B")), format!("p={KEY}; t=y"), format!("k=ed25519; p={KEY}")] {
+            let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", &seen)]))]);
+            assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch), "{seen}");
+        }
+    }
+
+    #[test]
+    fn truncated_or_lower_cased_dkim_key_says_so() {
+        let cut = format!("p={}", &KEY[..253]);
+        let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", &cut)]))]);
+        assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch));
+        assert!(msg(&r).contains("cut off"), "{}", msg(&r));
+        let lower = format!("p={}", KEY.to_ascii_lowercase());
+        let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", &lower)]))]);
+        assert!(msg(&r).contains("case"), "{}", msg(&r));
+    }
+
+    #[test]
+    fn dmarc_compares_as_tag_list_and_accepts_a_stricter_policy() {
+        for seen in ["v=DMARC1; p=none", "v=DMARC1;p=none;adkim=r; pct=100", "V=DMARC1; P=None;", "v=DMARC1; p=quarantine; rua=mailto:d@acme.com", "v=DMARC1; p=reject"] {
+            let r = one(dmarc(), vec![("_dmarc.acme.com", "TXT", recs(vec![o("_dmarc.acme.com", "TXT", seen)]))]);
+            assert_found(&r);
+        }
+        let strict = rec("dmarc", "TXT", "_dmarc.acme.com", "v=DMARC1; p=quarantine;", None);
+        for seen in ["v=DMARC1; p=none", "v=DMARC1; p=quarantine; sp=none", "v=DMARC1; p=quarantine; pct=10", "p=quarantine"] {
+            let r = one(strict.clone(), vec![("_dmarc.acme.com", "TXT", recs(vec![o("_dmarc.acme.com", "TXT", seen)]))]);
+            assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch), "{seen}");
+        }
+    }
+
+    #[test]
+    fn cname_whose_target_serves_the_value_is_found() {
+        let r = one(
+            dkim(),
+            vec![(
+                "resend._domainkey.acme.com",
+                "TXT",
+                recs(vec![
+                    o("resend._domainkey.acme.com", "CNAME", "key1.dkim.provider.net."),
+                    o("key1.dkim.provider.net", "TXT", &format!("p={KEY}")),
+                ]),
+            )],
+        );
+        assert_found(&r);
+        assert_eq!(r.observed[0], "CNAME key1.dkim.provider.net");
+    }
+
+    #[test]
+    fn cname_chain_reaching_the_expected_target_is_found() {
+        let r = one(
+            tracking(),
+            vec![(
+                "links.acme.com",
+                "CNAME",
+                recs(vec![o("links.acme.com", "CNAME", "links.acme.net"), o("links.acme.net", "CNAME", "track.provider.net")]),
+            )],
+        );
+        assert_found(&r);
+        assert_eq!(r.observed, vec!["links.acme.net", "track.provider.net"]);
+    }
+
+    #[test]
+    fn wildcard_answer_counts_as_the_names_own_record() {
+        // the server synthesises the wildcard's record with the asked name as owner
+        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF)])), ("*.acme.com", "TXT", recs(vec![o("*.acme.com", "TXT", SPF)]))]);
+        assert_found(&r);
+    }
+
+    // --- every code
+
+    #[test]
+    fn missing_without_explanation_has_no_diagnosis() {
+        let r = one(spf(), vec![]);
+        assert_eq!(r.dns_status, DnsStatus::Missing);
+        assert_eq!(r.diagnosis, None);
+        assert!(r.observed.is_empty());
+        let r = one(mx(), vec![("send.acme.com", "MX", LookupAnswer::NoData { negative_ttl: Some(60) })]);
+        assert_eq!(r.dns_status, DnsStatus::Missing);
+    }
+
+    #[test]
+    fn lookup_failed_for_servfail_refused_timeout() {
+        for e in [LookupError::ServFail, LookupError::Refused, LookupError::Timeout, LookupError::Other] {
+            let r = one(spf(), vec![("send.acme.com", "TXT", failed(e))]);
+            assert_eq!(r.dns_status, DnsStatus::LookupFailed);
+            assert_eq!(code(&r), Some(DiagnosisCode::LookupFailed));
+            assert!(msg(&r).contains("not proof"));
+        }
+    }
+
+    #[test]
+    fn failed_auxiliary_question_does_not_hide_a_found_record() {
+        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF)])), ("send.acme.com.acme.com", "TXT", failed(LookupError::Timeout))]);
+        assert_found(&r);
+    }
+
+    #[test]
+    fn appended_domain() {
+        let r = one(spf(), vec![("send.acme.com.acme.com", "TXT", recs(vec![o("send.acme.com.acme.com", "TXT", SPF)]))]);
+        assert_eq!(r.dns_status, DnsStatus::Missing);
+        assert_eq!(code(&r), Some(DiagnosisCode::AppendedDomain));
+        assert!(msg(&r).contains("enter `send` as the host name, not `send.acme.com`") || msg(&r).contains("Enter `send` as the host name, not `send.acme.com`"), "{}", msg(&r));
+        let r = one(tracking(), vec![("links.acme.com.acme.com", "CNAME", recs(vec![o("links.acme.com.acme.com", "CNAME", "track.provider.net")]))]);
+        assert_eq!(code(&r), Some(DiagnosisCode::AppendedDomain));
+        let r = one(mx(), vec![("send.acme.com.acme.com", "MX", recs(vec![omx("send.acme.com.acme.com", 10, "feedback-smtp.us-east-1.amazonses.com")]))]);
+        assert_eq!(code(&r), Some(DiagnosisCode::AppendedDomain));
+    }
+
+    #[test]
+    fn a_wildcard_answering_for_the_appended_name_is_not_an_appended_record() {
+        let r = one(
+            dmarc(),
+            vec![
+                ("_dmarc.acme.com.acme.com", "TXT", recs(vec![o("_dmarc.acme.com.acme.com", "TXT", "v=DMARC1; p=none")])),
+                ("*.acme.com", "TXT", recs(vec![o("*.acme.com", "TXT", "v=DMARC1; p=none")])),
+            ],
+        );
+        // the wildcard does not answer for _dmarc.acme.com itself here (NXDOMAIN in
+        // this observation), so the value sits at the wildcard: wrong_name
+        assert_eq!(code(&r), Some(DiagnosisCode::WrongName));
+    }
+
+    #[test]
+    fn wrong_name_apex_other_expected_name_wildcard() {
+        let apex = o("acme.com", "TXT", "v=spf1 include:_spf.google.com include:amazonses.com ~all");
+        let r = one(spf(), vec![("acme.com", "TXT", recs(vec![apex]))]);
+        assert_eq!(r.dns_status, DnsStatus::Missing);
+        assert_eq!(code(&r), Some(DiagnosisCode::WrongName));
+        assert!(msg(&r).contains("`acme.com` (the domain itself)"), "{}", msg(&r));
+        assert!(msg(&r).contains("host name `send`"), "{}", msg(&r));
+
+        // the DKIM key at the SPF name
+        let r = run(&[spf(), dkim()], vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF), o("send.acme.com", "TXT", &format!("p={KEY}"))]))]);
+        assert_found(&r[0]);
+        assert_eq!(code(&r[1]), Some(DiagnosisCode::WrongName));
+        assert!(msg(&r[1]).contains("`send.acme.com`"));
+
+        let r = one(dkim(), vec![("*.acme.com", "TXT", recs(vec![o("*.acme.com", "TXT", &format!("p={KEY}"))]))]);
+        assert_eq!(code(&r), Some(DiagnosisCode::WrongName));
+        assert!(msg(&r).contains("wildcard"));
+    }
+
+    #[test]
+    fn multiple_spf_records() {
+        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF), o("send.acme.com", "TXT", "v=spf1 include:mailgun.org ~all")]))]);
+        assert_eq!(r.dns_status, DnsStatus::Mismatch);
+        assert_eq!(code(&r), Some(DiagnosisCode::MultipleSpfRecords));
+        assert!(msg(&r).contains("v=spf1 include:amazonses.com include:mailgun.org ~all"), "{}", msg(&r));
+        assert_eq!(r.observed.len(), 2);
+    }
+
+    #[test]
+    fn duplicate_dkim_key_and_duplicate_mx_host() {
+        let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", &format!("p={KEY}")), o("resend._domainkey.acme.com", "TXT", "p=OLDKEY")]))]);
+        assert_eq!(r.dns_status, DnsStatus::Mismatch);
+        assert_eq!(code(&r), Some(DiagnosisCode::DuplicateRecords));
+        assert!(msg(&r).contains("p=OLDKEY"));
+        let r = one(mx(), vec![("send.acme.com", "MX", recs(vec![omx("send.acme.com", 10, "feedback-smtp.us-east-1.amazonses.com"), omx("send.acme.com", 10, "mx.old-provider.com")]))]);
+        assert_eq!(code(&r), Some(DiagnosisCode::DuplicateRecords));
+        assert!(msg(&r).contains("mx.old-provider.com"));
+        // the same host a second time with another priority is harmless
+        let r = one(mx(), vec![("send.acme.com", "MX", recs(vec![omx("send.acme.com", 10, "feedback-smtp.us-east-1.amazonses.com"), omx("send.acme.com", 20, "feedback-smtp.us-east-1.amazonses.com")]))]);
+        assert_found(&r);
+        // an equivalent second copy of the key is no conflict
+        let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", &format!("p={KEY}")), o("resend._domainkey.acme.com", "TXT", &format!("v=DKIM1; p={KEY};"))]))]);
+        assert_found(&r);
+    }
+
+    #[test]
+    fn proxied_or_flattened() {
+        let r = one(tracking(), vec![("links.acme.com", "CNAME", LookupAnswer::NoData { negative_ttl: None }), ("links.acme.com", "A", recs(vec![o("links.acme.com", "A", "104.16.1.1")]))]);
+        assert_eq!(r.dns_status, DnsStatus::Mismatch);
+        assert_eq!(code(&r), Some(DiagnosisCode::ProxiedOrFlattened));
+        assert!(r.observed.contains(&"A 104.16.1.1".to_string()));
+        let r = one(
+            tracking(),
+            vec![
+                ("links.acme.com", "TXT", recs(vec![o("links.acme.com", "TXT", "v=spf1 -all")])),
+                ("track.provider.net", "TXT", recs(vec![o("track.provider.net", "TXT", "v=spf1 -all")])),
+            ],
+        );
+        assert_eq!(code(&r), Some(DiagnosisCode::ProxiedOrFlattened));
+        // an unrelated TXT at the name is no flattening
+        let r = one(tracking(), vec![("links.acme.com", "TXT", recs(vec![o("links.acme.com", "TXT", "hello")])), ("track.provider.net", "TXT", recs(vec![o("track.provider.net", "TXT", "v=spf1 -all")]))]);
+        assert_eq!(r.dns_status, DnsStatus::Missing);
+        assert_eq!(r.diagnosis, None);
+    }
+
+    #[test]
+    fn wrong_type_cname_blocking_and_value_under_another_type() {
+        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "CNAME", "elsewhere.example.net")])), ("send.acme.com", "CNAME", recs(vec![o("send.acme.com", "CNAME", "elsewhere.example.net")]))]);
+        assert_eq!(r.dns_status, DnsStatus::Mismatch);
+        assert_eq!(code(&r), Some(DiagnosisCode::WrongType));
+        assert!(msg(&r).contains("Delete the CNAME"));
+        let r = one(mx(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", "10 feedback-smtp.us-east-1.amazonses.com")]))]);
+        assert_eq!(code(&r), Some(DiagnosisCode::WrongType));
+        assert!(msg(&r).contains("MX"));
+        let r = one(tracking(), vec![("links.acme.com", "TXT", recs(vec![o("links.acme.com", "TXT", "track.provider.net")]))]);
+        assert_eq!(code(&r), Some(DiagnosisCode::WrongType));
+    }
+
+    #[test]
+    fn soa_ns_and_the_providers_other_records_never_count_as_wrong_type() {
+        // send.acme.com has the SPF TXT the provider also asks for, and NS/SOA (a
+        // delegated zone): the MX is just missing
+        let r = run(
+            &[spf(), mx()],
+            vec![
+                ("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF)])),
+                ("send.acme.com", "MX", LookupAnswer::NoData { negative_ttl: Some(300) }),
+            ],
+        );
+        assert_found(&r[0]);
+        assert_eq!(r[1].dns_status, DnsStatus::Missing);
+        assert_eq!(r[1].diagnosis, None);
+    }
+
+    #[test]
+    fn value_mismatch_mx_priority_and_cname_target() {
+        let r = one(mx(), vec![("send.acme.com", "MX", recs(vec![omx("send.acme.com", 20, "feedback-smtp.us-east-1.amazonses.com")]))]);
+        assert_eq!(r.dns_status, DnsStatus::Mismatch);
+        assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch));
+        assert!(msg(&r).contains("priority 20"), "{}", msg(&r));
+        assert_eq!(r.observed, vec!["20 feedback-smtp.us-east-1.amazonses.com"]);
+        let r = one(tracking(), vec![("links.acme.com", "CNAME", recs(vec![o("links.acme.com", "CNAME", "old.provider.net")]))]);
+        assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch));
+        let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", "p=OLDKEY")]))]);
+        assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch));
+        assert_eq!(r.observed, vec!["p=OLDKEY"]);
+    }
+
+    // --- precedence and status mapping
+
+    #[test]
+    fn status_follows_the_code() {
+        use DiagnosisCode::*;
+        for (c, s) in [
+            (LookupFailed, DnsStatus::LookupFailed),
+            (MultipleSpfRecords, DnsStatus::Mismatch),
+            (DuplicateRecords, DnsStatus::Mismatch),
+            (ProxiedOrFlattened, DnsStatus::Mismatch),
+            (WrongType, DnsStatus::Mismatch),
+            (ValueMismatch, DnsStatus::Mismatch),
+            (AppendedDomain, DnsStatus::Missing),
+            (WrongName, DnsStatus::Missing),
+        ] {
+            assert_eq!(c.status(), s);
+        }
+        let mut all = vec![WrongName, AppendedDomain, ValueMismatch, WrongType, ProxiedOrFlattened, DuplicateRecords, MultipleSpfRecords, LookupFailed];
+        all.sort();
+        assert_eq!(all[0], LookupFailed);
+        assert_eq!(all[7], WrongName);
+    }
+
+    #[test]
+    fn precedence_first_code_wins() {
+        // multiple SPF beats appended and wrong_name
+        let r = one(
+            spf(),
+            vec![
+                ("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", "v=spf1 a ~all"), o("send.acme.com", "TXT", "v=spf1 mx ~all")])),
+                ("send.acme.com.acme.com", "TXT", recs(vec![o("send.acme.com.acme.com", "TXT", SPF)])),
+                ("acme.com", "TXT", recs(vec![o("acme.com", "TXT", SPF)])),
+            ],
+        );
+        assert_eq!(code(&r), Some(DiagnosisCode::MultipleSpfRecords));
+        // value_mismatch beats appended_domain
+        let r = one(
+            mx(),
+            vec![
+                ("send.acme.com", "MX", recs(vec![omx("send.acme.com", 10, "mx.other.com")])),
+                ("send.acme.com.acme.com", "MX", recs(vec![omx("send.acme.com.acme.com", 10, "feedback-smtp.us-east-1.amazonses.com")])),
+            ],
+        );
+        assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch));
+        // appended beats wrong_name
+        let r = one(
+            spf(),
+            vec![
+                ("send.acme.com.acme.com", "TXT", recs(vec![o("send.acme.com.acme.com", "TXT", SPF)])),
+                ("acme.com", "TXT", recs(vec![o("acme.com", "TXT", SPF)])),
+            ],
+        );
+        assert_eq!(code(&r), Some(DiagnosisCode::AppendedDomain));
+        // proxied beats wrong_type
+        let r = one(
+            tracking(),
+            vec![
+                ("links.acme.com", "A", recs(vec![o("links.acme.com", "A", "104.16.1.1")])),
+                ("links.acme.com", "TXT", recs(vec![o("links.acme.com", "TXT", "track.provider.net")])),
+            ],
+        );
+        assert_eq!(code(&r), Some(DiagnosisCode::ProxiedOrFlattened));
+        // wrong_type (MX as TXT) beats value_mismatch (MX other host)
+        let r = one(
+            mx(),
+            vec![
+                ("send.acme.com", "MX", recs(vec![omx("send.acme.com", 10, "mx.other.com")])),
+                ("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", "feedback-smtp.us-east-1.amazonses.com")])),
+            ],
+        );
+        assert_eq!(code(&r), Some(DiagnosisCode::WrongType));
+        // lookup_failed beats everything
+        let r = one(spf(), vec![("send.acme.com", "TXT", failed(LookupError::ServFail)), ("acme.com", "TXT", recs(vec![o("acme.com", "TXT", SPF)]))]);
+        assert_eq!(code(&r), Some(DiagnosisCode::LookupFailed));
+    }
+
+    #[test]
+    fn several_records_are_judged_independently_in_order() {
+        let exp = [spf(), dkim(), mx(), dmarc()];
+        let r = run(
+            &exp,
+            vec![
+                ("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF)])),
+                ("send.acme.com", "MX", recs(vec![omx("send.acme.com", 10, "feedback-smtp.us-east-1.amazonses.com")])),
+                ("resend._domainkey.acme.com", "TXT", failed(LookupError::Timeout)),
+            ],
+        );
+        assert_eq!(r.len(), 4);
+        assert_eq!(r[0].purpose, "spf");
+        assert_found(&r[0]);
+        assert_eq!(r[1].dns_status, DnsStatus::LookupFailed);
+        assert_found(&r[2]);
+        assert_eq!(r[3].dns_status, DnsStatus::Missing);
+    }
+
+    #[test]
+    fn spf_compare_unit() {
+        assert_eq!(spf_compare(SPF, SPF), SpfVerdict::Equal);
+        assert_eq!(spf_compare("not spf", SPF), SpfVerdict::NotSpf);
+        assert_eq!(spf_compare("v=spf1 -all", SPF), SpfVerdict::Missing(vec!["include:amazonses.com".into()]));
+        assert_eq!(spf_compare("v=spf1 include:amazonses.com -all", SPF), SpfVerdict::Authorizes);
+        assert_eq!(spf_compare("v=spf1 include:x.com", "v=spf1 redirect=x.com"), SpfVerdict::Authorizes);
+        assert!(!is_spf("v=spf10"));
+    }
+
+    #[test]
+    fn unquote_unit() {
+        assert_eq!(unquote(" \"abc\" "), "abc");
+        assert_eq!(unquote("\"ab\" \"cd\""), "abcd");
+        assert_eq!(unquote("\"a\\\"b\""), "a\"b");
+        assert_eq!(unquote("plain"), "plain");
+        assert_eq!(norm_name("Send.ACME.com."), "send.acme.com");
+    }
 }

@@ -66,14 +66,22 @@ pub(crate) async fn record_is_published(
     match record.record_type {
         "TXT" => match resolver.txt_lookup(name).await {
             Ok(answers) => answers.iter().any(|txt| {
-                let joined: Vec<u8> = txt.txt_data().iter().flat_map(|s| s.iter().copied()).collect();
+                let joined: Vec<u8> = txt
+                    .txt_data()
+                    .iter()
+                    .flat_map(|s| s.iter().copied())
+                    .collect();
                 String::from_utf8_lossy(&joined).to_ascii_lowercase() == expected
             }),
             Err(_) => false,
         },
         "MX" => match resolver.mx_lookup(name).await {
             Ok(answers) => answers.iter().any(|mx| {
-                mx.exchange().to_ascii().trim_end_matches('.').to_ascii_lowercase() == expected
+                mx.exchange()
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase()
+                    == expected
             }),
             Err(_) => false,
         },

@@ -102,6 +102,8 @@ pub async fn spawn(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0 for the dev provider");
-    let addr = listener.local_addr().expect("local address of a bound socket");
+    let addr = listener
+        .local_addr()
+        .expect("local address of a bound socket");
     (addr, tokio::spawn(serve(listener, config)))
 }

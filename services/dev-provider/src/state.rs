@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 
-use crate::control::Faults;
+use crate::control::ActiveFaults;
 use crate::records::DevRecord;
 use crate::DevProviderConfig;
 
@@ -104,7 +104,7 @@ impl Store {
 /// Faults still to be served, counters, and the natural rate limit's window.
 #[derive(Default)]
 pub(crate) struct Control {
-    pub faults: Faults,
+    pub faults: ActiveFaults,
     pub requests: u64,
     pub by_path: HashMap<String, u64>,
     pub rate_limited: u64,

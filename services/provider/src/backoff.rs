@@ -88,7 +88,10 @@ mod tests {
         let d = Duration::from_secs(2);
         for seed in 0..100 {
             let j = retry_after_with_jitter(d, seed);
-            assert!(j >= d && j <= d + d / 4 + Duration::from_millis(100), "{j:?}");
+            assert!(
+                j >= d && j <= d + d / 4 + Duration::from_millis(100),
+                "{j:?}"
+            );
         }
         assert_eq!(retry_after_with_jitter(d, 9), retry_after_with_jitter(d, 9));
     }

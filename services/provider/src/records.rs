@@ -33,7 +33,9 @@ pub(crate) fn record_purpose(
     domain: &str,
     value: &str,
 ) -> Option<String> {
-    let tag = tag.map(|t| t.trim().to_ascii_lowercase()).unwrap_or_default();
+    let tag = tag
+        .map(|t| t.trim().to_ascii_lowercase())
+        .unwrap_or_default();
     let record_type = record_type.to_ascii_uppercase();
     if tag == "receiving" {
         return None;
@@ -73,10 +75,16 @@ mod tests {
 
     #[test]
     fn full_names_apex_and_trailing_dots_are_kept_once() {
-        assert_eq!(full_record_name("SEND.example.com.", "example.com"), "send.example.com");
+        assert_eq!(
+            full_record_name("SEND.example.com.", "example.com"),
+            "send.example.com"
+        );
         assert_eq!(full_record_name("@", "example.com"), "example.com");
         assert_eq!(full_record_name("", "example.com"), "example.com");
-        assert_eq!(full_record_name("example.com", "example.com"), "example.com");
+        assert_eq!(
+            full_record_name("example.com", "example.com"),
+            "example.com"
+        );
         // Only a whole label suffix counts as "already full".
         assert_eq!(
             full_record_name("notexample.com", "example.com"),
@@ -87,27 +95,63 @@ mod tests {
     #[test]
     fn purposes_follow_resend_tags_and_types() {
         let p = |tag, ty, name| record_purpose(tag, ty, name, "example.com", "x");
-        assert_eq!(p(Some("SPF"), "MX", "send.example.com").as_deref(), Some("return_path"));
-        assert_eq!(p(Some("SPF"), "TXT", "send.example.com").as_deref(), Some("spf"));
-        assert_eq!(p(Some("DKIM"), "TXT", "r._domainkey.example.com").as_deref(), Some("dkim"));
-        assert_eq!(p(Some("DKIM"), "CNAME", "r._domainkey.example.com").as_deref(), Some("dkim"));
-        assert_eq!(p(Some("Tracking"), "CNAME", "links.example.com").as_deref(), Some("tracking"));
-        assert_eq!(p(None, "CNAME", "links.example.com").as_deref(), Some("tracking"));
-        assert_eq!(p(Some("TrackingCAA"), "CAA", "links.example.com").as_deref(), Some("trackingcaa"));
+        assert_eq!(
+            p(Some("SPF"), "MX", "send.example.com").as_deref(),
+            Some("return_path")
+        );
+        assert_eq!(
+            p(Some("SPF"), "TXT", "send.example.com").as_deref(),
+            Some("spf")
+        );
+        assert_eq!(
+            p(Some("DKIM"), "TXT", "r._domainkey.example.com").as_deref(),
+            Some("dkim")
+        );
+        assert_eq!(
+            p(Some("DKIM"), "CNAME", "r._domainkey.example.com").as_deref(),
+            Some("dkim")
+        );
+        assert_eq!(
+            p(Some("Tracking"), "CNAME", "links.example.com").as_deref(),
+            Some("tracking")
+        );
+        assert_eq!(
+            p(None, "CNAME", "links.example.com").as_deref(),
+            Some("tracking")
+        );
+        assert_eq!(
+            p(Some("TrackingCAA"), "CAA", "links.example.com").as_deref(),
+            Some("trackingcaa")
+        );
     }
 
     #[test]
     fn receiving_records_and_apex_mx_are_dropped() {
-        assert_eq!(record_purpose(Some("Receiving"), "MX", "example.com", "example.com", "x"), None);
-        assert_eq!(record_purpose(Some("SPF"), "MX", "example.com", "example.com", "x"), None);
-        assert_eq!(record_purpose(None, "MX", "example.com", "example.com", "x"), None);
+        assert_eq!(
+            record_purpose(Some("Receiving"), "MX", "example.com", "example.com", "x"),
+            None
+        );
+        assert_eq!(
+            record_purpose(Some("SPF"), "MX", "example.com", "example.com", "x"),
+            None
+        );
+        assert_eq!(
+            record_purpose(None, "MX", "example.com", "example.com", "x"),
+            None
+        );
     }
 
     #[test]
     fn untagged_txt_records_are_inferred() {
         let p = |name, value| record_purpose(None, "TXT", name, "example.com", value);
         assert_eq!(p("example.com", "v=spf1 -all").as_deref(), Some("spf"));
-        assert_eq!(p("s1._domainkey.example.com", "p=abc").as_deref(), Some("dkim"));
-        assert_eq!(p("_dmarc.example.com", "v=DMARC1; p=none").as_deref(), Some("dmarc"));
+        assert_eq!(
+            p("s1._domainkey.example.com", "p=abc").as_deref(),
+            Some("dkim")
+        );
+        assert_eq!(
+            p("_dmarc.example.com", "v=DMARC1; p=none").as_deref(),
+            Some("dmarc")
+        );
     }
 }

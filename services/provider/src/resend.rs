@@ -232,7 +232,11 @@ impl EmailProvider for ResendProvider {
             return Err(ProviderError::NotFound);
         }
         let domain: WireDomain = self
-            .send_json(Method::GET, self.url(&["domains", provider_domain_id]), None)
+            .send_json(
+                Method::GET,
+                self.url(&["domains", provider_domain_id]),
+                None,
+            )
             .await?;
         Ok(domain.into_provider_domain())
     }
@@ -474,11 +478,21 @@ mod tests {
         let domain: WireDomain = serde_json::from_value(json).unwrap();
         let domain = domain.into_provider_domain();
         assert_eq!(domain.name, "example.com");
-        assert_eq!(domain.status, ProviderStatus::Unknown("brand_new_state".into()));
+        assert_eq!(
+            domain.status,
+            ProviderStatus::Unknown("brand_new_state".into())
+        );
         let summary: Vec<_> = domain
             .records
             .iter()
-            .map(|r| (r.purpose.as_str(), r.record_type.as_str(), r.name.as_str(), r.priority))
+            .map(|r| {
+                (
+                    r.purpose.as_str(),
+                    r.record_type.as_str(),
+                    r.name.as_str(),
+                    r.priority,
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -496,9 +510,15 @@ mod tests {
     fn error_bodies_give_name_and_message() {
         let (name, message) =
             error_body(r#"{"statusCode":403,"message":"nope","name":"validation_error"}"#);
-        assert_eq!((name.as_str(), message.as_str()), ("validation_error", "nope"));
+        assert_eq!(
+            (name.as_str(), message.as_str()),
+            ("validation_error", "nope")
+        );
         let (name, message) = error_body("<html>bad gateway</html>");
-        assert_eq!((name.as_str(), message.as_str()), ("unknown", "<html>bad gateway</html>"));
+        assert_eq!(
+            (name.as_str(), message.as_str()),
+            ("unknown", "<html>bad gateway</html>")
+        );
     }
 
     #[test]
@@ -526,8 +546,12 @@ mod tests {
 
     #[test]
     fn construction_errors_never_show_the_key() {
-        let err = ResendProvider::new("http://x", ApiKey::new("bad\u{7}key"), Duration::from_secs(1))
-            .unwrap_err();
+        let err = ResendProvider::new(
+            "http://x",
+            ApiKey::new("bad\u{7}key"),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
         assert_eq!(err, ResendConfigError::InvalidKey);
         assert!(!format!("{err} {err:?}").contains("bad"));
         assert!(ResendProvider::new("ftp://x", ApiKey::new("k"), Duration::from_secs(1)).is_err());

@@ -209,6 +209,9 @@ mod tests {
 
     #[test]
     fn status_parsing_ignores_case() {
-        assert_eq!(ProviderStatus::from_raw("Verified"), ProviderStatus::Verified);
+        assert_eq!(
+            ProviderStatus::from_raw("Verified"),
+            ProviderStatus::Verified
+        );
     }
 }

@@ -1,0 +1,214 @@
+//! One DNS exchange with one server, as real packets: UDP with EDNS, TCP when the
+//! answer comes back truncated. Nothing is cached.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use email_domain_events::records::{LookupAnswer, LookupError, ObservedRecord};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// The EDNS payload size we announce (the DNS flag day 2020 value).
+const EDNS_PAYLOAD: u16 = 1232;
+
+fn next_id() -> u16 {
+    static COUNTER: AtomicU16 = AtomicU16::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    (nanos as u16) ^ COUNTER.fetch_add(0x9e37, Ordering::Relaxed)
+}
+
+/// Why an exchange produced no DNS message.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub error: LookupError,
+    pub detail: String,
+}
+
+pub(crate) fn parse_type(t: &str) -> Option<RecordType> {
+    t.to_ascii_uppercase().parse().ok()
+}
+
+fn build_query(name: &str, rtype: RecordType, rd: bool) -> Result<(u16, Vec<u8>), Failure> {
+    let mut n = Name::from_str_relaxed(name)
+        .map_err(|e| Failure { error: LookupError::Other, detail: format!("`{name}` is not a DNS name: {e}") })?;
+    n.set_fqdn(true);
+    let id = next_id();
+    let mut msg = Message::new();
+    msg.set_id(id)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(rd)
+        .add_query(Query::query(n, rtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(EDNS_PAYLOAD);
+    msg.set_edns(edns);
+    let bytes =
+        msg.to_vec().map_err(|e| Failure { error: LookupError::Other, detail: format!("cannot encode the query: {e}") })?;
+    Ok((id, bytes))
+}
+
+fn is_reply(msg: &Message, id: u16, name: &str, rtype: RecordType) -> bool {
+    msg.id() == id
+        && msg.message_type() == MessageType::Response
+        && msg.queries().first().is_none_or(|q| {
+            q.query_type() == rtype && q.name().to_ascii().trim_end_matches('.').eq_ignore_ascii_case(name.trim_end_matches('.'))
+        })
+}
+
+/// One question to one server, within `timeout` (UDP, then TCP on truncation).
+pub(crate) async fn exchange(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    rd: bool,
+    timeout: Duration,
+) -> Result<Message, Failure> {
+    let (id, packet) = build_query(name, rtype, rd)?;
+    let to = |what: &str| Failure {
+        error: LookupError::Timeout,
+        detail: format!("{server} did not answer {what} within {} ms", timeout.as_millis()),
+    };
+    let io = |e: std::io::Error| Failure { error: LookupError::Other, detail: format!("{server}: {e}") };
+    let udp = async {
+        let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+        let sock = UdpSocket::bind(bind).await.map_err(io)?;
+        sock.connect(server).await.map_err(io)?;
+        sock.send(&packet).await.map_err(io)?;
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let n = match sock.recv(&mut buf).await {
+                Ok(n) => n,
+                // ICMP port unreachable and the like
+                Err(e) => return Err(io(e)),
+            };
+            if let Ok(msg) = Message::from_vec(&buf[..n]) {
+                if is_reply(&msg, id, name, rtype) {
+                    return Ok(msg);
+                }
+            }
+        }
+    };
+    let msg = tokio::time::timeout(timeout, udp).await.map_err(|_| to("over UDP"))??;
+    if !msg.truncated() {
+        return Ok(msg);
+    }
+    let tcp = async {
+        let mut stream = TcpStream::connect(server).await.map_err(io)?;
+        let mut out = (packet.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(&packet);
+        stream.write_all(&out).await.map_err(io)?;
+        loop {
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len).await.map_err(io)?;
+            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+            stream.read_exact(&mut buf).await.map_err(io)?;
+            if let Ok(msg) = Message::from_vec(&buf) {
+                if is_reply(&msg, id, name, rtype) {
+                    return Ok(msg);
+                }
+            }
+        }
+    };
+    tokio::time::timeout(timeout, tcp).await.map_err(|_| to("over TCP after a truncated UDP answer"))?
+}
+
+/// Asks `servers` in turn, `attempts` rounds, until one gives a usable answer
+/// (anything but SERVFAIL, REFUSED, a timeout or a transport error). When none
+/// does, the most telling failure: an error code beats a timeout.
+pub(crate) async fn ask(
+    servers: &[SocketAddr],
+    name: &str,
+    rtype: RecordType,
+    rd: bool,
+    timeout: Duration,
+    attempts: usize,
+) -> Result<Message, Failure> {
+    let mut worst: Option<Failure> = None;
+    for _ in 0..attempts.max(1) {
+        for server in servers {
+            let f = match exchange(*server, name, rtype, rd, timeout).await {
+                Ok(msg) => match msg.response_code() {
+                    ResponseCode::ServFail => Failure { error: LookupError::ServFail, detail: format!("SERVFAIL from {server}") },
+                    ResponseCode::Refused => Failure { error: LookupError::Refused, detail: format!("REFUSED by {server}") },
+                    _ => return Ok(msg),
+                },
+                Err(f) => f,
+            };
+            let keep = match &worst {
+                None => true,
+                Some(w) => w.error == LookupError::Timeout || w.error == LookupError::Other,
+            };
+            if keep {
+                worst = Some(f);
+            }
+        }
+    }
+    Err(worst.unwrap_or(Failure { error: LookupError::Other, detail: "no nameserver to ask".into() }))
+}
+
+fn norm(s: &str) -> String {
+    s.trim_end_matches('.').to_ascii_lowercase()
+}
+
+pub(crate) fn observed(r: &Record) -> Option<ObservedRecord> {
+    let mut txt_strings = Vec::new();
+    let mut priority = None;
+    let value = match r.data() {
+        RData::TXT(t) => {
+            txt_strings = t.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+            txt_strings.concat()
+        }
+        RData::MX(mx) => {
+            priority = Some(mx.preference());
+            norm(&mx.exchange().to_ascii())
+        }
+        RData::CNAME(c) => norm(&c.0.to_ascii()),
+        RData::NS(n) => norm(&n.0.to_ascii()),
+        RData::A(a) => a.0.to_string(),
+        RData::AAAA(a) => a.0.to_string(),
+        RData::OPT(_) => return None,
+        other => other.to_string(),
+    };
+    if r.record_type() == RecordType::RRSIG {
+        return None;
+    }
+    Some(ObservedRecord {
+        name: norm(&r.name().to_ascii()),
+        record_type: r.record_type().to_string(),
+        value,
+        txt_strings,
+        priority,
+        ttl: Some(r.ttl()),
+    })
+}
+
+/// The negative TTL of a negative answer: min(SOA TTL, SOA minimum) (RFC 2308).
+fn negative_ttl(msg: &Message) -> Option<u32> {
+    msg.name_servers().iter().find_map(|r| match r.data() {
+        RData::SOA(soa) => Some(r.ttl().min(soa.minimum())),
+        _ => None,
+    })
+}
+
+/// A DNS message as the core's [`LookupAnswer`]. `authoritative_only`: a reply
+/// without the AA bit and without answers is a referral, not an answer.
+pub(crate) fn to_answer(msg: &Message, authoritative_only: bool) -> LookupAnswer {
+    let records: Vec<ObservedRecord> = msg.answers().iter().filter_map(observed).collect();
+    match msg.response_code() {
+        ResponseCode::NoError | ResponseCode::NXDomain if !records.is_empty() => LookupAnswer::Records { records },
+        ResponseCode::NoError | ResponseCode::NXDomain if authoritative_only && !msg.authoritative() => {
+            LookupAnswer::Failed {
+                error: LookupError::Other,
+                detail: "the server is not authoritative for the name (a referral)".into(),
+            }
+        }
+        ResponseCode::NoError => LookupAnswer::NoData { negative_ttl: negative_ttl(msg) },
+        ResponseCode::NXDomain => LookupAnswer::NxDomain { negative_ttl: negative_ttl(msg) },
+        ResponseCode::ServFail => LookupAnswer::Failed { error: LookupError::ServFail, detail: "SERVFAIL".into() },
+        ResponseCode::Refused => LookupAnswer::Failed { error: LookupError::Refused, detail: "REFUSED".into() },
+        other => LookupAnswer::Failed { error: LookupError::Other, detail: format!("response code {other}") },
+    }
+}

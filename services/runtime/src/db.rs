@@ -1,0 +1,51 @@
+//! Postgres for the projections: the database is created if missing and migrated at start.
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use std::str::FromStr;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Connects, creating the database when it does not exist, and applies the migrations.
+pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a Postgres URL: {e}"))?;
+    let db = options.get_database().unwrap_or("postgres").to_string();
+    if let Err(first) = options.connect().await {
+        // Try to create it from the maintenance database.
+        let admin = options.clone().database("postgres");
+        let mut conn = admin.connect().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach Postgres for DATABASE_URL ({}): {e}; first error: {first}. Is Postgres running?",
+                options.get_host()
+            )
+        })?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(&db)
+            .fetch_optional(&mut conn)
+            .await?;
+        if exists.is_none() {
+            let quoted = db.replace('"', "\"\"");
+            // Two services starting at once may race here; "already exists" is fine.
+            if let Err(e) = sqlx::query(&format!("CREATE DATABASE \"{quoted}\"")).execute(&mut conn).await {
+                if !e.to_string().contains("already exists") {
+                    return Err(e.into());
+                }
+            }
+            tracing::info!(database = %db, "created database");
+        }
+        conn.close().await.ok();
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Applies migrations; several services may start at once, so take an advisory lock.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
+}

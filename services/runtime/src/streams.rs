@@ -1,0 +1,144 @@
+//! The streams and KV buckets of contract §2, created at start-up when missing.
+//! Existing streams are used as they are: a service never deletes or rewrites them.
+
+use async_nats::jetstream::{
+    self,
+    kv,
+    stream::{Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType},
+};
+use std::time::Duration;
+
+pub const COMMANDS: &str = "EMAIL_DOMAIN_COMMANDS";
+pub const EVENTS: &str = "EMAIL_DOMAIN_EVENTS";
+pub const OUTCOMES: &str = "EMAIL_DOMAIN_OUTCOMES";
+pub const ANALYTICS: &str = "EMAIL_DOMAIN_ANALYTICS";
+pub const DEAD_LETTERS: &str = "EMAIL_DOMAIN_DEAD_LETTERS";
+/// Internal: provider calls waiting for the provider worker (interactive and background).
+pub const PROVIDER_WORK: &str = "EMAIL_DOMAIN_PROVIDER_WORK";
+
+pub const COMMAND_SUBJECTS: &str = "email_domains.commands.>";
+pub const EVENT_SUBJECTS: &str = "email_domains.events.>";
+pub const PROVIDER_WORK_INTERACTIVE: &str = "email_domains.provider_work.interactive";
+pub const PROVIDER_WORK_BACKGROUND: &str = "email_domains.provider_work.background";
+
+/// Which registration holds a domain name (at most one live owner per name).
+pub const NAMES_BUCKET: &str = "email_domain_names";
+/// Aggregate snapshots, so a cold handler does not replay a long history.
+pub const SNAPSHOTS_BUCKET: &str = "email_domain_snapshots";
+/// Leader leases of the services that must run as one active instance.
+pub const LEASES_BUCKET: &str = "email_domain_leases";
+
+/// Stream settings that tests may change (the command dedup window).
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub command_dedup_window: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings { command_dedup_window: Duration::from_secs(120) }
+    }
+}
+
+pub fn stream_configs(settings: &StreamSettings) -> Vec<StreamConfig> {
+    vec![
+        StreamConfig {
+            name: COMMANDS.into(),
+            subjects: vec![COMMAND_SUBJECTS.into()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            duplicate_window: settings.command_dedup_window,
+            description: Some("Commands for email domains (work queue)".into()),
+            ..Default::default()
+        },
+        StreamConfig {
+            name: EVENTS.into(),
+            subjects: vec![EVENT_SUBJECTS.into()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            deny_delete: true,
+            deny_purge: true,
+            allow_direct: true,
+            duplicate_window: Duration::from_secs(120),
+            description: Some("The append-only event log of email domains".into()),
+            ..Default::default()
+        },
+        StreamConfig {
+            name: OUTCOMES.into(),
+            subjects: vec!["email_domains.outcomes.>".into()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            // No age limit: the outcome stream is also the ledger of handled command ids,
+            // so a command id never has a second effect however late it comes back.
+            max_messages_per_subject: 1,
+            allow_direct: true,
+            description: Some("One outcome per command".into()),
+            ..Default::default()
+        },
+        StreamConfig {
+            name: ANALYTICS.into(),
+            subjects: vec!["analytics.email_domain.>".into()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            max_age: Duration::from_secs(8 * 24 * 3600),
+            duplicate_window: Duration::from_secs(600),
+            description: Some("Analytics CloudEvents".into()),
+            ..Default::default()
+        },
+        StreamConfig {
+            name: DEAD_LETTERS.into(),
+            subjects: vec!["email_domains.dead_letters.>".into()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            allow_direct: true,
+            description: Some("Messages that could not be read as commands".into()),
+            ..Default::default()
+        },
+        StreamConfig {
+            name: PROVIDER_WORK.into(),
+            subjects: vec!["email_domains.provider_work.>".into()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            duplicate_window: Duration::from_secs(600),
+            description: Some("Provider calls waiting for the provider worker".into()),
+            ..Default::default()
+        },
+    ]
+}
+
+/// Creates every stream and bucket that is missing. Idempotent.
+pub async fn ensure(js: &jetstream::Context, settings: &StreamSettings) -> anyhow::Result<()> {
+    for config in stream_configs(settings) {
+        let name = config.name.clone();
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create or open stream {name}: {e}"))?;
+    }
+    for bucket in [NAMES_BUCKET, SNAPSHOTS_BUCKET, LEASES_BUCKET] {
+        ensure_bucket(js, bucket).await?;
+    }
+    Ok(())
+}
+
+/// Creates a KV bucket's stream by hand: the client's `create_key_value` first asks
+/// `$JS.API.INFO`, whose nats-server 2.9 reply it cannot parse (FIELD-NOTES §3).
+pub async fn ensure_bucket(js: &jetstream::Context, bucket: &str) -> anyhow::Result<kv::Store> {
+    let config = StreamConfig {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: DiscardPolicy::New,
+        storage: StorageType::File,
+        num_replicas: 1,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create KV bucket {bucket}: {e}"))?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open KV bucket {bucket}: {e}"))
+}
