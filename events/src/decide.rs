@@ -248,7 +248,9 @@ fn decide_provider_result(
                 return Decision::Nothing;
             }
             let deleted = state.status == Status::Deactivated;
-            let next = if deleted {
+            // A failed domain stays failed (only the owner's refresh opens a new window):
+            // it keeps the provider domain for that window, but gets no timer.
+            let next = if deleted || state.status == Status::Failed {
                 None
             } else if state.check_requested {
                 Some(now)
@@ -459,11 +461,12 @@ pub const REQUIRED_PURPOSES: &[&str] = &["spf", "dkim", "return_path"];
 pub fn records_to_enter(zone: &str, provider_records: &[DnsRecord]) -> Vec<DnsRecord> {
     let mut out: Vec<DnsRecord> = provider_records
         .iter()
-        .filter(|r| !(r.record_type.eq_ignore_ascii_case("MX") && r.name.eq_ignore_ascii_case(zone)))
-        .map(|r| DnsRecord {
+        .map(|r| (r, full_name(zone, &r.name)))
+        .filter(|(r, name)| !(r.record_type.eq_ignore_ascii_case("MX") && name.eq_ignore_ascii_case(zone)))
+        .map(|(r, name)| DnsRecord {
             purpose: r.purpose.to_ascii_lowercase(),
             record_type: r.record_type.to_ascii_uppercase(),
-            name: r.name.trim_end_matches('.').to_ascii_lowercase(),
+            name,
             value: r.value.clone(),
             priority: r.priority,
             required: REQUIRED_PURPOSES.contains(&r.purpose.to_ascii_lowercase().as_str()),
@@ -486,4 +489,18 @@ pub fn records_to_enter(zone: &str, provider_records: &[DnsRecord]) -> Vec<DnsRe
         });
     }
     out
+}
+
+/// A record name as a full name: lower case, no trailing dot, a name given relative to
+/// the zone (`send`, `@`, empty) qualified with it.
+fn full_name(zone: &str, name: &str) -> String {
+    let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty() || name == "@" {
+        zone
+    } else if name == zone || name.ends_with(&format!(".{zone}")) {
+        name
+    } else {
+        format!("{name}.{zone}")
+    }
 }

@@ -171,7 +171,8 @@ pub fn evolve(state: Option<DomainState>, event: &Event) -> Option<DomainState> 
             s.records = records.clone();
             if *cleanup_required {
                 s.cleanup_pending = true;
-            } else {
+            } else if s.status == Status::Created {
+                // A late create for a domain that failed meanwhile does not revive it.
                 s.status = Status::AwaitingDns;
                 s.next_check_at = *next_check_at;
                 s.check_requested = false;

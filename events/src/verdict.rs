@@ -377,7 +377,19 @@ fn judge_value(ctx: &mut Ctx<'_>, answer: &LookupAnswer) -> bool {
 fn judge_cname(ctx: &mut Ctx<'_>, answer: &LookupAnswer) -> bool {
     let name = ctx.name.clone();
     let want = norm_name(&ctx.rec.value);
-    let chain = cname_chain(answer, &name);
+    let mut chain = cname_chain(answer, &name);
+    // a CNAME question gets one hop; the address and TXT questions show the whole
+    // chain (a CNAME to a CNAME to the expected target is found)
+    if !chain.is_empty() && !chain.contains(&want) {
+        for t in ["A", "AAAA", "TXT"] {
+            if let Some(a) = ctx.answer(&name, t) {
+                let longer = cname_chain(a, &name);
+                if longer.first() == chain.first() && longer.len() > chain.len() {
+                    chain = longer;
+                }
+            }
+        }
+    }
     ctx.observed.extend(chain.iter().cloned());
     if chain.iter().any(|t| *t == want) {
         return true;

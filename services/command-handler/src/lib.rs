@@ -1,1 +1,176 @@
-//! command-handler
+//! The command handler: consumes `EMAIL_DOMAIN_COMMANDS`, decides with the pure core,
+//! appends events with optimistic concurrency and publishes exactly one outcome per
+//! command.
+//!
+//! Ordering: one instance is active at a time (a KV lease); inside it, commands are
+//! spread over lanes by domain name, and each lane handles its commands one after
+//! another in stream order. So per domain, commands take effect in publish order,
+//! while many domains are in flight at once. A standby instance takes over when the
+//! lease runs out.
+#![forbid(unsafe_code)]
+
+mod lane;
+
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
+use email_domain_events::command::{self, DecodeFailure};
+use email_domain_events::outcome::Outcome;
+use email_domain_events::{decide::Rejection, decide::RejectionCode, Command, DomainName};
+use futures::StreamExt;
+use runtime::{dead_letters, lease::Lease, streams, Config, Shutdown};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub use lane::Services;
+
+pub const CONSUMER: &str = "command-handler";
+
+/// Runs the handler until `shutdown`: waits for the lease, then consumes.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let client = runtime::connect_nats(&config.nats_url, "command-handler").await?;
+    let js = runtime::jetstream(client);
+    streams::ensure(&js, &streams::StreamSettings { command_dedup_window: config.command_dedup_window }).await?;
+    let services = Arc::new(Services::open(&js, &config).await?);
+    let leases = js.get_key_value(streams::LEASES_BUCKET).await?;
+    let lease = Lease::new(leases, CONSUMER, config.lease_ttl);
+    loop {
+        let Some(mut guard) = lease.acquire(&shutdown).await else { break };
+        tokio::select! {
+            r = consume(&js, services.clone(), &config, &shutdown) => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "consumer stopped; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            _ = guard.lost() => tracing::warn!("lease lost: standing by"),
+        }
+        if shutdown.is_triggered() {
+            lease.release().await;
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn consume(
+    js: &jetstream::Context,
+    services: Arc<Services>,
+    config: &Config,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let stream = js.get_stream(streams::COMMANDS).await?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            CONSUMER,
+            pull::Config {
+                durable_name: Some(CONSUMER.into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(1000)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await?;
+
+    let lanes: Vec<mpsc::Sender<lane::Work>> = (0..config.handler_lanes.max(1))
+        .map(|_| {
+            let (tx, rx) = mpsc::channel(4096);
+            tokio::spawn(lane::run(services.clone(), rx));
+            tx
+        })
+        .collect();
+
+    loop {
+        let next = tokio::select! {
+            m = messages.next() => m,
+            _ = shutdown.wait() => break,
+        };
+        let Some(msg) = next else { break };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "command stream error");
+                continue;
+            }
+        };
+        let token = msg.subject.strip_prefix("email_domains.commands.").unwrap_or("").to_string();
+        match command::decode(&token, &msg.payload) {
+            Ok(cmd) => {
+                let key = lane_key(&cmd, &services.config.reserved_domains);
+                let idx = lane_index(&key, lanes.len());
+                if lanes[idx].send(lane::Work { msg, cmd }).await.is_err() {
+                    anyhow::bail!("lane {idx} stopped");
+                }
+            }
+            Err(failure) => {
+                let services = services.clone();
+                tokio::spawn(async move { reject_unreadable(&services, msg, failure).await });
+            }
+        }
+    }
+    // Let the lanes finish what they hold.
+    drop(lanes);
+    Ok(())
+}
+
+/// Commands about the same name share a lane, whatever form the name was written in.
+fn lane_key(cmd: &Command, reserved: &email_domain_events::ReservedDomains) -> String {
+    match DomainName::parse(&cmd.domain, reserved) {
+        Ok(n) => n.as_str().to_string(),
+        Err(_) => cmd.domain.trim().trim_end_matches('.').to_ascii_lowercase(),
+    }
+}
+
+fn lane_index(key: &str, lanes: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % lanes as u64) as usize
+}
+
+/// Dead-letters a message that is not a command; a readable command id also gets a
+/// rejected outcome (`invalid_command`), so its sender is never left waiting.
+async fn reject_unreadable(services: &Services, msg: jetstream::Message, failure: DecodeFailure) {
+    let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let letter = dead_letters::DeadLetter::new(
+        failure.dead_letter_reason,
+        &failure.error,
+        msg.subject.as_str(),
+        msg.headers.as_ref(),
+        &msg.payload,
+    );
+    tracing::warn!(reason = failure.dead_letter_reason, error = %failure.error, subject = %msg.subject, "dead-lettered");
+    loop {
+        let dl = dead_letters::publish(&services.js, &letter, &format!("dl-{seq}")).await;
+        let outcome = match failure.command_id {
+            Some(id) => {
+                let rejection = Rejection::new(RejectionCode::InvalidCommand, failure.error.clone());
+                let outcome = Outcome::rejected(
+                    id,
+                    failure.tenant_id.map(|t| t.to_string()),
+                    failure.domain.clone(),
+                    None,
+                    &rejection,
+                );
+                services.outcomes.publish(&outcome).await
+            }
+            None => Ok(()),
+        };
+        match (dl, outcome) {
+            (Ok(()), Ok(())) => break,
+            (a, b) => {
+                tracing::warn!(dead_letter = ?a.err(), outcome = ?b.err(), "retrying dead letter");
+                let _ = msg.ack_with(AckKind::Progress).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    let _ = msg.ack().await;
+}

@@ -226,8 +226,9 @@ impl DnsChecker {
             return Observed { observation: self.observe(questions).await, ..Observed::default() };
         };
         let route = Route::Authority { apex: &apex, servers: &servers };
+        let apex_ref: &str = &apex;
         let both = join_all(questions.iter().map(|q| async move {
-            if under(&norm(&q.name), &apex) {
+            if under(&norm(&q.name), apex_ref) {
                 let (a, r) = futures::join!(self.resolve(q, route), self.resolve(q, Route::Recursive));
                 (a, Some(r))
             } else {
