@@ -115,6 +115,7 @@ pub fn decide_register(
         Some(h) if h.status == Status::Failed => Some(EventData::DomainReleased {
             to_tenant: tenant,
             cleanup_required: h.is_provisioned(),
+            provider_domain_id: h.provider_domain_id.clone(),
         }),
         Some(_) => {
             return Err(Rejection::new(
@@ -180,6 +181,7 @@ pub fn decide(
         C::DeleteDomain => Ok(Decision::Append(EventData::DomainDeleted {
             requested_by: cmd.requested_by.clone(),
             cleanup_required: state.is_provisioned(),
+            provider_domain_id: state.provider_domain_id.clone(),
         })),
         C::FailDomain => Ok(Decision::Append(EventData::VerificationFailed {
             reason: cmd
@@ -362,6 +364,7 @@ fn after_check(
                 attempt,
                 drift_detected,
                 drift_resolved: false,
+                provider_domain_id: state.provider_domain_id.clone(),
                 records,
             };
         }
@@ -375,6 +378,7 @@ fn after_check(
             attempt: 0,
             drift_detected: false,
             drift_resolved,
+            provider_domain_id: state.provider_domain_id.clone(),
             records,
         };
     }
@@ -398,6 +402,7 @@ fn after_check(
         attempt,
         drift_detected: false,
         drift_resolved: false,
+        provider_domain_id: state.provider_domain_id.clone(),
         records,
     }
 }

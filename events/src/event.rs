@@ -67,6 +67,9 @@ pub enum EventData {
         drift_detected: bool,
         #[serde(default)]
         drift_resolved: bool,
+        /// The provider's id of the domain, for the provider worker's verify or poll.
+        #[serde(default)]
+        provider_domain_id: Option<String>,
     },
     /// The provider said where verification stands.
     ProviderPolled {
@@ -84,9 +87,19 @@ pub enum EventData {
     /// A failed domain's window reopened but it never reached the provider: provision again.
     WindowReopened { deadline_at: DateTime<Utc> },
     /// The tenant deleted the domain: `deactivated`; the provider clean-up follows.
-    DomainDeleted { requested_by: Option<String>, cleanup_required: bool },
+    DomainDeleted {
+        requested_by: Option<String>,
+        cleanup_required: bool,
+        #[serde(default)]
+        provider_domain_id: Option<String>,
+    },
     /// Another tenant registered this failed name: `deactivated` (reason `released`).
-    DomainReleased { to_tenant: TenantId, cleanup_required: bool },
+    DomainReleased {
+        to_tenant: TenantId,
+        cleanup_required: bool,
+        #[serde(default)]
+        provider_domain_id: Option<String>,
+    },
     /// The provider domain is gone.
     ProviderCleanedUp,
 }

@@ -34,7 +34,10 @@ pub fn plan(zone: &str, expected: &[DnsRecord]) -> Vec<DnsQuestion> {
     let mut ask = |name: &str, t: &str| {
         let name = norm_name(name);
         if !name.is_empty() {
-            qs.insert(DnsQuestion { name, record_type: t.to_ascii_uppercase() });
+            qs.insert(DnsQuestion {
+                name,
+                record_type: t.to_ascii_uppercase(),
+            });
         }
     };
     for r in expected {
@@ -108,7 +111,10 @@ fn other_places(name: &str, rtype: &str, zone: &str, expected: &[DnsRecord]) -> 
 /// The expected records with `dns_status`, `observed` and `diagnosis` filled in.
 pub fn judge(zone: &str, expected: &[DnsRecord], observation: &DnsObservation) -> Vec<DnsRecord> {
     let zone = norm_name(zone);
-    expected.iter().map(|r| judge_one(&zone, r, expected, observation)).collect()
+    expected
+        .iter()
+        .map(|r| judge_one(&zone, r, expected, observation))
+        .collect()
 }
 
 /// What kind of record is expected: decides how values compare and which other
@@ -194,7 +200,12 @@ fn judge_one(zone: &str, rec: &DnsRecord, all: &[DnsRecord], obs: &DnsObservatio
             }
         }
     };
-    if !found && ctx.codes.iter().all(|(c, _)| *c != DiagnosisCode::LookupFailed) {
+    if !found
+        && ctx
+            .codes
+            .iter()
+            .all(|(c, _)| *c != DiagnosisCode::LookupFailed)
+    {
         explain_elsewhere(&mut ctx, all);
     }
     let mut out = rec.clone();
@@ -206,7 +217,11 @@ fn judge_one(zone: &str, rec: &DnsRecord, all: &[DnsRecord], obs: &DnsObservatio
             out.diagnosis = Some(Diagnosis { code, message });
         }
         None => {
-            out.dns_status = if found { DnsStatus::Found } else { DnsStatus::Missing };
+            out.dns_status = if found {
+                DnsStatus::Found
+            } else {
+                DnsStatus::Missing
+            };
             out.diagnosis = None;
         }
     }
@@ -254,7 +269,9 @@ fn judge_value(ctx: &mut Ctx<'_>, answer: &LookupAnswer) -> bool {
         if let Some(LookupAnswer::Records { records }) = ctx.answer(&name, "CNAME") {
             chain = records
                 .iter()
-                .filter(|r| r.record_type.eq_ignore_ascii_case("CNAME") && norm_name(&r.name) == name)
+                .filter(|r| {
+                    r.record_type.eq_ignore_ascii_case("CNAME") && norm_name(&r.name) == name
+                })
                 .map(|r| norm_name(&r.value))
                 .take(1)
                 .collect();
@@ -272,7 +289,8 @@ fn judge_value(ctx: &mut Ctx<'_>, answer: &LookupAnswer) -> bool {
     };
     if rtype == "TXT" && !chain.is_empty() {
         // the records the CNAME target serves, for the owner to see
-        ctx.observed.extend(records.iter().map(|r| format!("TXT {}", presentation(r))));
+        ctx.observed
+            .extend(records.iter().map(|r| format!("TXT {}", presentation(r))));
     } else {
         ctx.observed.extend(records.iter().map(presentation));
     }
@@ -310,8 +328,11 @@ fn judge_value(ctx: &mut Ctx<'_>, answer: &LookupAnswer) -> bool {
                 Kind::Mx => "MX record",
                 _ => "record of the same kind",
             };
-            let others =
-                conflicting.iter().map(|r| format!("`{}`", presentation(r))).collect::<Vec<_>>().join(", ");
+            let others = conflicting
+                .iter()
+                .map(|r| format!("`{}`", presentation(r)))
+                .collect::<Vec<_>>()
+                .join(", ");
             ctx.codes.push((
                 DiagnosisCode::DuplicateRecords,
                 format!(
@@ -391,7 +412,7 @@ fn judge_cname(ctx: &mut Ctx<'_>, answer: &LookupAnswer) -> bool {
         }
     }
     ctx.observed.extend(chain.iter().cloned());
-    if chain.iter().any(|t| *t == want) {
+    if chain.contains(&want) {
         return true;
     }
     if let Some(first) = chain.first() {
@@ -454,7 +475,10 @@ fn explain_elsewhere(ctx: &mut Ctx<'_>, all: &[DnsRecord]) {
     let zone = ctx.zone.to_string();
     let wildcard = format!("*.{zone}");
     let wildcard_records = ctx.served(&wildcard, &rtype);
-    for (appended, base) in appended_names(&name, &zone).into_iter().zip([zone.clone(), registrable(&zone)]) {
+    for (appended, base) in appended_names(&name, &zone)
+        .into_iter()
+        .zip([zone.clone(), registrable(&zone)])
+    {
         let recs = ctx.served(&appended, &rtype);
         if recs.is_empty() || same_set(&recs, &wildcard_records) {
             // nothing there, or only what the wildcard under the apex synthesises
@@ -480,12 +504,22 @@ fn explain_elsewhere(ctx: &mut Ctx<'_>, all: &[DnsRecord]) {
         }
     }
     for place in other_places(&name, &rtype, &zone, all) {
-        if place == wildcard {
+        // the same value is expected there too: it belongs to that record
+        let expected_there = all.iter().any(|o| {
+            norm_name(&o.name) == place
+                && o.record_type.eq_ignore_ascii_case(&rtype)
+                && unquote(&o.value) == unquote(&ctx.rec.value)
+        });
+        if place == wildcard || expected_there {
             continue;
         }
         let recs = ctx.served(&place, &rtype);
         if recs.iter().any(|r| matches(ctx, r)) {
-            let where_ = if place == zone { format!("`{zone}` (the domain itself)") } else { format!("`{place}`") };
+            let where_ = if place == zone {
+                format!("`{zone}` (the domain itself)")
+            } else {
+                format!("`{place}`")
+            };
             ctx.codes.push((
                 DiagnosisCode::WrongName,
                 format!(
@@ -542,7 +576,7 @@ fn mismatch_message(ctx: &Ctx<'_>, same: &[&ObservedRecord]) -> String {
                     "The SPF record at `{name}` is `{spf}`, which does not authorize this sender: add \
                      {} to it (before the `all` term), e.g. `{}`.",
                     terms.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(" and "),
-                    merge_spf(&want, &[spf.clone()])
+                    merge_spf(&want, std::slice::from_ref(&spf))
                 ),
                 SpfVerdict::WeakerAll { have, want: w } => format!(
                     "The SPF record at `{name}` is `{spf}`: it ends with `{have}`, which is weaker than \
@@ -553,8 +587,12 @@ fn mismatch_message(ctx: &Ctx<'_>, same: &[&ObservedRecord]) -> String {
         }
         Kind::Dkim => {
             let got = txt_text(same[0]);
-            let exp_p = tag_list(&want).and_then(|t| t.get("p").cloned()).unwrap_or_default();
-            let got_p = tag_list(&got).and_then(|t| t.get("p").cloned()).unwrap_or_default();
+            let exp_p = tag_list(&want)
+                .and_then(|t| t.get("p").cloned())
+                .unwrap_or_default();
+            let got_p = tag_list(&got)
+                .and_then(|t| t.get("p").cloned())
+                .unwrap_or_default();
             if !got_p.is_empty() && exp_p.len() > got_p.len() && exp_p.starts_with(&got_p) {
                 format!(
                     "The DKIM key at `{name}` is cut off: it has {} of the {} characters of the key. \
@@ -589,7 +627,10 @@ fn mismatch_message(ctx: &Ctx<'_>, same: &[&ObservedRecord]) -> String {
                 )
             }
         }
-        _ => format!("The {} record at `{name}` (host `{host}`) is {have}; replace its value with `{want}`.", ctx.rtype),
+        _ => format!(
+            "The {} record at `{name}` (host `{host}`) is {have}; replace its value with `{want}`.",
+            ctx.rtype
+        ),
     }
 }
 
@@ -602,7 +643,10 @@ fn matches(ctx: &Ctx<'_>, r: &ObservedRecord) -> bool {
     }
     let exp = &ctx.rec.value;
     match ctx.kind {
-        Kind::Spf => matches!(spf_compare(&txt_text(r), &unquote(exp)), SpfVerdict::Equal | SpfVerdict::Authorizes),
+        Kind::Spf => matches!(
+            spf_compare(&txt_text(r), &unquote(exp)),
+            SpfVerdict::Equal | SpfVerdict::Authorizes
+        ),
         Kind::Dkim => dkim_equal(&txt_text(r), &unquote(exp)),
         Kind::Dmarc => dmarc_ok(&txt_text(r), &unquote(exp)),
         Kind::OtherTxt => txt_text(r).trim() == unquote(exp).trim(),
@@ -656,11 +700,16 @@ pub fn norm_name(s: &str) -> String {
 }
 
 fn is_hostname(s: &str) -> bool {
-    !s.is_empty() && s.contains('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "-._*".contains(c))
+    !s.is_empty()
+        && s.contains('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._*".contains(c))
 }
 
 fn registrable(zone: &str) -> String {
-    psl::domain_str(zone).map(str::to_string).unwrap_or_else(|| zone.to_string())
+    psl::domain_str(zone)
+        .map(str::to_string)
+        .unwrap_or_else(|| zone.to_string())
 }
 
 /// The host name to enter at a DNS host whose zone is `zone`: `@` for the apex.
@@ -733,16 +782,24 @@ fn presentation(r: &ObservedRecord) -> String {
 }
 
 fn quote_list(rs: &[ObservedRecord]) -> String {
-    rs.iter().map(|r| format!("`{}`", presentation(r))).collect::<Vec<_>>().join(", ")
+    rs.iter()
+        .map(|r| format!("`{}`", presentation(r)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn quote_list_refs(rs: &[&ObservedRecord]) -> String {
-    rs.iter().map(|r| format!("`{}`", presentation(r))).collect::<Vec<_>>().join(", ")
+    rs.iter()
+        .map(|r| format!("`{}`", presentation(r)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn same_set(a: &[ObservedRecord], b: &[ObservedRecord]) -> bool {
     let key = |rs: &[ObservedRecord]| -> BTreeSet<String> {
-        rs.iter().map(|r| format!("{} {}", r.record_type.to_ascii_uppercase(), presentation(r))).collect()
+        rs.iter()
+            .map(|r| format!("{} {}", r.record_type.to_ascii_uppercase(), presentation(r)))
+            .collect()
     };
     !a.is_empty() && key(a) == key(b)
 }
@@ -750,14 +807,20 @@ fn same_set(a: &[ObservedRecord], b: &[ObservedRecord]) -> bool {
 /// `"..." "..."`: the value split into quoted strings of at most 255 characters.
 fn split_quoted(v: &str) -> String {
     let bytes: Vec<char> = v.chars().collect();
-    bytes.chunks(255).map(|c| format!("\"{}\"", c.iter().collect::<String>())).collect::<Vec<_>>().join(" ")
+    bytes
+        .chunks(255)
+        .map(|c| format!("\"{}\"", c.iter().collect::<String>()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 // --- answers
 
 /// The CNAME targets starting at `name`, in order.
 fn cname_chain(answer: &LookupAnswer, name: &str) -> Vec<String> {
-    let LookupAnswer::Records { records } = answer else { return Vec::new() };
+    let LookupAnswer::Records { records } = answer else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     let mut cur = norm_name(name);
     for _ in 0..16 {
@@ -777,14 +840,25 @@ fn cname_chain(answer: &LookupAnswer, name: &str) -> Vec<String> {
 }
 
 fn served(answer: &LookupAnswer, name: &str, rtype: &str) -> Vec<ObservedRecord> {
-    let LookupAnswer::Records { records } = answer else { return Vec::new() };
+    let LookupAnswer::Records { records } = answer else {
+        return Vec::new();
+    };
     if rtype.eq_ignore_ascii_case("CNAME") {
         return own_records(Some(answer), name, rtype);
     }
-    let end = cname_chain(answer, name).pop().unwrap_or_else(|| norm_name(name));
-    let of_type: Vec<ObservedRecord> =
-        records.iter().filter(|r| r.record_type.eq_ignore_ascii_case(rtype)).cloned().collect();
-    let at_end: Vec<ObservedRecord> = of_type.iter().filter(|r| norm_name(&r.name) == end).cloned().collect();
+    let end = cname_chain(answer, name)
+        .pop()
+        .unwrap_or_else(|| norm_name(name));
+    let of_type: Vec<ObservedRecord> = records
+        .iter()
+        .filter(|r| r.record_type.eq_ignore_ascii_case(rtype))
+        .cloned()
+        .collect();
+    let at_end: Vec<ObservedRecord> = of_type
+        .iter()
+        .filter(|r| norm_name(&r.name) == end)
+        .cloned()
+        .collect();
     if at_end.is_empty() {
         of_type
     } else {
@@ -797,7 +871,9 @@ fn served_opt(answer: Option<&LookupAnswer>, name: &str, rtype: &str) -> Vec<Obs
 }
 
 fn own_records(answer: Option<&LookupAnswer>, name: &str, rtype: &str) -> Vec<ObservedRecord> {
-    let Some(LookupAnswer::Records { records }) = answer else { return Vec::new() };
+    let Some(LookupAnswer::Records { records }) = answer else {
+        return Vec::new();
+    };
     let name = norm_name(name);
     records
         .iter()
@@ -822,11 +898,17 @@ enum SpfVerdict {
     /// These expected terms are missing (or come after `all`).
     Missing(Vec<String>),
     /// The `all` term is weaker than the expected one.
-    WeakerAll { have: String, want: String },
+    WeakerAll {
+        have: String,
+        want: String,
+    },
 }
 
 fn spf_terms(s: &str) -> Option<Vec<String>> {
-    let terms: Vec<String> = unquote(s).split_whitespace().map(|t| t.to_ascii_lowercase()).collect();
+    let terms: Vec<String> = unquote(s)
+        .split_whitespace()
+        .map(|t| t.to_ascii_lowercase())
+        .collect();
     (terms.first().map(String::as_str) == Some("v=spf1")).then_some(terms)
 }
 
@@ -880,7 +962,10 @@ fn spf_compare(observed: &str, expected: &str) -> SpfVerdict {
             continue;
         }
         if let Some(d) = t.strip_prefix("redirect=") {
-            if !effective.iter().any(|o| o == t || *o == format!("include:{d}")) {
+            if !effective
+                .iter()
+                .any(|o| o == t || *o == format!("include:{d}"))
+            {
                 missing.push(format!("include:{d}"));
             }
             continue;
@@ -902,9 +987,19 @@ fn spf_compare(observed: &str, expected: &str) -> SpfVerdict {
             None => '?',
         };
         if strictness(have_q) < strictness(want_q) {
-            let show = |q: char| if q == '+' { "+all".to_string() } else { format!("{q}all") };
+            let show = |q: char| {
+                if q == '+' {
+                    "+all".to_string()
+                } else {
+                    format!("{q}all")
+                }
+            };
             return SpfVerdict::WeakerAll {
-                have: if obs_all.is_some() { show(have_q) } else { "(no all term)".into() },
+                have: if obs_all.is_some() {
+                    show(have_q)
+                } else {
+                    "(no all term)".into()
+                },
                 want: show(want_q),
             };
         }
@@ -934,7 +1029,12 @@ fn merge_spf(expected: &str, records: &[String]) -> String {
     let exp_terms = spf_terms(expected).unwrap_or_default();
     let all = spf_all(&exp_terms)
         .map(|(i, _)| exp_terms[i].clone())
-        .or_else(|| records.iter().filter_map(|r| spf_terms(r)).find_map(|ts| spf_all(&ts).map(|(i, _)| ts[i].clone())))
+        .or_else(|| {
+            records
+                .iter()
+                .filter_map(|r| spf_terms(r))
+                .find_map(|ts| spf_all(&ts).map(|(i, _)| ts[i].clone()))
+        })
         .unwrap_or_else(|| "~all".into());
     terms.push(all);
     terms.join(" ")
@@ -992,12 +1092,19 @@ fn dmarc_norm(s: &str) -> Option<BTreeMap<String, String>> {
     if t.get("v").map(String::as_str) != Some("dmarc1") {
         return None;
     }
-    for (k, d) in [("adkim", "r"), ("aspf", "r"), ("fo", "0"), ("rf", "afrf"), ("ri", "86400"), ("pct", "100")] {
+    for (k, d) in [
+        ("adkim", "r"),
+        ("aspf", "r"),
+        ("fo", "0"),
+        ("rf", "afrf"),
+        ("ri", "86400"),
+        ("pct", "100"),
+    ] {
         if t.get(k).map(String::as_str) == Some(d) {
             t.remove(k);
         }
     }
-    if t.get("sp").is_some() && t.get("sp") == t.get("p") {
+    if t.contains_key("sp") && t.get("sp") == t.get("p") {
         t.remove("sp");
     }
     Some(t)
@@ -1022,12 +1129,19 @@ fn dmarc_ok(observed: &str, expected: &str) -> bool {
         return true;
     }
     let p = |m: &BTreeMap<String, String>| m.get("p").map(|v| dmarc_rank(v)).unwrap_or(0);
-    let sp = |m: &BTreeMap<String, String>| m.get("sp").map(|v| dmarc_rank(v)).unwrap_or_else(|| p(m));
-    let pct = |m: &BTreeMap<String, String>| m.get("pct").and_then(|v| v.parse::<u32>().ok()).unwrap_or(100);
+    let sp =
+        |m: &BTreeMap<String, String>| m.get("sp").map(|v| dmarc_rank(v)).unwrap_or_else(|| p(m));
+    let pct = |m: &BTreeMap<String, String>| {
+        m.get("pct")
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(100)
+    };
     if !o.contains_key("p") || p(&o) < p(&e) || sp(&o) < sp(&e) || pct(&o) < pct(&e) {
         return false;
     }
-    e.iter().filter(|(k, _)| !["v", "p", "sp", "pct"].contains(&k.as_str())).all(|(k, v)| o.get(k) == Some(v))
+    e.iter()
+        .filter(|(k, _)| !["v", "p", "sp", "pct"].contains(&k.as_str()))
+        .all(|(k, v)| o.get(k) == Some(v))
 }
 
 #[cfg(test)]
@@ -1055,16 +1169,34 @@ mod tests {
         rec("spf", "TXT", "send.acme.com", SPF, None)
     }
     fn dkim() -> DnsRecord {
-        rec("dkim", "TXT", "resend._domainkey.acme.com", &format!("p={KEY}"), None)
+        rec(
+            "dkim",
+            "TXT",
+            "resend._domainkey.acme.com",
+            &format!("p={KEY}"),
+            None,
+        )
     }
     fn mx() -> DnsRecord {
-        rec("return_path", "MX", "send.acme.com", "feedback-smtp.us-east-1.amazonses.com", Some(10))
+        rec(
+            "return_path",
+            "MX",
+            "send.acme.com",
+            "feedback-smtp.us-east-1.amazonses.com",
+            Some(10),
+        )
     }
     fn dmarc() -> DnsRecord {
         rec("dmarc", "TXT", "_dmarc.acme.com", "v=DMARC1; p=none;", None)
     }
     fn tracking() -> DnsRecord {
-        rec("tracking", "CNAME", "links.acme.com", "track.provider.net", None)
+        rec(
+            "tracking",
+            "CNAME",
+            "links.acme.com",
+            "track.provider.net",
+            None,
+        )
     }
     fn o(name: &str, t: &str, value: &str) -> ObservedRecord {
         ObservedRecord {
@@ -1077,15 +1209,23 @@ mod tests {
         }
     }
     fn omx(name: &str, prio: u16, host: &str) -> ObservedRecord {
-        ObservedRecord { priority: Some(prio), ..o(name, "MX", host) }
+        ObservedRecord {
+            priority: Some(prio),
+            ..o(name, "MX", host)
+        }
     }
     fn recs(rs: Vec<ObservedRecord>) -> LookupAnswer {
         LookupAnswer::Records { records: rs }
     }
     fn failed(e: LookupError) -> LookupAnswer {
-        LookupAnswer::Failed { error: e, detail: "test".into() }
+        LookupAnswer::Failed {
+            error: e,
+            detail: "test".into(),
+        }
     }
-    const NX: LookupAnswer = LookupAnswer::NxDomain { negative_ttl: Some(300) };
+    const NX: LookupAnswer = LookupAnswer::NxDomain {
+        negative_ttl: Some(300),
+    };
 
     /// Every planned question answered NXDOMAIN, except the given answers.
     fn run(expected: &[DnsRecord], answers: Vec<(&str, &str, LookupAnswer)>) -> Vec<DnsRecord> {
@@ -1115,7 +1255,10 @@ mod tests {
         r.diagnosis.as_ref().map(|d| d.code)
     }
     fn msg(r: &DnsRecord) -> String {
-        r.diagnosis.as_ref().map(|d| d.message.clone()).unwrap_or_default()
+        r.diagnosis
+            .as_ref()
+            .map(|d| d.message.clone())
+            .unwrap_or_default()
     }
     fn assert_found(r: &DnsRecord) {
         assert_eq!(r.dns_status, DnsStatus::Found, "{r:?}");
@@ -1151,7 +1294,9 @@ mod tests {
     fn plan_for_a_subdomain_zone_also_asks_the_registrable_domain_appended() {
         let r = rec("spf", "TXT", "send.mail.acme.com", SPF, None);
         let qs = plan("mail.acme.com", &[r]);
-        assert!(qs.iter().any(|q| q.name == "send.mail.acme.com.mail.acme.com"));
+        assert!(qs
+            .iter()
+            .any(|q| q.name == "send.mail.acme.com.mail.acme.com"));
         assert!(qs.iter().any(|q| q.name == "send.mail.acme.com.acme.com"));
     }
 
@@ -1159,7 +1304,14 @@ mod tests {
 
     #[test]
     fn exact_spf_is_found_and_observed() {
-        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF)]))]);
+        let r = one(
+            spf(),
+            vec![(
+                "send.acme.com",
+                "TXT",
+                recs(vec![o("send.acme.com", "TXT", SPF)]),
+            )],
+        );
         assert_found(&r);
         assert_eq!(r.observed, vec![SPF.to_string()]);
     }
@@ -1168,7 +1320,18 @@ mod tests {
     fn names_compare_without_case_and_trailing_dot() {
         let mut e = mx();
         e.value = "Feedback-SMTP.us-east-1.amazonses.com.".into();
-        let r = one(e, vec![("send.acme.com", "MX", recs(vec![omx("SEND.acme.com.", 10, "feedback-smtp.US-EAST-1.amazonses.com.")]))]);
+        let r = one(
+            e,
+            vec![(
+                "send.acme.com",
+                "MX",
+                recs(vec![omx(
+                    "SEND.acme.com.",
+                    10,
+                    "feedback-smtp.US-EAST-1.amazonses.com.",
+                )]),
+            )],
+        );
         assert_found(&r);
     }
 
@@ -1178,54 +1341,128 @@ mod tests {
         let full = format!("p={KEY}");
         split.txt_strings = vec![full[..255].to_string(), full[255..].to_string()];
         split.value = full.clone();
-        let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![split]))]);
+        let r = one(
+            dkim(),
+            vec![("resend._domainkey.acme.com", "TXT", recs(vec![split]))],
+        );
         assert_found(&r);
         // the owner typed the quotes, the DNS host stored them
         let quoted = o("send.acme.com", "TXT", &format!("\"{SPF}\""));
-        assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![quoted]))]));
+        assert_found(&one(
+            spf(),
+            vec![("send.acme.com", "TXT", recs(vec![quoted]))],
+        ));
         // the owner typed it as two quoted strings into one field
-        let two = o("send.acme.com", "TXT", "\"v=spf1 include:amazon\" \"ses.com ~all\"");
+        let two = o(
+            "send.acme.com",
+            "TXT",
+            "\"v=spf1 include:amazon\" \"ses.com ~all\"",
+        );
         assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![two]))]));
         // and the expected value given with quotes
         let mut e = spf();
         e.value = format!("\"{SPF}\"");
-        assert_found(&one(e, vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF)]))]));
+        assert_found(&one(
+            e,
+            vec![(
+                "send.acme.com",
+                "TXT",
+                recs(vec![o("send.acme.com", "TXT", SPF)]),
+            )],
+        ));
     }
 
     #[test]
     fn spf_terms_compare_case_insensitively_with_any_white_space() {
-        let seen = o("send.acme.com", "TXT", "  V=SPF1   Include:AmazonSES.com\t~ALL ");
-        assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![seen]))]));
+        let seen = o(
+            "send.acme.com",
+            "TXT",
+            "  V=SPF1   Include:AmazonSES.com\t~ALL ",
+        );
+        assert_found(&one(
+            spf(),
+            vec![("send.acme.com", "TXT", recs(vec![seen]))],
+        ));
         let plus = o("send.acme.com", "TXT", "v=spf1 +include:amazonses.com ~all");
-        assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![plus]))]));
+        assert_found(&one(
+            spf(),
+            vec![("send.acme.com", "TXT", recs(vec![plus]))],
+        ));
     }
 
     #[test]
     fn spf_with_the_include_merged_in_is_found() {
-        let merged = o("send.acme.com", "TXT", "v=spf1 include:_spf.google.com include:amazonses.com ~all");
-        assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![merged]))]));
-        let stricter = o("send.acme.com", "TXT", "v=spf1 ip4:1.2.3.4 include:amazonses.com -all");
-        assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![stricter]))]));
-        let redirect = o("send.acme.com", "TXT", "v=spf1 include:amazonses.com redirect=_spf.acme.com");
-        assert_found(&one(spf(), vec![("send.acme.com", "TXT", recs(vec![redirect]))]));
+        let merged = o(
+            "send.acme.com",
+            "TXT",
+            "v=spf1 include:_spf.google.com include:amazonses.com ~all",
+        );
+        assert_found(&one(
+            spf(),
+            vec![("send.acme.com", "TXT", recs(vec![merged]))],
+        ));
+        let stricter = o(
+            "send.acme.com",
+            "TXT",
+            "v=spf1 ip4:1.2.3.4 include:amazonses.com -all",
+        );
+        assert_found(&one(
+            spf(),
+            vec![("send.acme.com", "TXT", recs(vec![stricter]))],
+        ));
+        let redirect = o(
+            "send.acme.com",
+            "TXT",
+            "v=spf1 include:amazonses.com redirect=_spf.acme.com",
+        );
+        assert_found(&one(
+            spf(),
+            vec![("send.acme.com", "TXT", recs(vec![redirect]))],
+        ));
     }
 
     #[test]
     fn spf_without_the_include_or_with_a_weaker_all_is_a_value_mismatch() {
-        let other = o("send.acme.com", "TXT", "v=spf1 include:_spf.google.com ~all");
+        let other = o(
+            "send.acme.com",
+            "TXT",
+            "v=spf1 include:_spf.google.com ~all",
+        );
         let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![other]))]);
         assert_eq!(r.dns_status, DnsStatus::Mismatch);
         assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch));
         assert!(msg(&r).contains("include:amazonses.com"), "{}", msg(&r));
-        assert!(msg(&r).contains("v=spf1 include:_spf.google.com include:amazonses.com ~all"), "{}", msg(&r));
-        assert_eq!(r.observed, vec!["v=spf1 include:_spf.google.com ~all".to_string()]);
+        assert!(
+            msg(&r).contains("v=spf1 include:_spf.google.com include:amazonses.com ~all"),
+            "{}",
+            msg(&r)
+        );
+        assert_eq!(
+            r.observed,
+            vec!["v=spf1 include:_spf.google.com ~all".to_string()]
+        );
 
         let after_all = o("send.acme.com", "TXT", "v=spf1 ~all include:amazonses.com");
         let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![after_all]))]);
-        assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch), "terms after all never count");
+        assert_eq!(
+            code(&r),
+            Some(DiagnosisCode::ValueMismatch),
+            "terms after all never count"
+        );
 
-        for weaker in ["v=spf1 include:amazonses.com ?all", "v=spf1 include:amazonses.com +all", "v=spf1 include:amazonses.com"] {
-            let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", weaker)]))]);
+        for weaker in [
+            "v=spf1 include:amazonses.com ?all",
+            "v=spf1 include:amazonses.com +all",
+            "v=spf1 include:amazonses.com",
+        ] {
+            let r = one(
+                spf(),
+                vec![(
+                    "send.acme.com",
+                    "TXT",
+                    recs(vec![o("send.acme.com", "TXT", weaker)]),
+                )],
+            );
             assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch), "{weaker}");
             assert!(msg(&r).contains("~all"), "{}", msg(&r));
         }
@@ -1238,7 +1475,10 @@ mod tests {
             vec![(
                 "send.acme.com",
                 "TXT",
-                recs(vec![o("send.acme.com", "TXT", "google-site-verification=abc"), o("send.acme.com", "TXT", SPF)]),
+                recs(vec![
+                    o("send.acme.com", "TXT", "google-site-verification=abc"),
+                    o("send.acme.com", "TXT", SPF),
+                ]),
             )],
         );
         assert_found(&r);
@@ -1247,7 +1487,18 @@ mod tests {
 
     #[test]
     fn unrelated_txt_alone_is_missing_not_a_mismatch() {
-        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", "google-site-verification=abc")]))]);
+        let r = one(
+            spf(),
+            vec![(
+                "send.acme.com",
+                "TXT",
+                recs(vec![o(
+                    "send.acme.com",
+                    "TXT",
+                    "google-site-verification=abc",
+                )]),
+            )],
+        );
         assert_eq!(r.dns_status, DnsStatus::Missing);
         assert_eq!(r.diagnosis, None);
     }
@@ -1261,12 +1512,30 @@ mod tests {
             format!("v=DKIM1;  p={} {} ;", &KEY[..100], &KEY[100..]),
             format!("K=RSA; p={KEY}"),
         ] {
-            let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", &seen)]))]);
+            let r = one(
+                dkim(),
+                vec![(
+                    "resend._domainkey.acme.com",
+                    "TXT",
+                    recs(vec![o("resend._domainkey.acme.com", "TXT", &seen)]),
+                )],
+            );
             assert_found(&r);
         }
         // a different key, or a different non-default tag, is not
-        for seen in [format!("p={}", KEY.replace('A', "B")), format!("p={KEY}; t=y"), format!("k=ed25519; p={KEY}")] {
-            let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", &seen)]))]);
+        for seen in [
+            format!("p={}", KEY.replace('A', "B")),
+            format!("p={KEY}; t=y"),
+            format!("k=ed25519; p={KEY}"),
+        ] {
+            let r = one(
+                dkim(),
+                vec![(
+                    "resend._domainkey.acme.com",
+                    "TXT",
+                    recs(vec![o("resend._domainkey.acme.com", "TXT", &seen)]),
+                )],
+            );
             assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch), "{seen}");
         }
     }
@@ -1274,23 +1543,68 @@ mod tests {
     #[test]
     fn truncated_or_lower_cased_dkim_key_says_so() {
         let cut = format!("p={}", &KEY[..253]);
-        let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", &cut)]))]);
+        let r = one(
+            dkim(),
+            vec![(
+                "resend._domainkey.acme.com",
+                "TXT",
+                recs(vec![o("resend._domainkey.acme.com", "TXT", &cut)]),
+            )],
+        );
         assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch));
         assert!(msg(&r).contains("cut off"), "{}", msg(&r));
         let lower = format!("p={}", KEY.to_ascii_lowercase());
-        let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", &lower)]))]);
+        let r = one(
+            dkim(),
+            vec![(
+                "resend._domainkey.acme.com",
+                "TXT",
+                recs(vec![o("resend._domainkey.acme.com", "TXT", &lower)]),
+            )],
+        );
         assert!(msg(&r).contains("case"), "{}", msg(&r));
     }
 
     #[test]
     fn dmarc_compares_as_tag_list_and_accepts_a_stricter_policy() {
-        for seen in ["v=DMARC1; p=none", "v=DMARC1;p=none;adkim=r; pct=100", "V=DMARC1; P=None;", "v=DMARC1; p=quarantine; rua=mailto:d@acme.com", "v=DMARC1; p=reject"] {
-            let r = one(dmarc(), vec![("_dmarc.acme.com", "TXT", recs(vec![o("_dmarc.acme.com", "TXT", seen)]))]);
+        for seen in [
+            "v=DMARC1; p=none",
+            "v=DMARC1;p=none;adkim=r; pct=100",
+            "V=DMARC1; P=None;",
+            "v=DMARC1; p=quarantine; rua=mailto:d@acme.com",
+            "v=DMARC1; p=reject",
+        ] {
+            let r = one(
+                dmarc(),
+                vec![(
+                    "_dmarc.acme.com",
+                    "TXT",
+                    recs(vec![o("_dmarc.acme.com", "TXT", seen)]),
+                )],
+            );
             assert_found(&r);
         }
-        let strict = rec("dmarc", "TXT", "_dmarc.acme.com", "v=DMARC1; p=quarantine;", None);
-        for seen in ["v=DMARC1; p=none", "v=DMARC1; p=quarantine; sp=none", "v=DMARC1; p=quarantine; pct=10", "p=quarantine"] {
-            let r = one(strict.clone(), vec![("_dmarc.acme.com", "TXT", recs(vec![o("_dmarc.acme.com", "TXT", seen)]))]);
+        let strict = rec(
+            "dmarc",
+            "TXT",
+            "_dmarc.acme.com",
+            "v=DMARC1; p=quarantine;",
+            None,
+        );
+        for seen in [
+            "v=DMARC1; p=none",
+            "v=DMARC1; p=quarantine; sp=none",
+            "v=DMARC1; p=quarantine; pct=10",
+            "p=quarantine",
+        ] {
+            let r = one(
+                strict.clone(),
+                vec![(
+                    "_dmarc.acme.com",
+                    "TXT",
+                    recs(vec![o("_dmarc.acme.com", "TXT", seen)]),
+                )],
+            );
             assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch), "{seen}");
         }
     }
@@ -1303,7 +1617,11 @@ mod tests {
                 "resend._domainkey.acme.com",
                 "TXT",
                 recs(vec![
-                    o("resend._domainkey.acme.com", "CNAME", "key1.dkim.provider.net."),
+                    o(
+                        "resend._domainkey.acme.com",
+                        "CNAME",
+                        "key1.dkim.provider.net.",
+                    ),
                     o("key1.dkim.provider.net", "TXT", &format!("p={KEY}")),
                 ]),
             )],
@@ -1319,7 +1637,10 @@ mod tests {
             vec![(
                 "links.acme.com",
                 "CNAME",
-                recs(vec![o("links.acme.com", "CNAME", "links.acme.net"), o("links.acme.net", "CNAME", "track.provider.net")]),
+                recs(vec![
+                    o("links.acme.com", "CNAME", "links.acme.net"),
+                    o("links.acme.net", "CNAME", "track.provider.net"),
+                ]),
             )],
         );
         assert_found(&r);
@@ -1329,7 +1650,17 @@ mod tests {
     #[test]
     fn wildcard_answer_counts_as_the_names_own_record() {
         // the server synthesises the wildcard's record with the asked name as owner
-        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF)])), ("*.acme.com", "TXT", recs(vec![o("*.acme.com", "TXT", SPF)]))]);
+        let r = one(
+            spf(),
+            vec![
+                (
+                    "send.acme.com",
+                    "TXT",
+                    recs(vec![o("send.acme.com", "TXT", SPF)]),
+                ),
+                ("*.acme.com", "TXT", recs(vec![o("*.acme.com", "TXT", SPF)])),
+            ],
+        );
         assert_found(&r);
     }
 
@@ -1341,13 +1672,27 @@ mod tests {
         assert_eq!(r.dns_status, DnsStatus::Missing);
         assert_eq!(r.diagnosis, None);
         assert!(r.observed.is_empty());
-        let r = one(mx(), vec![("send.acme.com", "MX", LookupAnswer::NoData { negative_ttl: Some(60) })]);
+        let r = one(
+            mx(),
+            vec![(
+                "send.acme.com",
+                "MX",
+                LookupAnswer::NoData {
+                    negative_ttl: Some(60),
+                },
+            )],
+        );
         assert_eq!(r.dns_status, DnsStatus::Missing);
     }
 
     #[test]
     fn lookup_failed_for_servfail_refused_timeout() {
-        for e in [LookupError::ServFail, LookupError::Refused, LookupError::Timeout, LookupError::Other] {
+        for e in [
+            LookupError::ServFail,
+            LookupError::Refused,
+            LookupError::Timeout,
+            LookupError::Other,
+        ] {
             let r = one(spf(), vec![("send.acme.com", "TXT", failed(e))]);
             assert_eq!(r.dns_status, DnsStatus::LookupFailed);
             assert_eq!(code(&r), Some(DiagnosisCode::LookupFailed));
@@ -1357,19 +1702,67 @@ mod tests {
 
     #[test]
     fn failed_auxiliary_question_does_not_hide_a_found_record() {
-        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF)])), ("send.acme.com.acme.com", "TXT", failed(LookupError::Timeout))]);
+        let r = one(
+            spf(),
+            vec![
+                (
+                    "send.acme.com",
+                    "TXT",
+                    recs(vec![o("send.acme.com", "TXT", SPF)]),
+                ),
+                (
+                    "send.acme.com.acme.com",
+                    "TXT",
+                    failed(LookupError::Timeout),
+                ),
+            ],
+        );
         assert_found(&r);
     }
 
     #[test]
     fn appended_domain() {
-        let r = one(spf(), vec![("send.acme.com.acme.com", "TXT", recs(vec![o("send.acme.com.acme.com", "TXT", SPF)]))]);
+        let r = one(
+            spf(),
+            vec![(
+                "send.acme.com.acme.com",
+                "TXT",
+                recs(vec![o("send.acme.com.acme.com", "TXT", SPF)]),
+            )],
+        );
         assert_eq!(r.dns_status, DnsStatus::Missing);
         assert_eq!(code(&r), Some(DiagnosisCode::AppendedDomain));
-        assert!(msg(&r).contains("enter `send` as the host name, not `send.acme.com`") || msg(&r).contains("Enter `send` as the host name, not `send.acme.com`"), "{}", msg(&r));
-        let r = one(tracking(), vec![("links.acme.com.acme.com", "CNAME", recs(vec![o("links.acme.com.acme.com", "CNAME", "track.provider.net")]))]);
+        assert!(
+            msg(&r).contains("enter `send` as the host name, not `send.acme.com`")
+                || msg(&r).contains("Enter `send` as the host name, not `send.acme.com`"),
+            "{}",
+            msg(&r)
+        );
+        let r = one(
+            tracking(),
+            vec![(
+                "links.acme.com.acme.com",
+                "CNAME",
+                recs(vec![o(
+                    "links.acme.com.acme.com",
+                    "CNAME",
+                    "track.provider.net",
+                )]),
+            )],
+        );
         assert_eq!(code(&r), Some(DiagnosisCode::AppendedDomain));
-        let r = one(mx(), vec![("send.acme.com.acme.com", "MX", recs(vec![omx("send.acme.com.acme.com", 10, "feedback-smtp.us-east-1.amazonses.com")]))]);
+        let r = one(
+            mx(),
+            vec![(
+                "send.acme.com.acme.com",
+                "MX",
+                recs(vec![omx(
+                    "send.acme.com.acme.com",
+                    10,
+                    "feedback-smtp.us-east-1.amazonses.com",
+                )]),
+            )],
+        );
         assert_eq!(code(&r), Some(DiagnosisCode::AppendedDomain));
     }
 
@@ -1378,8 +1771,20 @@ mod tests {
         let r = one(
             dmarc(),
             vec![
-                ("_dmarc.acme.com.acme.com", "TXT", recs(vec![o("_dmarc.acme.com.acme.com", "TXT", "v=DMARC1; p=none")])),
-                ("*.acme.com", "TXT", recs(vec![o("*.acme.com", "TXT", "v=DMARC1; p=none")])),
+                (
+                    "_dmarc.acme.com.acme.com",
+                    "TXT",
+                    recs(vec![o(
+                        "_dmarc.acme.com.acme.com",
+                        "TXT",
+                        "v=DMARC1; p=none",
+                    )]),
+                ),
+                (
+                    "*.acme.com",
+                    "TXT",
+                    recs(vec![o("*.acme.com", "TXT", "v=DMARC1; p=none")]),
+                ),
             ],
         );
         // the wildcard does not answer for _dmarc.acme.com itself here (NXDOMAIN in
@@ -1389,80 +1794,231 @@ mod tests {
 
     #[test]
     fn wrong_name_apex_other_expected_name_wildcard() {
-        let apex = o("acme.com", "TXT", "v=spf1 include:_spf.google.com include:amazonses.com ~all");
+        let apex = o(
+            "acme.com",
+            "TXT",
+            "v=spf1 include:_spf.google.com include:amazonses.com ~all",
+        );
         let r = one(spf(), vec![("acme.com", "TXT", recs(vec![apex]))]);
         assert_eq!(r.dns_status, DnsStatus::Missing);
         assert_eq!(code(&r), Some(DiagnosisCode::WrongName));
-        assert!(msg(&r).contains("`acme.com` (the domain itself)"), "{}", msg(&r));
+        assert!(
+            msg(&r).contains("`acme.com` (the domain itself)"),
+            "{}",
+            msg(&r)
+        );
         assert!(msg(&r).contains("host name `send`"), "{}", msg(&r));
 
         // the DKIM key at the SPF name
-        let r = run(&[spf(), dkim()], vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF), o("send.acme.com", "TXT", &format!("p={KEY}"))]))]);
+        let r = run(
+            &[spf(), dkim()],
+            vec![(
+                "send.acme.com",
+                "TXT",
+                recs(vec![
+                    o("send.acme.com", "TXT", SPF),
+                    o("send.acme.com", "TXT", &format!("p={KEY}")),
+                ]),
+            )],
+        );
         assert_found(&r[0]);
         assert_eq!(code(&r[1]), Some(DiagnosisCode::WrongName));
         assert!(msg(&r[1]).contains("`send.acme.com`"));
 
-        let r = one(dkim(), vec![("*.acme.com", "TXT", recs(vec![o("*.acme.com", "TXT", &format!("p={KEY}"))]))]);
+        let r = one(
+            dkim(),
+            vec![(
+                "*.acme.com",
+                "TXT",
+                recs(vec![o("*.acme.com", "TXT", &format!("p={KEY}"))]),
+            )],
+        );
         assert_eq!(code(&r), Some(DiagnosisCode::WrongName));
         assert!(msg(&r).contains("wildcard"));
     }
 
     #[test]
     fn multiple_spf_records() {
-        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF), o("send.acme.com", "TXT", "v=spf1 include:mailgun.org ~all")]))]);
+        let r = one(
+            spf(),
+            vec![(
+                "send.acme.com",
+                "TXT",
+                recs(vec![
+                    o("send.acme.com", "TXT", SPF),
+                    o("send.acme.com", "TXT", "v=spf1 include:mailgun.org ~all"),
+                ]),
+            )],
+        );
         assert_eq!(r.dns_status, DnsStatus::Mismatch);
         assert_eq!(code(&r), Some(DiagnosisCode::MultipleSpfRecords));
-        assert!(msg(&r).contains("v=spf1 include:amazonses.com include:mailgun.org ~all"), "{}", msg(&r));
+        assert!(
+            msg(&r).contains("v=spf1 include:amazonses.com include:mailgun.org ~all"),
+            "{}",
+            msg(&r)
+        );
         assert_eq!(r.observed.len(), 2);
     }
 
     #[test]
     fn duplicate_dkim_key_and_duplicate_mx_host() {
-        let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", &format!("p={KEY}")), o("resend._domainkey.acme.com", "TXT", "p=OLDKEY")]))]);
+        let r = one(
+            dkim(),
+            vec![(
+                "resend._domainkey.acme.com",
+                "TXT",
+                recs(vec![
+                    o("resend._domainkey.acme.com", "TXT", &format!("p={KEY}")),
+                    o("resend._domainkey.acme.com", "TXT", "p=OLDKEY"),
+                ]),
+            )],
+        );
         assert_eq!(r.dns_status, DnsStatus::Mismatch);
         assert_eq!(code(&r), Some(DiagnosisCode::DuplicateRecords));
         assert!(msg(&r).contains("p=OLDKEY"));
-        let r = one(mx(), vec![("send.acme.com", "MX", recs(vec![omx("send.acme.com", 10, "feedback-smtp.us-east-1.amazonses.com"), omx("send.acme.com", 10, "mx.old-provider.com")]))]);
+        let r = one(
+            mx(),
+            vec![(
+                "send.acme.com",
+                "MX",
+                recs(vec![
+                    omx("send.acme.com", 10, "feedback-smtp.us-east-1.amazonses.com"),
+                    omx("send.acme.com", 10, "mx.old-provider.com"),
+                ]),
+            )],
+        );
         assert_eq!(code(&r), Some(DiagnosisCode::DuplicateRecords));
         assert!(msg(&r).contains("mx.old-provider.com"));
         // the same host a second time with another priority is harmless
-        let r = one(mx(), vec![("send.acme.com", "MX", recs(vec![omx("send.acme.com", 10, "feedback-smtp.us-east-1.amazonses.com"), omx("send.acme.com", 20, "feedback-smtp.us-east-1.amazonses.com")]))]);
+        let r = one(
+            mx(),
+            vec![(
+                "send.acme.com",
+                "MX",
+                recs(vec![
+                    omx("send.acme.com", 10, "feedback-smtp.us-east-1.amazonses.com"),
+                    omx("send.acme.com", 20, "feedback-smtp.us-east-1.amazonses.com"),
+                ]),
+            )],
+        );
         assert_found(&r);
         // an equivalent second copy of the key is no conflict
-        let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", &format!("p={KEY}")), o("resend._domainkey.acme.com", "TXT", &format!("v=DKIM1; p={KEY};"))]))]);
+        let r = one(
+            dkim(),
+            vec![(
+                "resend._domainkey.acme.com",
+                "TXT",
+                recs(vec![
+                    o("resend._domainkey.acme.com", "TXT", &format!("p={KEY}")),
+                    o(
+                        "resend._domainkey.acme.com",
+                        "TXT",
+                        &format!("v=DKIM1; p={KEY};"),
+                    ),
+                ]),
+            )],
+        );
         assert_found(&r);
     }
 
     #[test]
     fn proxied_or_flattened() {
-        let r = one(tracking(), vec![("links.acme.com", "CNAME", LookupAnswer::NoData { negative_ttl: None }), ("links.acme.com", "A", recs(vec![o("links.acme.com", "A", "104.16.1.1")]))]);
+        let r = one(
+            tracking(),
+            vec![
+                (
+                    "links.acme.com",
+                    "CNAME",
+                    LookupAnswer::NoData { negative_ttl: None },
+                ),
+                (
+                    "links.acme.com",
+                    "A",
+                    recs(vec![o("links.acme.com", "A", "104.16.1.1")]),
+                ),
+            ],
+        );
         assert_eq!(r.dns_status, DnsStatus::Mismatch);
         assert_eq!(code(&r), Some(DiagnosisCode::ProxiedOrFlattened));
         assert!(r.observed.contains(&"A 104.16.1.1".to_string()));
         let r = one(
             tracking(),
             vec![
-                ("links.acme.com", "TXT", recs(vec![o("links.acme.com", "TXT", "v=spf1 -all")])),
-                ("track.provider.net", "TXT", recs(vec![o("track.provider.net", "TXT", "v=spf1 -all")])),
+                (
+                    "links.acme.com",
+                    "TXT",
+                    recs(vec![o("links.acme.com", "TXT", "v=spf1 -all")]),
+                ),
+                (
+                    "track.provider.net",
+                    "TXT",
+                    recs(vec![o("track.provider.net", "TXT", "v=spf1 -all")]),
+                ),
             ],
         );
         assert_eq!(code(&r), Some(DiagnosisCode::ProxiedOrFlattened));
         // an unrelated TXT at the name is no flattening
-        let r = one(tracking(), vec![("links.acme.com", "TXT", recs(vec![o("links.acme.com", "TXT", "hello")])), ("track.provider.net", "TXT", recs(vec![o("track.provider.net", "TXT", "v=spf1 -all")]))]);
+        let r = one(
+            tracking(),
+            vec![
+                (
+                    "links.acme.com",
+                    "TXT",
+                    recs(vec![o("links.acme.com", "TXT", "hello")]),
+                ),
+                (
+                    "track.provider.net",
+                    "TXT",
+                    recs(vec![o("track.provider.net", "TXT", "v=spf1 -all")]),
+                ),
+            ],
+        );
         assert_eq!(r.dns_status, DnsStatus::Missing);
         assert_eq!(r.diagnosis, None);
     }
 
     #[test]
     fn wrong_type_cname_blocking_and_value_under_another_type() {
-        let r = one(spf(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "CNAME", "elsewhere.example.net")])), ("send.acme.com", "CNAME", recs(vec![o("send.acme.com", "CNAME", "elsewhere.example.net")]))]);
+        let r = one(
+            spf(),
+            vec![
+                (
+                    "send.acme.com",
+                    "TXT",
+                    recs(vec![o("send.acme.com", "CNAME", "elsewhere.example.net")]),
+                ),
+                (
+                    "send.acme.com",
+                    "CNAME",
+                    recs(vec![o("send.acme.com", "CNAME", "elsewhere.example.net")]),
+                ),
+            ],
+        );
         assert_eq!(r.dns_status, DnsStatus::Mismatch);
         assert_eq!(code(&r), Some(DiagnosisCode::WrongType));
         assert!(msg(&r).contains("Delete the CNAME"));
-        let r = one(mx(), vec![("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", "10 feedback-smtp.us-east-1.amazonses.com")]))]);
+        let r = one(
+            mx(),
+            vec![(
+                "send.acme.com",
+                "TXT",
+                recs(vec![o(
+                    "send.acme.com",
+                    "TXT",
+                    "10 feedback-smtp.us-east-1.amazonses.com",
+                )]),
+            )],
+        );
         assert_eq!(code(&r), Some(DiagnosisCode::WrongType));
         assert!(msg(&r).contains("MX"));
-        let r = one(tracking(), vec![("links.acme.com", "TXT", recs(vec![o("links.acme.com", "TXT", "track.provider.net")]))]);
+        let r = one(
+            tracking(),
+            vec![(
+                "links.acme.com",
+                "TXT",
+                recs(vec![o("links.acme.com", "TXT", "track.provider.net")]),
+            )],
+        );
         assert_eq!(code(&r), Some(DiagnosisCode::WrongType));
     }
 
@@ -1473,8 +2029,18 @@ mod tests {
         let r = run(
             &[spf(), mx()],
             vec![
-                ("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF)])),
-                ("send.acme.com", "MX", LookupAnswer::NoData { negative_ttl: Some(300) }),
+                (
+                    "send.acme.com",
+                    "TXT",
+                    recs(vec![o("send.acme.com", "TXT", SPF)]),
+                ),
+                (
+                    "send.acme.com",
+                    "MX",
+                    LookupAnswer::NoData {
+                        negative_ttl: Some(300),
+                    },
+                ),
             ],
         );
         assert_found(&r[0]);
@@ -1484,14 +2050,39 @@ mod tests {
 
     #[test]
     fn value_mismatch_mx_priority_and_cname_target() {
-        let r = one(mx(), vec![("send.acme.com", "MX", recs(vec![omx("send.acme.com", 20, "feedback-smtp.us-east-1.amazonses.com")]))]);
+        let r = one(
+            mx(),
+            vec![(
+                "send.acme.com",
+                "MX",
+                recs(vec![omx(
+                    "send.acme.com",
+                    20,
+                    "feedback-smtp.us-east-1.amazonses.com",
+                )]),
+            )],
+        );
         assert_eq!(r.dns_status, DnsStatus::Mismatch);
         assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch));
         assert!(msg(&r).contains("priority 20"), "{}", msg(&r));
         assert_eq!(r.observed, vec!["20 feedback-smtp.us-east-1.amazonses.com"]);
-        let r = one(tracking(), vec![("links.acme.com", "CNAME", recs(vec![o("links.acme.com", "CNAME", "old.provider.net")]))]);
+        let r = one(
+            tracking(),
+            vec![(
+                "links.acme.com",
+                "CNAME",
+                recs(vec![o("links.acme.com", "CNAME", "old.provider.net")]),
+            )],
+        );
         assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch));
-        let r = one(dkim(), vec![("resend._domainkey.acme.com", "TXT", recs(vec![o("resend._domainkey.acme.com", "TXT", "p=OLDKEY")]))]);
+        let r = one(
+            dkim(),
+            vec![(
+                "resend._domainkey.acme.com",
+                "TXT",
+                recs(vec![o("resend._domainkey.acme.com", "TXT", "p=OLDKEY")]),
+            )],
+        );
         assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch));
         assert_eq!(r.observed, vec!["p=OLDKEY"]);
     }
@@ -1513,7 +2104,16 @@ mod tests {
         ] {
             assert_eq!(c.status(), s);
         }
-        let mut all = vec![WrongName, AppendedDomain, ValueMismatch, WrongType, ProxiedOrFlattened, DuplicateRecords, MultipleSpfRecords, LookupFailed];
+        let mut all = [
+            WrongName,
+            AppendedDomain,
+            ValueMismatch,
+            WrongType,
+            ProxiedOrFlattened,
+            DuplicateRecords,
+            MultipleSpfRecords,
+            LookupFailed,
+        ];
         all.sort();
         assert_eq!(all[0], LookupFailed);
         assert_eq!(all[7], WrongName);
@@ -1525,8 +2125,19 @@ mod tests {
         let r = one(
             spf(),
             vec![
-                ("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", "v=spf1 a ~all"), o("send.acme.com", "TXT", "v=spf1 mx ~all")])),
-                ("send.acme.com.acme.com", "TXT", recs(vec![o("send.acme.com.acme.com", "TXT", SPF)])),
+                (
+                    "send.acme.com",
+                    "TXT",
+                    recs(vec![
+                        o("send.acme.com", "TXT", "v=spf1 a ~all"),
+                        o("send.acme.com", "TXT", "v=spf1 mx ~all"),
+                    ]),
+                ),
+                (
+                    "send.acme.com.acme.com",
+                    "TXT",
+                    recs(vec![o("send.acme.com.acme.com", "TXT", SPF)]),
+                ),
                 ("acme.com", "TXT", recs(vec![o("acme.com", "TXT", SPF)])),
             ],
         );
@@ -1535,8 +2146,20 @@ mod tests {
         let r = one(
             mx(),
             vec![
-                ("send.acme.com", "MX", recs(vec![omx("send.acme.com", 10, "mx.other.com")])),
-                ("send.acme.com.acme.com", "MX", recs(vec![omx("send.acme.com.acme.com", 10, "feedback-smtp.us-east-1.amazonses.com")])),
+                (
+                    "send.acme.com",
+                    "MX",
+                    recs(vec![omx("send.acme.com", 10, "mx.other.com")]),
+                ),
+                (
+                    "send.acme.com.acme.com",
+                    "MX",
+                    recs(vec![omx(
+                        "send.acme.com.acme.com",
+                        10,
+                        "feedback-smtp.us-east-1.amazonses.com",
+                    )]),
+                ),
             ],
         );
         assert_eq!(code(&r), Some(DiagnosisCode::ValueMismatch));
@@ -1544,7 +2167,11 @@ mod tests {
         let r = one(
             spf(),
             vec![
-                ("send.acme.com.acme.com", "TXT", recs(vec![o("send.acme.com.acme.com", "TXT", SPF)])),
+                (
+                    "send.acme.com.acme.com",
+                    "TXT",
+                    recs(vec![o("send.acme.com.acme.com", "TXT", SPF)]),
+                ),
                 ("acme.com", "TXT", recs(vec![o("acme.com", "TXT", SPF)])),
             ],
         );
@@ -1553,8 +2180,16 @@ mod tests {
         let r = one(
             tracking(),
             vec![
-                ("links.acme.com", "A", recs(vec![o("links.acme.com", "A", "104.16.1.1")])),
-                ("links.acme.com", "TXT", recs(vec![o("links.acme.com", "TXT", "track.provider.net")])),
+                (
+                    "links.acme.com",
+                    "A",
+                    recs(vec![o("links.acme.com", "A", "104.16.1.1")]),
+                ),
+                (
+                    "links.acme.com",
+                    "TXT",
+                    recs(vec![o("links.acme.com", "TXT", "track.provider.net")]),
+                ),
             ],
         );
         assert_eq!(code(&r), Some(DiagnosisCode::ProxiedOrFlattened));
@@ -1562,13 +2197,31 @@ mod tests {
         let r = one(
             mx(),
             vec![
-                ("send.acme.com", "MX", recs(vec![omx("send.acme.com", 10, "mx.other.com")])),
-                ("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", "feedback-smtp.us-east-1.amazonses.com")])),
+                (
+                    "send.acme.com",
+                    "MX",
+                    recs(vec![omx("send.acme.com", 10, "mx.other.com")]),
+                ),
+                (
+                    "send.acme.com",
+                    "TXT",
+                    recs(vec![o(
+                        "send.acme.com",
+                        "TXT",
+                        "feedback-smtp.us-east-1.amazonses.com",
+                    )]),
+                ),
             ],
         );
         assert_eq!(code(&r), Some(DiagnosisCode::WrongType));
         // lookup_failed beats everything
-        let r = one(spf(), vec![("send.acme.com", "TXT", failed(LookupError::ServFail)), ("acme.com", "TXT", recs(vec![o("acme.com", "TXT", SPF)]))]);
+        let r = one(
+            spf(),
+            vec![
+                ("send.acme.com", "TXT", failed(LookupError::ServFail)),
+                ("acme.com", "TXT", recs(vec![o("acme.com", "TXT", SPF)])),
+            ],
+        );
         assert_eq!(code(&r), Some(DiagnosisCode::LookupFailed));
     }
 
@@ -1578,9 +2231,25 @@ mod tests {
         let r = run(
             &exp,
             vec![
-                ("send.acme.com", "TXT", recs(vec![o("send.acme.com", "TXT", SPF)])),
-                ("send.acme.com", "MX", recs(vec![omx("send.acme.com", 10, "feedback-smtp.us-east-1.amazonses.com")])),
-                ("resend._domainkey.acme.com", "TXT", failed(LookupError::Timeout)),
+                (
+                    "send.acme.com",
+                    "TXT",
+                    recs(vec![o("send.acme.com", "TXT", SPF)]),
+                ),
+                (
+                    "send.acme.com",
+                    "MX",
+                    recs(vec![omx(
+                        "send.acme.com",
+                        10,
+                        "feedback-smtp.us-east-1.amazonses.com",
+                    )]),
+                ),
+                (
+                    "resend._domainkey.acme.com",
+                    "TXT",
+                    failed(LookupError::Timeout),
+                ),
             ],
         );
         assert_eq!(r.len(), 4);
@@ -1595,9 +2264,18 @@ mod tests {
     fn spf_compare_unit() {
         assert_eq!(spf_compare(SPF, SPF), SpfVerdict::Equal);
         assert_eq!(spf_compare("not spf", SPF), SpfVerdict::NotSpf);
-        assert_eq!(spf_compare("v=spf1 -all", SPF), SpfVerdict::Missing(vec!["include:amazonses.com".into()]));
-        assert_eq!(spf_compare("v=spf1 include:amazonses.com -all", SPF), SpfVerdict::Authorizes);
-        assert_eq!(spf_compare("v=spf1 include:x.com", "v=spf1 redirect=x.com"), SpfVerdict::Authorizes);
+        assert_eq!(
+            spf_compare("v=spf1 -all", SPF),
+            SpfVerdict::Missing(vec!["include:amazonses.com".into()])
+        );
+        assert_eq!(
+            spf_compare("v=spf1 include:amazonses.com -all", SPF),
+            SpfVerdict::Authorizes
+        );
+        assert_eq!(
+            spf_compare("v=spf1 include:x.com", "v=spf1 redirect=x.com"),
+            SpfVerdict::Authorizes
+        );
         assert!(!is_spf("v=spf10"));
     }
 

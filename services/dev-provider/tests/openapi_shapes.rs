@@ -121,6 +121,28 @@ fn the_openapi_copy_is_the_shared_reference() {
     assert!(std::fs::metadata(license).is_ok(), "the license travels with the copy");
 }
 
+#[test]
+fn the_tightened_schemas_reject_what_resend_does_not_document() {
+    let schema = with_required_records(schema("Domain", &["object", "id", "records"]));
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let good = json!({"object": "domain", "id": "1", "records": [
+        {"record": "SPF", "name": "send", "type": "MX", "ttl": "Auto", "status": "pending",
+         "value": "x", "priority": 10}]});
+    assert!(validator.is_valid(&good));
+    let mut extra = good.clone();
+    extra["surprise"] = json!(1);
+    assert!(!validator.is_valid(&extra), "undocumented field");
+    let mut bad_status = good.clone();
+    bad_status["records"][0]["status"] = json!("weird");
+    assert!(!validator.is_valid(&bad_status), "undocumented record status");
+    let mut ttl_number = good.clone();
+    ttl_number["records"][0]["ttl"] = json!(3600);
+    assert!(!validator.is_valid(&ttl_number), "ttl is a string");
+    let mut missing = good;
+    missing["records"][0].as_object_mut().unwrap().remove("value");
+    assert!(!validator.is_valid(&missing), "record without value");
+}
+
 #[tokio::test]
 async fn create_answers_201_with_a_create_domain_response() {
     let server = Server::start(DevProviderConfig::default()).await;

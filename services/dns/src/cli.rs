@@ -29,7 +29,11 @@ pub struct InputRecord {
 pub fn infer_purpose(record_type: &str, name: &str, value: &str) -> String {
     let t = record_type.to_ascii_uppercase();
     let name = norm(name);
-    let v = value.trim().trim_matches('"').trim_start().to_ascii_lowercase();
+    let v = value
+        .trim()
+        .trim_matches('"')
+        .trim_start()
+        .to_ascii_lowercase();
     match t.as_str() {
         "TXT" if v == "v=spf1" || v.starts_with("v=spf1 ") => "spf".into(),
         "TXT" if name.contains("._domainkey.") || name.starts_with("_domainkey.") => "dkim".into(),
@@ -48,8 +52,12 @@ fn to_record(domain: &str, r: InputRecord) -> DnsRecord {
     } else if name != domain && !name.ends_with(&format!(".{domain}")) && !name.contains('.') {
         name = format!("{name}.{domain}");
     }
-    let purpose = r.purpose.unwrap_or_else(|| infer_purpose(&r.record_type, &name, &r.value));
-    let required = r.required.unwrap_or(matches!(purpose.as_str(), "spf" | "dkim" | "return_path"));
+    let purpose = r
+        .purpose
+        .unwrap_or_else(|| infer_purpose(&r.record_type, &name, &r.value));
+    let required = r
+        .required
+        .unwrap_or(matches!(purpose.as_str(), "spf" | "dkim" | "return_path"));
     DnsRecord {
         purpose,
         record_type: r.record_type.to_ascii_uppercase(),
@@ -112,9 +120,19 @@ pub async fn run_dns_check_cli(
         return Ok(serde_json::to_string_pretty(&report.records)?);
     }
     let mut out = String::new();
-    let found = report.records.iter().filter(|r| r.dns_status == DnsStatus::Found).count();
-    out.push_str(&format!("DNS check of {domain}: {found} of {} records found\n\n", report.records.len()));
-    out.push_str(&format!("{:<14} {:<12} {:<6} {:<40} {}\n", "STATUS", "PURPOSE", "TYPE", "NAME", "VALUE"));
+    let found = report
+        .records
+        .iter()
+        .filter(|r| r.dns_status == DnsStatus::Found)
+        .count();
+    out.push_str(&format!(
+        "DNS check of {domain}: {found} of {} records found\n\n",
+        report.records.len()
+    ));
+    out.push_str(&format!(
+        "{:<14} {:<12} {:<6} {:<40} {}\n",
+        "STATUS", "PURPOSE", "TYPE", "NAME", "VALUE"
+    ));
     for r in &report.records {
         let value = match r.priority {
             Some(p) => format!("{p} {}", r.value),
@@ -132,7 +150,10 @@ pub async fn run_dns_check_cli(
             out.push_str(&format!("{:<14} seen: {}\n", "", cut(o, 100)));
         }
         if let Some(d) = &r.diagnosis {
-            let code = serde_json::to_value(d.code).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let code = serde_json::to_value(d.code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
             out.push_str(&format!("{:<14} {code}: {}\n", "", d.message));
         }
     }

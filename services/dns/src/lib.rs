@@ -28,7 +28,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use email_domain_events::records::{DnsObservation, DnsQuestion, DnsRecord, LookupAnswer, LookupError, ObservedRecord};
+use email_domain_events::records::{
+    DnsObservation, DnsQuestion, DnsRecord, LookupAnswer, LookupError, ObservedRecord,
+};
 use email_domain_events::verdict;
 use futures::future::join_all;
 use hickory_proto::rr::RecordType;
@@ -85,7 +87,9 @@ pub fn parse_nameserver(s: &str) -> Result<SocketAddr, DnsError> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
-    s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)).map_err(|_| DnsError::BadNameserver(s.to_string()))
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| DnsError::BadNameserver(s.to_string()))
 }
 
 impl DnsConfig {
@@ -108,7 +112,10 @@ impl DnsConfig {
 
     /// Ask only `servers` (what `DNS_NAMESERVERS` does).
     pub fn only(servers: Vec<SocketAddr>) -> Self {
-        DnsConfig { nameservers: Some(servers), ..DnsConfig::default() }
+        DnsConfig {
+            nameservers: Some(servers),
+            ..DnsConfig::default()
+        }
     }
 }
 
@@ -171,7 +178,10 @@ pub struct DnsChecker {
 enum Route<'a> {
     Recursive,
     /// Names under `apex` go to the authority (no recursion); others recursive.
-    Authority { apex: &'a str, servers: &'a [SocketAddr] },
+    Authority {
+        apex: &'a str,
+        servers: &'a [SocketAddr],
+    },
 }
 
 fn norm(s: &str) -> String {
@@ -185,7 +195,9 @@ fn under(name: &str, apex: &str) -> bool {
 impl DnsChecker {
     pub fn new(cfg: DnsConfig) -> Result<Self, DnsError> {
         let (recursive, authoritative) = match &cfg.nameservers {
-            Some(list) if list.is_empty() => return Err(DnsError::NoResolver("DNS_NAMESERVERS is empty".into())),
+            Some(list) if list.is_empty() => {
+                return Err(DnsError::NoResolver("DNS_NAMESERVERS is empty".into()))
+            }
             Some(list) => (list.clone(), false),
             None => {
                 let list = match &cfg.system_resolvers {
@@ -193,7 +205,8 @@ impl DnsChecker {
                     None => {
                         let (conf, _) = hickory_resolver::system_conf::read_system_conf()
                             .map_err(|e| DnsError::NoResolver(format!("/etc/resolv.conf: {e}")))?;
-                        let mut l: Vec<SocketAddr> = conf.name_servers().iter().map(|n| n.socket_addr).collect();
+                        let mut l: Vec<SocketAddr> =
+                            conf.name_servers().iter().map(|n| n.socket_addr).collect();
                         l.dedup();
                         l
                     }
@@ -204,7 +217,13 @@ impl DnsChecker {
                 (list, cfg.authoritative)
             }
         };
-        Ok(DnsChecker { inner: Arc::new(Inner { cfg, recursive, authoritative }) })
+        Ok(DnsChecker {
+            inner: Arc::new(Inner {
+                cfg,
+                recursive,
+                authoritative,
+            }),
+        })
     }
 
     pub fn config(&self) -> &DnsConfig {
@@ -215,21 +234,34 @@ impl DnsChecker {
     /// (no authority lookup: use [`DnsChecker::observe_zone`] for that).
     pub async fn observe(&self, questions: &[DnsQuestion]) -> DnsObservation {
         let answers = join_all(questions.iter().map(|q| self.resolve(q, Route::Recursive))).await;
-        DnsObservation { answers: questions.iter().cloned().zip(answers).collect() }
+        DnsObservation {
+            answers: questions.iter().cloned().zip(answers).collect(),
+        }
     }
 
     /// Like [`DnsChecker::observe`], and with `nameservers` unset also asks the
     /// authoritative servers of `zone` and compares.
     pub async fn observe_zone(&self, zone: &str, questions: &[DnsQuestion]) -> Observed {
-        let authority = if self.inner.authoritative { self.find_authority(&norm(zone)).await } else { None };
-        let Some((apex, servers)) = authority else {
-            return Observed { observation: self.observe(questions).await, ..Observed::default() };
+        let authority = if self.inner.authoritative {
+            self.find_authority(&norm(zone)).await
+        } else {
+            None
         };
-        let route = Route::Authority { apex: &apex, servers: &servers };
+        let Some((apex, servers)) = authority else {
+            return Observed {
+                observation: self.observe(questions).await,
+                ..Observed::default()
+            };
+        };
+        let route = Route::Authority {
+            apex: &apex,
+            servers: &servers,
+        };
         let apex_ref: &str = &apex;
         let both = join_all(questions.iter().map(|q| async move {
             if under(&norm(&q.name), apex_ref) {
-                let (a, r) = futures::join!(self.resolve(q, route), self.resolve(q, Route::Recursive));
+                let (a, r) =
+                    futures::join!(self.resolve(q, route), self.resolve(q, Route::Recursive));
                 (a, Some(r))
             } else {
                 (self.resolve(q, Route::Recursive).await, None)
@@ -245,7 +277,9 @@ impl DnsChecker {
                 _ => auth.clone(),
             };
             if let (LookupAnswer::Records { records }, Some(r)) = (&auth, &rec) {
-                let has_type = records.iter().any(|x| x.record_type.eq_ignore_ascii_case(&q.record_type));
+                let has_type = records
+                    .iter()
+                    .any(|x| x.record_type.eq_ignore_ascii_case(&q.record_type));
                 let lag = match r {
                     LookupAnswer::NxDomain { negative_ttl } => Some(("nx_domain", *negative_ttl)),
                     LookupAnswer::NoData { negative_ttl } => Some(("no_data", *negative_ttl)),
@@ -265,7 +299,12 @@ impl DnsChecker {
                 res.answers.push((q.clone(), r));
             }
         }
-        Observed { observation: obs, resolver: Some(res), negative_cache, authoritative_servers: servers }
+        Observed {
+            observation: obs,
+            resolver: Some(res),
+            negative_cache,
+            authoritative_servers: servers,
+        }
     }
 
     /// plan → observe → judge.
@@ -283,10 +322,16 @@ impl DnsChecker {
             .negative_cache
             .into_iter()
             .filter(|n| {
-                expected.iter().any(|r| norm(&r.name) == n.name && r.record_type.eq_ignore_ascii_case(&n.record_type))
+                expected.iter().any(|r| {
+                    norm(&r.name) == n.name && r.record_type.eq_ignore_ascii_case(&n.record_type)
+                })
             })
             .collect();
-        CheckReport { records, negative_cache, authoritative_servers: observed.authoritative_servers }
+        CheckReport {
+            records,
+            negative_cache,
+            authoritative_servers: observed.authoritative_servers,
+        }
     }
 
     /// The authoritative servers of `zone` or of its nearest parent with NS
@@ -294,7 +339,10 @@ impl DnsChecker {
     async fn find_authority(&self, zone: &str) -> Option<(String, Vec<SocketAddr>)> {
         let mut candidate = zone.to_string();
         loop {
-            let q = DnsQuestion { name: candidate.clone(), record_type: "NS".into() };
+            let q = DnsQuestion {
+                name: candidate.clone(),
+                record_type: "NS".into(),
+            };
             if let LookupAnswer::Records { records } = self.resolve(&q, Route::Recursive).await {
                 let hosts: Vec<String> = records
                     .iter()
@@ -304,7 +352,10 @@ impl DnsChecker {
                 if !hosts.is_empty() {
                     let port = self.inner.cfg.authoritative_port;
                     let lookups = join_all(hosts.iter().map(|h| async move {
-                        let q = DnsQuestion { name: h.clone(), record_type: "A".into() };
+                        let q = DnsQuestion {
+                            name: h.clone(),
+                            record_type: "A".into(),
+                        };
                         match self.resolve(&q, Route::Recursive).await {
                             LookupAnswer::Records { records } => records
                                 .iter()
@@ -315,8 +366,11 @@ impl DnsChecker {
                         }
                     }))
                     .await;
-                    let mut servers: Vec<SocketAddr> =
-                        lookups.into_iter().flatten().map(|ip| SocketAddr::new(ip, port)).collect();
+                    let mut servers: Vec<SocketAddr> = lookups
+                        .into_iter()
+                        .flatten()
+                        .map(|ip| SocketAddr::new(ip, port))
+                        .collect();
                     servers.sort();
                     servers.dedup();
                     if servers.is_empty() {
@@ -346,7 +400,10 @@ impl DnsChecker {
         let cfg = &self.inner.cfg;
         match wire::ask(servers, name, rtype, rd, cfg.timeout, cfg.attempts).await {
             Ok(msg) => wire::to_answer(&msg, !rd),
-            Err(f) => LookupAnswer::Failed { error: f.error, detail: f.detail },
+            Err(f) => LookupAnswer::Failed {
+                error: f.error,
+                detail: f.detail,
+            },
         }
     }
 
@@ -363,9 +420,13 @@ impl DnsChecker {
         if rtype == RecordType::CNAME {
             return first;
         }
-        let LookupAnswer::Records { mut records } = first else { return first };
+        let LookupAnswer::Records { mut records } = first else {
+            return first;
+        };
         for _ in 0..MAX_CNAME_HOPS {
-            let Some(end) = unresolved_end(&records, &name, &q.record_type) else { break };
+            let Some(end) = unresolved_end(&records, &name, &q.record_type) else {
+                break;
+            };
             match self.ask_once(&end, rtype, route).await {
                 LookupAnswer::Records { records: more } => {
                     let before = records.len();
@@ -381,11 +442,17 @@ impl DnsChecker {
                 LookupAnswer::NxDomain { .. } | LookupAnswer::NoData { .. } => break,
                 // the servers are not responsible for the target: the chain is all
                 // they can show
-                LookupAnswer::Failed { error: LookupError::Refused, .. } => break,
+                LookupAnswer::Failed {
+                    error: LookupError::Refused,
+                    ..
+                } => break,
                 LookupAnswer::Failed { error, detail } => {
                     return LookupAnswer::Failed {
                         error,
-                        detail: format!("{} is a CNAME to {end}, whose lookup failed: {detail}", q.name),
+                        detail: format!(
+                            "{} is a CNAME to {end}, whose lookup failed: {detail}",
+                            q.name
+                        ),
                     }
                 }
             }
@@ -398,7 +465,10 @@ impl DnsChecker {
 fn unresolved_end(records: &[ObservedRecord], name: &str, rtype: &str) -> Option<String> {
     let mut cur = name.to_string();
     let mut hops = 0;
-    while let Some(c) = records.iter().find(|r| r.record_type == "CNAME" && norm(&r.name) == cur) {
+    while let Some(c) = records
+        .iter()
+        .find(|r| r.record_type == "CNAME" && norm(&r.name) == cur)
+    {
         cur = norm(&c.value);
         hops += 1;
         if hops > MAX_CNAME_HOPS {
@@ -408,6 +478,8 @@ fn unresolved_end(records: &[ObservedRecord], name: &str, rtype: &str) -> Option
     if hops == 0 {
         return None;
     }
-    let answered = records.iter().any(|r| norm(&r.name) == cur && r.record_type.eq_ignore_ascii_case(rtype));
+    let answered = records
+        .iter()
+        .any(|r| norm(&r.name) == cur && r.record_type.eq_ignore_ascii_case(rtype));
     (!answered).then_some(cur)
 }

@@ -16,7 +16,10 @@ const EDNS_PAYLOAD: u16 = 1232;
 
 fn next_id() -> u16 {
     static COUNTER: AtomicU16 = AtomicU16::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     (nanos as u16) ^ COUNTER.fetch_add(0x9e37, Ordering::Relaxed)
 }
 
@@ -32,8 +35,10 @@ pub(crate) fn parse_type(t: &str) -> Option<RecordType> {
 }
 
 fn build_query(name: &str, rtype: RecordType, rd: bool) -> Result<(u16, Vec<u8>), Failure> {
-    let mut n = Name::from_str_relaxed(name)
-        .map_err(|e| Failure { error: LookupError::Other, detail: format!("`{name}` is not a DNS name: {e}") })?;
+    let mut n = Name::from_str_relaxed(name).map_err(|e| Failure {
+        error: LookupError::Other,
+        detail: format!("`{name}` is not a DNS name: {e}"),
+    })?;
     n.set_fqdn(true);
     let id = next_id();
     let mut msg = Message::new();
@@ -45,8 +50,10 @@ fn build_query(name: &str, rtype: RecordType, rd: bool) -> Result<(u16, Vec<u8>)
     let mut edns = Edns::new();
     edns.set_max_payload(EDNS_PAYLOAD);
     msg.set_edns(edns);
-    let bytes =
-        msg.to_vec().map_err(|e| Failure { error: LookupError::Other, detail: format!("cannot encode the query: {e}") })?;
+    let bytes = msg.to_vec().map_err(|e| Failure {
+        error: LookupError::Other,
+        detail: format!("cannot encode the query: {e}"),
+    })?;
     Ok((id, bytes))
 }
 
@@ -54,7 +61,11 @@ fn is_reply(msg: &Message, id: u16, name: &str, rtype: RecordType) -> bool {
     msg.id() == id
         && msg.message_type() == MessageType::Response
         && msg.queries().first().is_none_or(|q| {
-            q.query_type() == rtype && q.name().to_ascii().trim_end_matches('.').eq_ignore_ascii_case(name.trim_end_matches('.'))
+            q.query_type() == rtype
+                && q.name()
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .eq_ignore_ascii_case(name.trim_end_matches('.'))
         })
 }
 
@@ -69,11 +80,21 @@ pub(crate) async fn exchange(
     let (id, packet) = build_query(name, rtype, rd)?;
     let to = |what: &str| Failure {
         error: LookupError::Timeout,
-        detail: format!("{server} did not answer {what} within {} ms", timeout.as_millis()),
+        detail: format!(
+            "{server} did not answer {what} within {} ms",
+            timeout.as_millis()
+        ),
     };
-    let io = |e: std::io::Error| Failure { error: LookupError::Other, detail: format!("{server}: {e}") };
+    let io = |e: std::io::Error| Failure {
+        error: LookupError::Other,
+        detail: format!("{server}: {e}"),
+    };
     let udp = async {
-        let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+        let bind: SocketAddr = if server.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
         let sock = UdpSocket::bind(bind).await.map_err(io)?;
         sock.connect(server).await.map_err(io)?;
         sock.send(&packet).await.map_err(io)?;
@@ -91,7 +112,9 @@ pub(crate) async fn exchange(
             }
         }
     };
-    let msg = tokio::time::timeout(timeout, udp).await.map_err(|_| to("over UDP"))??;
+    let msg = tokio::time::timeout(timeout, udp)
+        .await
+        .map_err(|_| to("over UDP"))??;
     if !msg.truncated() {
         return Ok(msg);
     }
@@ -112,7 +135,9 @@ pub(crate) async fn exchange(
             }
         }
     };
-    tokio::time::timeout(timeout, tcp).await.map_err(|_| to("over TCP after a truncated UDP answer"))?
+    tokio::time::timeout(timeout, tcp)
+        .await
+        .map_err(|_| to("over TCP after a truncated UDP answer"))?
 }
 
 /// Asks `servers` in turn, `attempts` rounds, until one gives a usable answer
@@ -131,8 +156,14 @@ pub(crate) async fn ask(
         for server in servers {
             let f = match exchange(*server, name, rtype, rd, timeout).await {
                 Ok(msg) => match msg.response_code() {
-                    ResponseCode::ServFail => Failure { error: LookupError::ServFail, detail: format!("SERVFAIL from {server}") },
-                    ResponseCode::Refused => Failure { error: LookupError::Refused, detail: format!("REFUSED by {server}") },
+                    ResponseCode::ServFail => Failure {
+                        error: LookupError::ServFail,
+                        detail: format!("SERVFAIL from {server}"),
+                    },
+                    ResponseCode::Refused => Failure {
+                        error: LookupError::Refused,
+                        detail: format!("REFUSED by {server}"),
+                    },
                     _ => return Ok(msg),
                 },
                 Err(f) => f,
@@ -146,7 +177,10 @@ pub(crate) async fn ask(
             }
         }
     }
-    Err(worst.unwrap_or(Failure { error: LookupError::Other, detail: "no nameserver to ask".into() }))
+    Err(worst.unwrap_or(Failure {
+        error: LookupError::Other,
+        detail: "no nameserver to ask".into(),
+    }))
 }
 
 fn norm(s: &str) -> String {
@@ -158,7 +192,10 @@ pub(crate) fn observed(r: &Record) -> Option<ObservedRecord> {
     let mut priority = None;
     let value = match r.data() {
         RData::TXT(t) => {
-            txt_strings = t.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+            txt_strings = t
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect();
             txt_strings.concat()
         }
         RData::MX(mx) => {
@@ -198,17 +235,34 @@ fn negative_ttl(msg: &Message) -> Option<u32> {
 pub(crate) fn to_answer(msg: &Message, authoritative_only: bool) -> LookupAnswer {
     let records: Vec<ObservedRecord> = msg.answers().iter().filter_map(observed).collect();
     match msg.response_code() {
-        ResponseCode::NoError | ResponseCode::NXDomain if !records.is_empty() => LookupAnswer::Records { records },
-        ResponseCode::NoError | ResponseCode::NXDomain if authoritative_only && !msg.authoritative() => {
+        ResponseCode::NoError | ResponseCode::NXDomain if !records.is_empty() => {
+            LookupAnswer::Records { records }
+        }
+        ResponseCode::NoError | ResponseCode::NXDomain
+            if authoritative_only && !msg.authoritative() =>
+        {
             LookupAnswer::Failed {
                 error: LookupError::Other,
                 detail: "the server is not authoritative for the name (a referral)".into(),
             }
         }
-        ResponseCode::NoError => LookupAnswer::NoData { negative_ttl: negative_ttl(msg) },
-        ResponseCode::NXDomain => LookupAnswer::NxDomain { negative_ttl: negative_ttl(msg) },
-        ResponseCode::ServFail => LookupAnswer::Failed { error: LookupError::ServFail, detail: "SERVFAIL".into() },
-        ResponseCode::Refused => LookupAnswer::Failed { error: LookupError::Refused, detail: "REFUSED".into() },
-        other => LookupAnswer::Failed { error: LookupError::Other, detail: format!("response code {other}") },
+        ResponseCode::NoError => LookupAnswer::NoData {
+            negative_ttl: negative_ttl(msg),
+        },
+        ResponseCode::NXDomain => LookupAnswer::NxDomain {
+            negative_ttl: negative_ttl(msg),
+        },
+        ResponseCode::ServFail => LookupAnswer::Failed {
+            error: LookupError::ServFail,
+            detail: "SERVFAIL".into(),
+        },
+        ResponseCode::Refused => LookupAnswer::Failed {
+            error: LookupError::Refused,
+            detail: "REFUSED".into(),
+        },
+        other => LookupAnswer::Failed {
+            error: LookupError::Other,
+            detail: format!("response code {other}"),
+        },
     }
 }

@@ -16,7 +16,9 @@ const MXHOST: &str = "feedback-smtp.us-east-1.amazonses.com";
 
 fn key(len: usize) -> String {
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    (0..len).map(|i| alphabet[(i * 7 + i / 3) % 64] as char).collect()
+    (0..len)
+        .map(|i| alphabet[(i * 7 + i / 3) % 64] as char)
+        .collect()
 }
 
 fn rec(purpose: &str, t: &str, name: &str, value: &str, priority: Option<u16>) -> DnsRecord {
@@ -34,17 +36,26 @@ fn rec(purpose: &str, t: &str, name: &str, value: &str, priority: Option<u16>) -
 }
 
 fn cfg(servers: Vec<SocketAddr>) -> DnsConfig {
-    DnsConfig { timeout: Duration::from_millis(300), attempts: 2, ..DnsConfig::only(servers) }
+    DnsConfig {
+        timeout: Duration::from_millis(300),
+        attempts: 2,
+        ..DnsConfig::only(servers)
+    }
 }
 
 async fn server() -> TestDns {
-    let dns = TestDns::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dns = TestDns::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     dns.add_zone("acme.test", 300);
     dns
 }
 
 fn q(name: &str, t: &str) -> DnsQuestion {
-    DnsQuestion { name: name.into(), record_type: t.into() }
+    DnsQuestion {
+        name: name.into(),
+        record_type: t.into(),
+    }
 }
 
 fn code(r: &DnsRecord) -> Option<DiagnosisCode> {
@@ -54,35 +65,100 @@ fn code(r: &DnsRecord) -> Option<DiagnosisCode> {
 #[tokio::test]
 async fn corpus_covers_every_code_and_rule() {
     let dns = server().await;
-    let provider = TestDns::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let provider = TestDns::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     provider.add_zone("provider.test", 60);
     let long_key = key(400);
 
     // found
     dns.add("send.acme.test", "TXT", SPF, None, 300);
-    dns.add("send.acme.test", "TXT", "google-site-verification=abc123", None, 300);
+    dns.add(
+        "send.acme.test",
+        "TXT",
+        "google-site-verification=abc123",
+        None,
+        300,
+    );
     dns.add("send.acme.test", "MX", MXHOST, Some(10), 300);
-    dns.add("resend._domainkey.acme.test", "TXT", &format!("v=DKIM1; k=rsa; p={long_key}"), None, 300);
+    dns.add(
+        "resend._domainkey.acme.test",
+        "TXT",
+        &format!("v=DKIM1; k=rsa; p={long_key}"),
+        None,
+        300,
+    );
     dns.add("_dmarc.acme.test", "TXT", "p=none; v=DMARC1", None, 300);
-    dns.add("merged.acme.test", "TXT", "v=spf1 include:_spf.google.com INCLUDE:amazonses.com -all", None, 300);
-    dns.add_txt_strings("quoted.acme.test", &["\"v=spf1 include:amazon", "ses.com ~all\""]);
+    dns.add(
+        "merged.acme.test",
+        "TXT",
+        "v=spf1 include:_spf.google.com INCLUDE:amazonses.com -all",
+        None,
+        300,
+    );
+    dns.add_txt_strings(
+        "quoted.acme.test",
+        &["\"v=spf1 include:amazon", "ses.com ~all\""],
+    );
     dns.add("*.wild.acme.test", "TXT", SPF, None, 300);
-    dns.add("k4._domainkey.acme.test", "CNAME", "k4.keys.acme.test", None, 300);
-    dns.add("k4.keys.acme.test", "TXT", &format!("p={long_key}"), None, 300);
+    dns.add(
+        "k4._domainkey.acme.test",
+        "CNAME",
+        "k4.keys.acme.test",
+        None,
+        300,
+    );
+    dns.add(
+        "k4.keys.acme.test",
+        "TXT",
+        &format!("p={long_key}"),
+        None,
+        300,
+    );
     // a CNAME to a zone the first server does not serve: the adapter follows it
-    dns.add("k5._domainkey.acme.test", "CNAME", "k5.provider.test", None, 300);
-    provider.add("k5.provider.test", "TXT", &format!("p={long_key};"), None, 300);
+    dns.add(
+        "k5._domainkey.acme.test",
+        "CNAME",
+        "k5.provider.test",
+        None,
+        300,
+    );
+    provider.add(
+        "k5.provider.test",
+        "TXT",
+        &format!("p={long_key};"),
+        None,
+        300,
+    );
     dns.add("t1.acme.test", "CNAME", "t1hop.acme.test", None, 300);
     dns.add("t1hop.acme.test", "CNAME", "track.provider.test", None, 300);
     // problems
     dns.add("s2.acme.test.acme.test", "TXT", SPF, None, 300);
     dns.add("acme.test", "TXT", &format!("p={}", key(100)), None, 300);
     dns.add("bounce.acme.test", "TXT", SPF, None, 300);
-    dns.add("bounce.acme.test", "TXT", "v=spf1 include:mailgun.org ~all", None, 300);
-    dns.add("k3._domainkey.acme.test", "TXT", &format!("p={}", key(90)), None, 300);
+    dns.add(
+        "bounce.acme.test",
+        "TXT",
+        "v=spf1 include:mailgun.org ~all",
+        None,
+        300,
+    );
+    dns.add(
+        "k3._domainkey.acme.test",
+        "TXT",
+        &format!("p={}", key(90)),
+        None,
+        300,
+    );
     dns.add("k3._domainkey.acme.test", "TXT", "p=OLDKEY", None, 300);
     dns.add("links.acme.test", "A", "104.16.1.1", None, 300);
-    dns.add("mail2.acme.test", "CNAME", "elsewhere.other.test", None, 300);
+    dns.add(
+        "mail2.acme.test",
+        "CNAME",
+        "elsewhere.other.test",
+        None,
+        300,
+    );
     dns.add("rp.acme.test", "MX", MXHOST, Some(20), 300);
     dns.add("sf.acme.test", "TXT", SPF, None, 300);
     dns.fail("sf.acme.test", Fault::ServFail);
@@ -90,27 +166,75 @@ async fn corpus_covers_every_code_and_rule() {
     dns.fail("to.acme.test", Fault::Drop);
 
     let expected = vec![
-        rec("spf", "TXT", "send.acme.test", SPF, None),                                  // 0 found
-        rec("return_path", "MX", "send.acme.test", MXHOST, Some(10)),                    // 1 found
-        rec("dkim", "TXT", "resend._domainkey.acme.test", &format!("p={long_key}"), None), // 2 found (split)
-        rec("dmarc", "TXT", "_dmarc.acme.test", "v=DMARC1; p=none;", None),              // 3 found (tag order)
-        rec("spf", "TXT", "merged.acme.test", SPF, None),                                // 4 found (merged)
-        rec("spf", "TXT", "quoted.acme.test", SPF, None),                                // 5 found (quotes)
-        rec("spf", "TXT", "x.wild.acme.test", SPF, None),                                // 6 found (wildcard)
-        rec("dkim", "TXT", "k4._domainkey.acme.test", &format!("v=DKIM1; p={long_key}"), None), // 7 found via CNAME
-        rec("dkim", "TXT", "k5._domainkey.acme.test", &format!("p={long_key}"), None),   // 8 found via followed CNAME
-        rec("tracking", "CNAME", "t1.acme.test", "track.provider.test", None),          // 9 found (chain)
-        rec("spf", "TXT", "s2.acme.test", SPF, None),                                    // 10 appended
-        rec("dkim", "TXT", "k2._domainkey.acme.test", &format!("p={}", key(100)), None), // 11 wrong_name (apex)
-        rec("spf", "TXT", "bounce.acme.test", SPF, None),                                // 12 multiple spf
-        rec("dkim", "TXT", "k3._domainkey.acme.test", &format!("p={}", key(90)), None),  // 13 duplicate
-        rec("tracking", "CNAME", "links.acme.test", "track.provider.test", None),       // 14 proxied
-        rec("spf", "TXT", "mail2.acme.test", SPF, None),                                 // 15 wrong_type
-        rec("return_path", "MX", "rp.acme.test", MXHOST, Some(10)),                      // 16 value_mismatch
-        rec("spf", "TXT", "miss.acme.test", SPF, None),                                  // 17 missing
-        rec("spf", "TXT", "sf.acme.test", SPF, None),                                    // 18 servfail
-        rec("spf", "TXT", "rf.acme.test", SPF, None),                                    // 19 refused
-        rec("spf", "TXT", "to.acme.test", SPF, None),                                    // 20 timeout
+        rec("spf", "TXT", "send.acme.test", SPF, None), // 0 found
+        rec("return_path", "MX", "send.acme.test", MXHOST, Some(10)), // 1 found
+        rec(
+            "dkim",
+            "TXT",
+            "resend._domainkey.acme.test",
+            &format!("p={long_key}"),
+            None,
+        ), // 2 found (split)
+        rec(
+            "dmarc",
+            "TXT",
+            "_dmarc.acme.test",
+            "v=DMARC1; p=none;",
+            None,
+        ), // 3 found (tag order)
+        rec("spf", "TXT", "merged.acme.test", SPF, None), // 4 found (merged)
+        rec("spf", "TXT", "quoted.acme.test", SPF, None), // 5 found (quotes)
+        rec("spf", "TXT", "x.wild.acme.test", SPF, None), // 6 found (wildcard)
+        rec(
+            "dkim",
+            "TXT",
+            "k4._domainkey.acme.test",
+            &format!("v=DKIM1; p={long_key}"),
+            None,
+        ), // 7 found via CNAME
+        rec(
+            "dkim",
+            "TXT",
+            "k5._domainkey.acme.test",
+            &format!("p={long_key}"),
+            None,
+        ), // 8 found via followed CNAME
+        rec(
+            "tracking",
+            "CNAME",
+            "t1.acme.test",
+            "track.provider.test",
+            None,
+        ), // 9 found (chain)
+        rec("spf", "TXT", "s2.acme.test", SPF, None),   // 10 appended
+        rec(
+            "dkim",
+            "TXT",
+            "k2._domainkey.acme.test",
+            &format!("p={}", key(100)),
+            None,
+        ), // 11 wrong_name (apex)
+        rec("spf", "TXT", "bounce.acme.test", SPF, None), // 12 multiple spf
+        rec(
+            "dkim",
+            "TXT",
+            "k3._domainkey.acme.test",
+            &format!("p={}", key(90)),
+            None,
+        ), // 13 duplicate
+        rec(
+            "tracking",
+            "CNAME",
+            "links.acme.test",
+            "track.provider.test",
+            None,
+        ), // 14 proxied
+        rec("spf", "TXT", "mail2.acme.test", SPF, None), // 15 wrong_type
+        rec("return_path", "MX", "rp.acme.test", MXHOST, Some(10)), // 16 value_mismatch
+        rec("spf", "TXT", "miss.acme.test", SPF, None), // 17 missing
+        rec("spf", "TXT", "sf.acme.test", SPF, None),   // 18 servfail
+        rec("spf", "TXT", "rf.acme.test", SPF, None),   // 19 refused
+        rec("spf", "TXT", "to.acme.test", SPF, None),   // 20 timeout
     ];
     let checker = DnsChecker::new(cfg(vec![dns.addr(), provider.addr()])).unwrap();
     let out = checker.check("ACME.test.", &expected).await;
@@ -120,9 +244,17 @@ async fn corpus_covers_every_code_and_rule() {
         assert_eq!(out[i].dns_status, DnsStatus::Found, "{}", show(i));
         assert_eq!(out[i].diagnosis, None, "{}", show(i));
     }
-    assert_eq!(out[0].observed.len(), 2, "both TXT at the name are shown: {}", show(0));
+    assert_eq!(
+        out[0].observed.len(),
+        2,
+        "both TXT at the name are shown: {}",
+        show(0)
+    );
     assert_eq!(out[1].observed, vec![format!("10 {MXHOST}")]);
-    assert_eq!(out[9].observed, vec!["t1hop.acme.test", "track.provider.test"]);
+    assert_eq!(
+        out[9].observed,
+        vec!["t1hop.acme.test", "track.provider.test"]
+    );
     let want = [
         (10, DiagnosisCode::AppendedDomain, DnsStatus::Missing),
         (11, DiagnosisCode::WrongName, DnsStatus::Missing),
@@ -142,10 +274,37 @@ async fn corpus_covers_every_code_and_rule() {
     assert_eq!(out[17].dns_status, DnsStatus::Missing);
     assert_eq!(out[17].diagnosis, None);
     let msg = &out[10].diagnosis.as_ref().unwrap().message;
-    assert!(msg.contains("Enter `s2` as the host name, not `s2.acme.test`"), "{msg}");
-    assert!(out[18].diagnosis.as_ref().unwrap().message.contains("SERVFAIL"));
-    assert!(out[19].diagnosis.as_ref().unwrap().message.contains("refused"));
-    assert!(out[20].diagnosis.as_ref().unwrap().message.contains("in time"));
+    assert!(
+        msg.contains("Enter `s2` as the host name, not `s2.acme.test`"),
+        "{msg}"
+    );
+    assert!(out[18]
+        .diagnosis
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("SERVFAIL"));
+    assert!(out[19]
+        .diagnosis
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("refused"));
+    // (#20: the first server drops the query, the second refuses it as outside its
+    // zones: the error code is the more telling failure)
+    let alone = DnsChecker::new(cfg(vec![dns.addr()])).unwrap();
+    let out = alone.check("acme.test", &expected[20..]).await;
+    assert_eq!(out[0].dns_status, DnsStatus::LookupFailed);
+    assert!(
+        out[0]
+            .diagnosis
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("did not answer in time"),
+        "{:?}",
+        out[0]
+    );
 }
 
 #[tokio::test]
@@ -169,10 +328,25 @@ async fn nxdomain_nodata_and_failures_are_told_apart() {
     let t0 = Instant::now();
     let obs = checker.observe(&qs).await;
     let took = t0.elapsed();
-    assert_eq!(obs.answer("nothing.acme.test", "TXT"), Some(&LookupAnswer::NxDomain { negative_ttl: Some(300) }));
-    assert_eq!(obs.answer("send.acme.test", "MX"), Some(&LookupAnswer::NoData { negative_ttl: Some(300) }));
+    assert_eq!(
+        obs.answer("nothing.acme.test", "TXT"),
+        Some(&LookupAnswer::NxDomain {
+            negative_ttl: Some(300)
+        })
+    );
+    assert_eq!(
+        obs.answer("send.acme.test", "MX"),
+        Some(&LookupAnswer::NoData {
+            negative_ttl: Some(300)
+        })
+    );
     // an empty non-terminal exists: NODATA, not NXDOMAIN
-    assert_eq!(obs.answer("_domainkey.acme.test", "TXT"), Some(&LookupAnswer::NoData { negative_ttl: Some(300) }));
+    assert_eq!(
+        obs.answer("_domainkey.acme.test", "TXT"),
+        Some(&LookupAnswer::NoData {
+            negative_ttl: Some(300)
+        })
+    );
     let err = |n: &str| match obs.answer(n, "TXT") {
         Some(LookupAnswer::Failed { error, .. }) => *error,
         other => panic!("{n}: {other:?}"),
@@ -187,43 +361,102 @@ async fn nxdomain_nodata_and_failures_are_told_apart() {
 
     dns.heal("sf.acme.test");
     let obs = checker.observe(&[q("sf.acme.test", "TXT")]).await;
-    assert!(matches!(obs.answer("sf.acme.test", "TXT"), Some(LookupAnswer::NxDomain { .. })));
+    assert!(matches!(
+        obs.answer("sf.acme.test", "TXT"),
+        Some(LookupAnswer::NxDomain { .. })
+    ));
 }
 
 #[tokio::test]
 async fn long_dkim_is_served_split_and_compared_whole() {
     let dns = server().await;
     let k = key(700);
-    dns.add("s1._domainkey.acme.test", "TXT", &format!("v=DKIM1; p={k}"), None, 300);
+    dns.add(
+        "s1._domainkey.acme.test",
+        "TXT",
+        &format!("v=DKIM1; p={k}"),
+        None,
+        300,
+    );
     let checker = DnsChecker::new(cfg(vec![dns.addr()])).unwrap();
-    let obs = checker.observe(&[q("s1._domainkey.acme.test", "TXT")]).await;
-    let Some(LookupAnswer::Records { records }) = obs.answer("s1._domainkey.acme.test", "TXT") else { panic!() };
+    let obs = checker
+        .observe(&[q("s1._domainkey.acme.test", "TXT")])
+        .await;
+    let Some(LookupAnswer::Records { records }) = obs.answer("s1._domainkey.acme.test", "TXT")
+    else {
+        panic!()
+    };
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].txt_strings.len(), 3);
     assert!(records[0].txt_strings.iter().all(|s| s.len() <= 255));
     assert_eq!(records[0].value, format!("v=DKIM1; p={k}"));
-    let out = checker.check("acme.test", &[rec("dkim", "TXT", "s1._domainkey.acme.test", &format!("p={k}"), None)]).await;
+    let out = checker
+        .check(
+            "acme.test",
+            &[rec(
+                "dkim",
+                "TXT",
+                "s1._domainkey.acme.test",
+                &format!("p={k}"),
+                None,
+            )],
+        )
+        .await;
     assert_eq!(out[0].dns_status, DnsStatus::Found);
     // truncated at 255 by the DNS host
     dns.clear();
-    dns.add("s1._domainkey.acme.test", "TXT", &format!("v=DKIM1; p={k}")[..255], None, 300);
-    let out = checker.check("acme.test", &[rec("dkim", "TXT", "s1._domainkey.acme.test", &format!("p={k}"), None)]).await;
+    dns.add(
+        "s1._domainkey.acme.test",
+        "TXT",
+        &format!("v=DKIM1; p={k}")[..255],
+        None,
+        300,
+    );
+    let out = checker
+        .check(
+            "acme.test",
+            &[rec(
+                "dkim",
+                "TXT",
+                "s1._domainkey.acme.test",
+                &format!("p={k}"),
+                None,
+            )],
+        )
+        .await;
     assert_eq!(code(&out[0]), Some(DiagnosisCode::ValueMismatch));
-    assert!(out[0].diagnosis.as_ref().unwrap().message.contains("cut off"));
+    assert!(out[0]
+        .diagnosis
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("cut off"));
 }
 
 #[tokio::test]
 async fn an_answer_too_large_for_udp_is_fetched_over_tcp() {
     let dns = server().await;
     for i in 0..8 {
-        dns.add("big.acme.test", "TXT", &format!("token-{i}={}", key(250)), None, 300);
+        dns.add(
+            "big.acme.test",
+            "TXT",
+            &format!("token-{i}={}", key(250)),
+            None,
+            300,
+        );
     }
     let checker = DnsChecker::new(cfg(vec![dns.addr()])).unwrap();
     let before = dns.queries();
     let obs = checker.observe(&[q("big.acme.test", "TXT")]).await;
-    let Some(LookupAnswer::Records { records }) = obs.answer("big.acme.test", "TXT") else { panic!("{obs:?}") };
+    let Some(LookupAnswer::Records { records }) = obs.answer("big.acme.test", "TXT") else {
+        panic!("{obs:?}")
+    };
     assert_eq!(records.len(), 8);
-    assert_eq!(dns.queries() - before, 2, "one UDP query answered with TC, one TCP query");
+    assert_eq!(
+        dns.queries() - before,
+        2,
+        "one UDP query answered with TC, one TCP query"
+    );
 }
 
 #[tokio::test]
@@ -234,9 +467,16 @@ async fn cname_chains_are_shown_and_followed() {
     dns.add("c.acme.test", "TXT", SPF, None, 300);
     dns.add("dangling.acme.test", "CNAME", "gone.acme.test", None, 300);
     let checker = DnsChecker::new(cfg(vec![dns.addr()])).unwrap();
-    let obs = checker.observe(&[q("a.acme.test", "TXT"), q("dangling.acme.test", "TXT")]).await;
-    let Some(LookupAnswer::Records { records }) = obs.answer("a.acme.test", "TXT") else { panic!() };
-    let kinds: Vec<(String, String)> = records.iter().map(|r| (r.name.clone(), r.record_type.clone())).collect();
+    let obs = checker
+        .observe(&[q("a.acme.test", "TXT"), q("dangling.acme.test", "TXT")])
+        .await;
+    let Some(LookupAnswer::Records { records }) = obs.answer("a.acme.test", "TXT") else {
+        panic!()
+    };
+    let kinds: Vec<(String, String)> = records
+        .iter()
+        .map(|r| (r.name.clone(), r.record_type.clone()))
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -246,9 +486,19 @@ async fn cname_chains_are_shown_and_followed() {
         ]
     );
     // NXDOMAIN at the end of a chain still shows the chain
-    let Some(LookupAnswer::Records { records }) = obs.answer("dangling.acme.test", "TXT") else { panic!() };
+    let Some(LookupAnswer::Records { records }) = obs.answer("dangling.acme.test", "TXT") else {
+        panic!()
+    };
     assert_eq!(records.len(), 1);
-    let out = checker.check("acme.test", &[rec("spf", "TXT", "a.acme.test", SPF, None), rec("spf", "TXT", "dangling.acme.test", SPF, None)]).await;
+    let out = checker
+        .check(
+            "acme.test",
+            &[
+                rec("spf", "TXT", "a.acme.test", SPF, None),
+                rec("spf", "TXT", "dangling.acme.test", SPF, None),
+            ],
+        )
+        .await;
     assert_eq!(out[0].dns_status, DnsStatus::Found);
     assert_eq!(out[0].observed[0], "CNAME b.acme.test");
     assert_eq!(code(&out[1]), Some(DiagnosisCode::WrongType));
@@ -267,16 +517,32 @@ async fn wildcards_answer_but_not_under_an_empty_non_terminal() {
             "acme.test",
             &[
                 rec("dmarc", "TXT", "_dmarc.acme.test", "v=DMARC1; p=none", None),
-                rec("dkim", "TXT", "s1._domainkey.acme.test", &format!("p={}", key(80)), None),
+                rec(
+                    "dkim",
+                    "TXT",
+                    "s1._domainkey.acme.test",
+                    &format!("p={}", key(80)),
+                    None,
+                ),
             ],
         )
         .await;
     // the wildcard answers with two TXT records; at a _dmarc name every TXT is of
     // the DMARC kind, so the second one is a conflicting duplicate
-    assert_eq!(code(&out[0]), Some(DiagnosisCode::DuplicateRecords), "{:?}", out[0]);
+    assert_eq!(
+        code(&out[0]),
+        Some(DiagnosisCode::DuplicateRecords),
+        "{:?}",
+        out[0]
+    );
     // _domainkey.acme.test exists (other._domainkey), so *.acme.test does not
     // cover s1._domainkey.acme.test: the key sits at the wildcard, a wrong name
-    assert_eq!(code(&out[1]), Some(DiagnosisCode::WrongName), "{:?}", out[1]);
+    assert_eq!(
+        code(&out[1]),
+        Some(DiagnosisCode::WrongName),
+        "{:?}",
+        out[1]
+    );
     assert_eq!(out[1].dns_status, DnsStatus::Missing);
 }
 
@@ -285,23 +551,48 @@ async fn four_records_are_checked_concurrently() {
     let dns = server().await;
     dns.add("send.acme.test", "TXT", SPF, None, 300);
     dns.add("send.acme.test", "MX", MXHOST, Some(10), 300);
-    dns.add("resend._domainkey.acme.test", "TXT", &format!("p={}", key(300)), None, 300);
+    dns.add(
+        "resend._domainkey.acme.test",
+        "TXT",
+        &format!("p={}", key(300)),
+        None,
+        300,
+    );
     dns.add("_dmarc.acme.test", "TXT", "v=DMARC1; p=none", None, 300);
     let delay = Duration::from_millis(400);
     dns.set_delay(Some(delay));
-    let checker = DnsChecker::new(DnsConfig { timeout: Duration::from_secs(2), ..cfg(vec![dns.addr()]) }).unwrap();
+    let checker = DnsChecker::new(DnsConfig {
+        timeout: Duration::from_secs(2),
+        ..cfg(vec![dns.addr()])
+    })
+    .unwrap();
     let expected = [
         rec("spf", "TXT", "send.acme.test", SPF, None),
         rec("return_path", "MX", "send.acme.test", MXHOST, Some(10)),
-        rec("dkim", "TXT", "resend._domainkey.acme.test", &format!("p={}", key(300)), None),
-        rec("dmarc", "TXT", "_dmarc.acme.test", "v=DMARC1; p=none;", None),
+        rec(
+            "dkim",
+            "TXT",
+            "resend._domainkey.acme.test",
+            &format!("p={}", key(300)),
+            None,
+        ),
+        rec(
+            "dmarc",
+            "TXT",
+            "_dmarc.acme.test",
+            "v=DMARC1; p=none;",
+            None,
+        ),
     ];
     let before = dns.queries();
     let t0 = Instant::now();
     let out = checker.check("acme.test", &expected).await;
     let took = t0.elapsed();
     let asked = dns.queries() - before;
-    assert!(out.iter().all(|r| r.dns_status == DnsStatus::Found), "{out:?}");
+    assert!(
+        out.iter().all(|r| r.dns_status == DnsStatus::Found),
+        "{out:?}"
+    );
     // every answer takes 400 ms: one after the other, the 4 records alone would
     // take 1.6 s (and the whole plan asks many more questions)
     assert!(asked >= 10, "{asked} questions");
@@ -312,14 +603,18 @@ async fn four_records_are_checked_concurrently() {
 async fn the_authority_decides_and_the_resolvers_negative_cache_is_reported() {
     // the "system resolver": knows where the zone's nameservers are, and still
     // has the old state of the zone (NXDOMAIN, negative TTL 900)
-    let resolver = TestDns::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let resolver = TestDns::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     resolver.add_zone("acme.test", 900);
     resolver.add("acme.test", "NS", "ns1.acme.test", None, 300);
     resolver.add("acme.test", "NS", "ns2.acme.test", None, 300);
     resolver.add("ns1.acme.test", "A", "127.0.0.2", None, 300);
     resolver.add("ns2.acme.test", "A", "127.0.0.3", None, 300);
     // the authoritative servers on 127.0.0.2 and 127.0.0.3, one port
-    let auth1 = TestDns::start("127.0.0.2:0".parse().unwrap()).await.unwrap();
+    let auth1 = TestDns::start("127.0.0.2:0".parse().unwrap())
+        .await
+        .unwrap();
     let port = auth1.addr().port();
     let auth2 = match TestDns::start(SocketAddr::new("127.0.0.3".parse().unwrap(), port)).await {
         Ok(a) => a,
@@ -339,7 +634,10 @@ async fn the_authority_decides_and_the_resolvers_negative_cache_is_reported() {
         attempts: 1,
     };
     let checker = DnsChecker::new(cfg).unwrap();
-    let expected = [rec("spf", "TXT", "send.acme.test", SPF, None), rec("dmarc", "TXT", "_dmarc.acme.test", "v=DMARC1; p=none", None)];
+    let expected = [
+        rec("spf", "TXT", "send.acme.test", SPF, None),
+        rec("dmarc", "TXT", "_dmarc.acme.test", "v=DMARC1; p=none", None),
+    ];
     let report = checker.check_report("acme.test", &expected).await;
     assert_eq!(report.records[0].dns_status, DnsStatus::Found, "{report:?}");
     assert_eq!(report.records[1].dns_status, DnsStatus::Missing);
@@ -381,7 +679,9 @@ async fn dns_check_cli_prints_json_and_a_table() {
         ),
     )
     .unwrap();
-    let out = run_dns_check_cli("ACME.test.", &file, Some(dns.addr()), true).await.unwrap();
+    let out = run_dns_check_cli("ACME.test.", &file, Some(dns.addr()), true)
+        .await
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let arr = v.as_array().unwrap();
     assert_eq!(arr.len(), 3);
@@ -396,9 +696,15 @@ async fn dns_check_cli_prints_json_and_a_table() {
     for k in ["type", "name", "value", "priority", "observed"] {
         assert!(arr[0].get(k).is_some(), "{k}");
     }
-    let table = run_dns_check_cli("acme.test", &file, Some(dns.addr()), false).await.unwrap();
+    let table = run_dns_check_cli("acme.test", &file, Some(dns.addr()), false)
+        .await
+        .unwrap();
     assert!(table.contains("1 of 3 records found"), "{table}");
     assert!(table.contains("appended_domain"), "{table}");
-    assert!(run_dns_check_cli("acme.test", &dir.join("nope.json"), Some(dns.addr()), true).await.is_err());
+    assert!(
+        run_dns_check_cli("acme.test", &dir.join("nope.json"), Some(dns.addr()), true)
+            .await
+            .is_err()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,1 +1,259 @@
-//! provider-worker
+//! The provider worker: every provider call happens here, never on the command path.
+//!
+//! A dispatcher reads the event log and turns events that need the provider
+//! (registered → create, all records found → verify, verifying → poll, deleted →
+//! delete) into work items on `EMAIL_DOMAIN_PROVIDER_WORK`, split into interactive
+//! and background subjects. Executors take interactive work first, hold one rate
+//! limit (`PROVIDER_RATE_LIMIT`) for the whole deployment (one active instance,
+//! by lease), and report back as `provider_result` commands. A 429 pauses every call
+//! for its `retry-after`; a failing provider delays work and never fails a domain.
+#![forbid(unsafe_code)]
+
+mod rate;
+mod work;
+
+pub use rate::RateLimiter;
+pub use work::{work_for, WorkItem, WorkKind};
+
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, message::PublishMessage, AckKind};
+use email_domain_events::{event::Event, ids::derive, Command, CommandId, CommandType, ProviderResult};
+use futures::StreamExt;
+use provider::{ApiKey, EmailProvider, ProviderError, ResendProvider};
+use runtime::{lease::Lease, streams, Config, Shutdown};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const DISPATCH_CONSUMER: &str = "provider-dispatch";
+pub const INTERACTIVE_CONSUMER: &str = "provider-interactive";
+pub const BACKGROUND_CONSUMER: &str = "provider-background";
+
+/// How many provider calls may be in flight at once.
+const CONCURRENCY: usize = 64;
+
+pub fn provider_from_config(config: &Config) -> anyhow::Result<Arc<dyn EmailProvider>> {
+    // The development provider accepts any key; a real deployment sets RESEND_API_KEY.
+    let key = ApiKey::new(config.resend_api_key.clone().unwrap_or_else(|| "dev-key".into()));
+    Ok(Arc::new(ResendProvider::new(&config.resend_base_url, key, Duration::from_secs(15))?))
+}
+
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let client = runtime::connect_nats(&config.nats_url, "provider-worker").await?;
+    let js = runtime::jetstream(client);
+    streams::ensure(&js, &streams::StreamSettings { command_dedup_window: config.command_dedup_window }).await?;
+    let provider = provider_from_config(&config)?;
+    let limiter = Arc::new(RateLimiter::new(config.provider_rate_limit));
+    let lease = Lease::new(js.get_key_value(streams::LEASES_BUCKET).await?, "provider-worker", config.lease_ttl);
+    loop {
+        let Some(mut guard) = lease.acquire(&shutdown).await else { break };
+        tokio::select! {
+            r = dispatch(&js, &shutdown) => if let Err(e) = r { tracing::error!(error = %e, "dispatcher stopped") },
+            r = execute(&js, provider.clone(), limiter.clone(), &shutdown) => if let Err(e) = r { tracing::error!(error = %e, "executor stopped") },
+            _ = guard.lost() => tracing::warn!("lease lost: standing by"),
+        }
+        if shutdown.is_triggered() {
+            lease.release().await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
+/// Events → work items. Idempotent: the work id derives from the event id.
+async fn dispatch(js: &jetstream::Context, shutdown: &Shutdown) -> anyhow::Result<()> {
+    let stream = js.get_stream(streams::EVENTS).await?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            DISPATCH_CONSUMER,
+            pull::Config {
+                durable_name: Some(DISPATCH_CONSUMER.into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let messages = consumer.stream().max_messages_per_batch(1000).messages().await?;
+    let js = js.clone();
+    let work = messages.take_until(shutdown.wait()).for_each_concurrent(512, |msg| {
+        let js = js.clone();
+        async move {
+            let Ok(msg) = msg else { return };
+            let item = match Event::from_json(&msg.payload) {
+                Ok(ev) => work_for(&ev),
+                Err(e) => {
+                    tracing::error!(error = %e, subject = %msg.subject, "unreadable event skipped by the provider worker");
+                    None
+                }
+            };
+            if let Some(item) = item {
+                loop {
+                    let body = serde_json::to_vec(&item).expect("work items serialise");
+                    let publish = PublishMessage::build().payload(body.into()).message_id(&item.work_id);
+                    match js.send_publish(item.subject(), publish).await {
+                        Ok(ack) => match ack.await {
+                            Ok(_) => break,
+                            Err(e) => tracing::warn!(error = %e, "work item not stored yet"),
+                        },
+                        Err(e) => tracing::warn!(error = %e, "work item not published yet"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            let _ = msg.ack().await;
+        }
+    });
+    work.await;
+    Ok(())
+}
+
+async fn work_consumer(
+    stream: &jetstream::stream::Stream,
+    name: &str,
+    subject: &str,
+) -> anyhow::Result<jetstream::consumer::pull::Stream> {
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            name,
+            pull::Config {
+                durable_name: Some(name.into()),
+                filter_subject: subject.into(),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(300),
+                max_ack_pending: CONCURRENCY as i64 * 2,
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(consumer.stream().max_messages_per_batch(CONCURRENCY).messages().await?)
+}
+
+async fn execute(
+    js: &jetstream::Context,
+    provider: Arc<dyn EmailProvider>,
+    limiter: Arc<RateLimiter>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let stream = js.get_stream(streams::PROVIDER_WORK).await?;
+    let mut interactive = work_consumer(&stream, INTERACTIVE_CONSUMER, streams::PROVIDER_WORK_INTERACTIVE).await?;
+    let mut background = work_consumer(&stream, BACKGROUND_CONSUMER, streams::PROVIDER_WORK_BACKGROUND).await?;
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    loop {
+        let permit = permits.clone().acquire_owned().await?;
+        limiter.acquire().await;
+        // Interactive work first: `biased` polls it before background work.
+        let msg = tokio::select! {
+            biased;
+            _ = shutdown.wait() => return Ok(()),
+            Some(m) = interactive.next() => m,
+            Some(m) = background.next() => m,
+            else => return Ok(()),
+        };
+        let Ok(msg) = msg else { continue };
+        let js = js.clone();
+        let provider = provider.clone();
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            execute_one(&js, provider.as_ref(), &limiter, msg).await;
+        });
+    }
+}
+
+async fn execute_one(js: &jetstream::Context, provider: &dyn EmailProvider, limiter: &RateLimiter, msg: jetstream::Message) {
+    let item: WorkItem = match serde_json::from_slice(&msg.payload) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable work item dropped");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("provider", kind = ?item.kind, domain = %item.domain, domain_id = %item.domain_id);
+    let _e = span.enter();
+    match call(provider, &item).await {
+        Ok(Some(result)) => {
+            let cmd = Command {
+                command_type: CommandType::ProviderResult,
+                command_id: CommandId(derive(uuid::Uuid::parse_str(&item.work_id).unwrap_or_default(), "result")),
+                tenant_id: item.tenant_id,
+                domain: item.domain.clone(),
+                requested_by: Some("provider-worker".into()),
+                region: None,
+                domain_id: Some(item.domain_id),
+                reason: None,
+                provider_result: Some(result),
+                correlation_id: item.correlation_id,
+            };
+            let body = serde_json::to_vec(&cmd.to_body()).expect("commands serialise");
+            let publish = PublishMessage::build().payload(body.into()).message_id(cmd.command_id.to_string());
+            let stored = match js.send_publish(cmd.subject(), publish).await {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            };
+            if stored {
+                let _ = msg.ack().await;
+            } else {
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+        }
+        Ok(None) => {
+            let _ = msg.ack().await;
+        }
+        Err(ProviderError::RateLimited { retry_after }) => {
+            let wait = provider::retry_after_with_jitter(retry_after, item.domain_id.0.as_u128() as u64);
+            tracing::info!(?wait, "provider rate limit: pausing all calls");
+            limiter.pause(wait);
+            let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
+        }
+        Err(e) => {
+            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u32;
+            let wait = provider::jittered_backoff(
+                delivered - 1,
+                Duration::from_secs(1),
+                Duration::from_secs(300),
+                item.domain_id.0.as_u128() as u64,
+            );
+            tracing::warn!(error = %e, ?wait, "provider call failed; will retry");
+            let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
+        }
+    }
+}
+
+/// One provider call; `None` when there is nothing to report.
+async fn call(provider: &dyn EmailProvider, item: &WorkItem) -> Result<Option<ProviderResult>, ProviderError> {
+    match item.kind {
+        WorkKind::Create => match provider.create_domain(&item.domain, item.region.as_deref()).await {
+            Ok(d) => Ok(Some(ProviderResult::Created {
+                provider_id: provider.provider_id().to_string(),
+                provider_domain_id: d.provider_domain_id,
+                region: d.region,
+                records: d.records.into_iter().map(work::to_dns_record).collect(),
+            })),
+            Err(ProviderError::Rejected { message, .. }) => Ok(Some(ProviderResult::CreateRejected { message })),
+            Err(e) => Err(e),
+        },
+        WorkKind::Verify | WorkKind::Poll => {
+            let Some(id) = item.provider_domain_id.as_deref() else { return Ok(None) };
+            if item.kind == WorkKind::Verify {
+                provider.request_verification(id).await?;
+            }
+            match provider.get_domain(id).await {
+                Ok(d) => Ok(Some(ProviderResult::Polled { provider_status: d.status.as_str().to_string() })),
+                Err(ProviderError::NotFound) => Ok(Some(ProviderResult::Polled { provider_status: "not_found".into() })),
+                Err(ProviderError::Rejected { message, .. }) => {
+                    tracing::warn!(%message, "provider refused a status request");
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        WorkKind::Delete => {
+            if let Some(id) = item.provider_domain_id.as_deref() {
+                provider.delete_domain(id).await?;
+            }
+            Ok(Some(ProviderResult::CleanedUp))
+        }
+    }
+}

@@ -202,16 +202,31 @@ impl TestDns {
         }
     }
 
-    pub fn try_add(&self, name: &str, rtype: &str, value: &str, priority: Option<u16>, ttl: u32) -> Result<(), String> {
+    pub fn try_add(
+        &self,
+        name: &str,
+        rtype: &str,
+        value: &str,
+        priority: Option<u16>,
+        ttl: u32,
+    ) -> Result<(), String> {
         let data = parse_data(rtype, value, priority)?;
-        self.state().records.entry(norm(name)).or_default().push(Rec { data, ttl });
+        self.state()
+            .records
+            .entry(norm(name))
+            .or_default()
+            .push(Rec { data, ttl });
         Ok(())
     }
 
     /// A TXT record served as exactly these character-strings (each ≤ 255 bytes).
     pub fn add_txt_strings(&self, name: &str, strings: &[&str]) {
         let data = Data::Txt(strings.iter().map(|s| s.to_string()).collect());
-        self.state().records.entry(norm(name)).or_default().push(Rec { data, ttl: 300 });
+        self.state()
+            .records
+            .entry(norm(name))
+            .or_default()
+            .push(Rec { data, ttl: 300 });
     }
 
     /// Removes the records of `name` (of one type, or all).
@@ -247,7 +262,10 @@ impl TestDns {
         let mut map: HashMap<String, Vec<Rec>> = HashMap::new();
         for r in records {
             match parse_data(&r.record_type, &r.value, r.priority) {
-                Ok(data) => map.entry(norm(&r.name)).or_default().push(Rec { data, ttl: r.ttl.unwrap_or(300) }),
+                Ok(data) => map.entry(norm(&r.name)).or_default().push(Rec {
+                    data,
+                    ttl: r.ttl.unwrap_or(300),
+                }),
                 Err(e) => errors.push(format!("{} {}: {e}", r.name, r.record_type)),
             }
         }
@@ -294,7 +312,9 @@ async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
 async fn serve_udp(sock: Arc<UdpSocket>, inner: std::sync::Weak<Inner>) {
     let mut buf = vec![0u8; 4096];
     loop {
-        let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
+        let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
         let Some(inner) = inner.upgrade() else { return };
         let req = buf[..n].to_vec();
         let sock = sock.clone();
@@ -308,7 +328,9 @@ async fn serve_udp(sock: Arc<UdpSocket>, inner: std::sync::Weak<Inner>) {
 
 async fn serve_tcp(listener: TcpListener, inner: std::sync::Weak<Inner>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let Some(inner) = inner.upgrade() else { return };
         let weak = Arc::downgrade(&inner);
         drop(inner);
@@ -381,7 +403,11 @@ async fn handle(inner: &Inner, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
         Some(Answer::Fault(Fault::Refused)) | Some(Answer::Refused) => {
             resp.set_response_code(ResponseCode::Refused);
         }
-        Some(Answer::Response { rcode, answers, authority }) => {
+        Some(Answer::Response {
+            rcode,
+            answers,
+            authority,
+        }) => {
             resp.set_authoritative(true).set_response_code(rcode);
             resp.add_answers(answers);
             resp.add_name_servers(authority);
@@ -408,7 +434,11 @@ async fn handle(inner: &Inner, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
 enum Answer {
     Fault(Fault),
     Refused,
-    Response { rcode: ResponseCode, answers: Vec<Record>, authority: Vec<Record> },
+    Response {
+        rcode: ResponseCode,
+        answers: Vec<Record>,
+        authority: Vec<Record>,
+    },
 }
 
 fn zone_of<'a>(st: &'a State, qname: &str) -> Option<(&'a String, u32)> {
@@ -420,7 +450,15 @@ fn zone_of<'a>(st: &'a State, qname: &str) -> Option<(&'a String, u32)> {
 }
 
 fn soa_record(apex: &str, minimum: u32) -> Record {
-    let soa = SOA::new(name(&format!("ns1.{apex}")), name(&format!("hostmaster.{apex}")), 1, 3600, 600, 86400, minimum);
+    let soa = SOA::new(
+        name(&format!("ns1.{apex}")),
+        name(&format!("hostmaster.{apex}")),
+        1,
+        3600,
+        600,
+        86400,
+        minimum,
+    );
     Record::from_rdata(name(apex), minimum, RData::SOA(soa))
 }
 
@@ -472,7 +510,9 @@ fn answer(st: &State, q: &Query) -> Answer {
         return Answer::Fault(*f);
     }
     let qtype = q.query_type();
-    let Some((apex, minimum)) = zone_of(st, &qname) else { return Answer::Refused };
+    let Some((apex, minimum)) = zone_of(st, &qname) else {
+        return Answer::Refused;
+    };
     let (mut apex, mut minimum) = (apex.clone(), minimum);
     let mut answers = Vec::new();
     let mut cur = qname.clone();
@@ -489,7 +529,9 @@ fn answer(st: &State, q: &Query) -> Answer {
         if qtype != RecordType::CNAME {
             if let Some(c) = recs.iter().find(|r| r.data.rtype() == RecordType::CNAME) {
                 answers.push(to_record(&cur, c));
-                let Data::Cname(target) = &c.data else { unreachable!() };
+                let Data::Cname(target) = &c.data else {
+                    unreachable!()
+                };
                 match zone_of(st, target) {
                     Some((a, m)) => {
                         apex = a.clone();
@@ -498,12 +540,21 @@ fn answer(st: &State, q: &Query) -> Answer {
                         continue;
                     }
                     // out of every served zone: the resolver follows it
-                    None => return Answer::Response { rcode: ResponseCode::NoError, answers, authority: vec![] },
+                    None => {
+                        return Answer::Response {
+                            rcode: ResponseCode::NoError,
+                            answers,
+                            authority: vec![],
+                        }
+                    }
                 }
             }
         }
-        let mut matching: Vec<Record> =
-            recs.iter().filter(|r| qtype == RecordType::ANY || r.data.rtype() == qtype).map(|r| to_record(&cur, r)).collect();
+        let mut matching: Vec<Record> = recs
+            .iter()
+            .filter(|r| qtype == RecordType::ANY || r.data.rtype() == qtype)
+            .map(|r| to_record(&cur, r))
+            .collect();
         if cur == apex && (qtype == RecordType::SOA || qtype == RecordType::ANY) {
             matching.push(soa_record(&apex, minimum));
         }
@@ -515,7 +566,11 @@ fn answer(st: &State, q: &Query) -> Answer {
             };
         }
         answers.extend(matching);
-        return Answer::Response { rcode: ResponseCode::NoError, answers, authority: vec![] };
+        return Answer::Response {
+            rcode: ResponseCode::NoError,
+            answers,
+            authority: vec![],
+        };
     }
     Answer::Fault(Fault::ServFail)
 }
@@ -570,7 +625,9 @@ impl ZoneFile {
             .into_iter()
             .map(|z| match z {
                 ZoneSpec::Apex(a) => (norm(&a), DEFAULT_SOA_MINIMUM),
-                ZoneSpec::Full { apex, soa_minimum } => (norm(&apex), soa_minimum.unwrap_or(DEFAULT_SOA_MINIMUM)),
+                ZoneSpec::Full { apex, soa_minimum } => {
+                    (norm(&apex), soa_minimum.unwrap_or(DEFAULT_SOA_MINIMUM))
+                }
             })
             .collect();
         if out.is_empty() {
@@ -595,20 +652,29 @@ mod tests {
     fn long_txt_is_split_at_255_bytes() {
         let v = "x".repeat(600);
         let parts = split_txt(&v);
-        assert_eq!(parts.iter().map(String::len).collect::<Vec<_>>(), vec![255, 255, 90]);
+        assert_eq!(
+            parts.iter().map(String::len).collect::<Vec<_>>(),
+            vec![255, 255, 90]
+        );
         assert_eq!(parts.concat(), v);
     }
 
     #[test]
     fn zone_file_forms() {
-        let (z, r) = ZoneFile::parse(r#"[{"name":"send.acme.test","type":"TXT","value":"v=spf1 -all"}]"#)
-            .unwrap()
-            .into_parts();
+        let (z, r) =
+            ZoneFile::parse(r#"[{"name":"send.acme.test","type":"TXT","value":"v=spf1 -all"}]"#)
+                .unwrap()
+                .into_parts();
         assert_eq!(z, vec![("acme.test".to_string(), DEFAULT_SOA_MINIMUM)]);
         assert_eq!(r.len(), 1);
-        let (z, _) = ZoneFile::parse(r#"{"zones":["a.test",{"apex":"b.test","soa_minimum":5}],"records":[]}"#)
-            .unwrap()
-            .into_parts();
-        assert_eq!(z, vec![("a.test".to_string(), 60), ("b.test".to_string(), 5)]);
+        let (z, _) = ZoneFile::parse(
+            r#"{"zones":["a.test",{"apex":"b.test","soa_minimum":5}],"records":[]}"#,
+        )
+        .unwrap()
+        .into_parts();
+        assert_eq!(
+            z,
+            vec![("a.test".to_string(), 60), ("b.test".to_string(), 5)]
+        );
     }
 }

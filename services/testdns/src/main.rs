@@ -11,7 +11,10 @@ use clap::Parser;
 use testdns::{TestDns, ZoneFile};
 
 #[derive(Parser, Debug)]
-#[command(name = "dev-dns", about = "Serve a JSON zone file as an authoritative DNS server")]
+#[command(
+    name = "dev-dns",
+    about = "Serve a JSON zone file as an authoritative DNS server"
+)]
 struct Args {
     /// Address for UDP and TCP.
     #[arg(long, default_value = "127.0.0.1:5354")]
@@ -44,10 +47,17 @@ fn load(dns: &TestDns, path: &PathBuf) {
                 "dev-dns: serving {} records in {} zones ({})",
                 records.len() - errors.len(),
                 zones.len(),
-                zones.iter().map(|(z, _)| z.as_str()).collect::<Vec<_>>().join(", ")
+                zones
+                    .iter()
+                    .map(|(z, _)| z.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
-        Err(e) => eprintln!("dev-dns: {} is not a zone file, keeping the previous records: {e}", path.display()),
+        Err(e) => eprintln!(
+            "dev-dns: {} is not a zone file, keeping the previous records: {e}",
+            path.display()
+        ),
     }
 }
 
@@ -58,7 +68,9 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("dev-dns: listening on {} (UDP and TCP)", dns.addr());
     let mut seen: Option<SystemTime> = None;
     loop {
-        let mtime = std::fs::metadata(&args.zone_file).and_then(|m| m.modified()).ok();
+        let mtime = std::fs::metadata(&args.zone_file)
+            .and_then(|m| m.modified())
+            .ok();
         if mtime.is_some() && mtime != seen {
             load(&dns, &args.zone_file);
             seen = mtime;

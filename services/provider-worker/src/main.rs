@@ -1,0 +1,9 @@
+//! `provider-worker`: provider calls, off the command path.
+#![forbid(unsafe_code)]
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::telemetry::init("provider-worker");
+    let config = runtime::Config::from_env()?;
+    provider_worker::run(config, runtime::Shutdown::on_signals()).await
+}

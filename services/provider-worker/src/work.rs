@@ -1,0 +1,91 @@
+//! Which events need the provider, as work items.
+
+use email_domain_events::event::{CheckTrigger, Event, EventData};
+use email_domain_events::ids::derive;
+use email_domain_events::{DnsRecord, DnsStatus, DomainId, TenantId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkKind {
+    Create,
+    Verify,
+    Poll,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkItem {
+    pub work_id: String,
+    pub kind: WorkKind,
+    pub tenant_id: TenantId,
+    pub domain_id: DomainId,
+    pub domain: String,
+    pub region: Option<String>,
+    pub provider_domain_id: Option<String>,
+    /// A person is waiting: goes before background work.
+    pub interactive: bool,
+    pub correlation_id: Option<uuid::Uuid>,
+}
+
+impl WorkItem {
+    pub fn subject(&self) -> &'static str {
+        if self.interactive {
+            runtime::streams::PROVIDER_WORK_INTERACTIVE
+        } else {
+            runtime::streams::PROVIDER_WORK_BACKGROUND
+        }
+    }
+}
+
+/// The provider work an event asks for. The provider domain id is not in every
+/// event, so events that need it carry it or the item is looked up by name.
+pub fn work_for(event: &Event) -> Option<WorkItem> {
+    let item = |kind, region: Option<String>, provider_domain_id: Option<String>, interactive| WorkItem {
+        work_id: derive(event.event_id.0, "provider-work").to_string(),
+        kind,
+        tenant_id: event.tenant_id,
+        domain_id: event.domain_id,
+        domain: event.domain.clone(),
+        region,
+        provider_domain_id,
+        interactive,
+        correlation_id: Some(event.correlation_id),
+    };
+    match &event.data {
+        EventData::DomainRegistered { region, .. } => Some(item(WorkKind::Create, region.clone(), None, true)),
+        EventData::WindowReopened { .. } => Some(item(WorkKind::Create, None, None, true)),
+        EventData::DomainProvisioned { cleanup_required: true, provider_domain_id, .. } => {
+            Some(item(WorkKind::Delete, None, Some(provider_domain_id.clone()), true))
+        }
+        EventData::DnsChecked { request_verification, poll_provider, trigger, provider_domain_id, .. } => {
+            let interactive = *trigger != CheckTrigger::Scheduled;
+            if *request_verification {
+                Some(item(WorkKind::Verify, None, provider_domain_id.clone(), interactive))
+            } else if *poll_provider {
+                Some(item(WorkKind::Poll, None, provider_domain_id.clone(), interactive))
+            } else {
+                None
+            }
+        }
+        EventData::DomainDeleted { cleanup_required: true, provider_domain_id, .. }
+        | EventData::DomainReleased { cleanup_required: true, provider_domain_id, .. } => {
+            Some(item(WorkKind::Delete, None, provider_domain_id.clone(), true))
+        }
+        _ => None,
+    }
+}
+
+pub fn to_dns_record(r: provider::ProviderRecord) -> DnsRecord {
+    DnsRecord {
+        purpose: r.purpose,
+        record_type: r.record_type,
+        name: r.name,
+        value: r.value,
+        priority: r.priority,
+        required: false,
+        dns_status: DnsStatus::Pending,
+        observed: Vec::new(),
+        diagnosis: None,
+    }
+}
