@@ -30,7 +30,7 @@ pub fn names(event: &Event) -> Vec<&'static str> {
         EventData::WindowReopened { .. } => vec![],
         EventData::DomainDeleted { .. } => vec!["deleted"],
         EventData::DomainReleased { .. } => vec!["released"],
-        EventData::ProviderCleanedUp => vec![],
+        EventData::ProviderCleanedUp {} => vec![],
     }
 }
 

@@ -297,7 +297,7 @@ fn decide_provider_result(
         }
         ProviderResult::CleanedUp => {
             if state.cleanup_pending {
-                Decision::Append(EventData::ProviderCleanedUp)
+                Decision::Append(EventData::ProviderCleanedUp {})
             } else {
                 Decision::Nothing
             }
@@ -368,14 +368,23 @@ fn after_check(
                 records,
             };
         }
+        // A drift not yet over (a required record unreadable) keeps the fast cadence,
+        // never past the end of its window.
+        let (next_check_at, attempt) = match state.drift_since {
+            Some(since) if !found => (
+                next_check(policy, state.domain_id, attempt, now, Some(since + policy.verification_deadline)),
+                attempt,
+            ),
+            _ => (now + policy.monitor_interval, 0),
+        };
         return EventData::DnsChecked {
             trigger,
             all_required_found: found,
             request_verification: false,
             poll_provider: false,
-            next_check_at: Some(now + policy.monitor_interval),
+            next_check_at: Some(next_check_at),
             new_deadline_at: None,
-            attempt: 0,
+            attempt,
             drift_detected: false,
             drift_resolved,
             provider_domain_id: state.provider_domain_id.clone(),

@@ -101,7 +101,7 @@ pub enum EventData {
         provider_domain_id: Option<String>,
     },
     /// The provider domain is gone.
-    ProviderCleanedUp,
+    ProviderCleanedUp {},
 }
 
 impl EventData {
@@ -117,7 +117,7 @@ impl EventData {
             EventData::WindowReopened { .. } => "window_reopened",
             EventData::DomainDeleted { .. } => "domain_deleted",
             EventData::DomainReleased { .. } => "domain_released",
-            EventData::ProviderCleanedUp => "provider_cleaned_up",
+            EventData::ProviderCleanedUp {} => "provider_cleaned_up",
         }
     }
 }
@@ -172,5 +172,9 @@ pub fn upcast(value: &mut serde_json::Value) {
     let version = obj.get("schema_version").and_then(|v| v.as_u64()).unwrap_or(1);
     if version < 1 {
         obj.insert("schema_version".into(), 1.into());
+    }
+    // Every event has a `data` object (contract §2.3), also one whose data is empty.
+    if !obj.contains_key("data") || obj.get("data").is_some_and(|d| d.is_null()) {
+        obj.insert("data".into(), serde_json::Value::Object(Default::default()));
     }
 }

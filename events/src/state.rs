@@ -254,7 +254,7 @@ pub fn evolve(state: Option<DomainState>, event: &Event) -> Option<DomainState> 
             s.cleanup_pending = *cleanup_required;
             s.next_check_at = None;
         }
-        EventData::ProviderCleanedUp => s.cleanup_pending = false,
+        EventData::ProviderCleanedUp {} => s.cleanup_pending = false,
     }
     Some(s)
 }

@@ -22,7 +22,7 @@ fn story() -> Vec<Event> {
     let mut events = d.events.clone();
     events.extend(in_verified("other.test").when_command(CommandType::DeleteDomain).then().events);
     let mut released = in_failed("third.test");
-    released.record(at(40 * DAY), fresh_command_id(), EventData::DomainReleased { to_tenant: tenant_b(), cleanup_required: true });
+    released.record(at(40 * DAY), fresh_command_id(), EventData::DomainReleased { to_tenant: tenant_b(), cleanup_required: true, provider_domain_id: Some("rs-third.test".into()) });
     events.extend(released.events);
     events
 }

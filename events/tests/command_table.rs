@@ -67,7 +67,7 @@ fn registering_a_name_another_tenant_failed_releases_the_failed_registration() {
     let holder = in_failed(NAME);
     let plan = when_registering(tenant_b(), NAME, Some(&holder)).expect("accepted");
     let release = plan.release.expect("the failed registration is released");
-    assert_eq!(release, EventData::DomainReleased { to_tenant: tenant_b(), cleanup_required: true });
+    assert_eq!(release, EventData::DomainReleased { to_tenant: tenant_b(), cleanup_required: true, provider_domain_id: Some("rs-acme.test".into()) });
     assert!(matches!(plan.registered, EventData::DomainRegistered { .. }));
 
     let mut released = holder.clone();
@@ -82,7 +82,7 @@ fn registering_a_name_another_tenant_failed_releases_the_failed_registration() {
 fn releasing_a_failed_registration_that_never_reached_the_provider_needs_no_cleanup() {
     let holder = in_failed_unprovisioned(NAME);
     let plan = when_registering(tenant_b(), NAME, Some(&holder)).expect("accepted");
-    assert_eq!(plan.release, Some(EventData::DomainReleased { to_tenant: tenant_b(), cleanup_required: false }));
+    assert_eq!(plan.release, Some(EventData::DomainReleased { to_tenant: tenant_b(), cleanup_required: false, provider_domain_id: None }));
 }
 
 #[test]
@@ -137,6 +137,7 @@ fn an_owner_check_of_an_awaiting_domain_checks_now_at_the_fast_cadence() {
         assert!(!c.poll_provider);
         assert_eq!(c.attempt, 0);
         assert_eq!(c.new_deadline_at, None);
+        assert_eq!(c.provider_domain_id.as_deref(), Some("rs-acme.test"), "the provider worker needs it");
         assert_fast_cadence(now, c.next_check_at);
     }
 }
@@ -227,7 +228,11 @@ fn deleting_a_live_domain_deactivates_it_and_cleans_up_the_provider_iff_provisio
         let expect_cleanup = status != Status::Created;
         assert_eq!(
             data,
-            EventData::DomainDeleted { requested_by: Some("owner@acme.test".into()), cleanup_required: expect_cleanup },
+            EventData::DomainDeleted {
+                requested_by: Some("owner@acme.test".into()),
+                cleanup_required: expect_cleanup,
+                provider_domain_id: expect_cleanup.then(|| "rs-acme.test".to_string()),
+            },
             "status {}",
             status.as_str()
         );
@@ -240,7 +245,7 @@ fn deleting_a_live_domain_deactivates_it_and_cleans_up_the_provider_iff_provisio
     let d = in_failed_unprovisioned(NAME);
     assert_eq!(
         d.when_command(CommandType::DeleteDomain).then_appends(),
-        EventData::DomainDeleted { requested_by: Some("owner@acme.test".into()), cleanup_required: false }
+        EventData::DomainDeleted { requested_by: Some("owner@acme.test".into()), cleanup_required: false, provider_domain_id: None }
     );
 }
 
@@ -331,7 +336,7 @@ fn the_provider_creating_an_already_provisioned_domain_changes_nothing() {
 
 #[test]
 fn the_provider_creating_a_domain_deleted_before_it_answered_asks_for_cleanup_and_stays_deactivated() {
-    let d = in_created(NAME).given(at(MIN), EventData::DomainDeleted { requested_by: None, cleanup_required: false });
+    let d = in_created(NAME).given(at(MIN), EventData::DomainDeleted { requested_by: None, cleanup_required: false, provider_domain_id: None });
     match d.when_provider(created(NAME)).at(at(2 * MIN)).then_appends() {
         EventData::DomainProvisioned { cleanup_required, next_check_at, .. } => {
             assert!(cleanup_required);
@@ -426,7 +431,7 @@ fn a_provider_poll_of_a_domain_not_awaiting_verification_changes_nothing() {
 fn the_provider_cleanup_of_a_deleted_domain_is_recorded_once() {
     let d = in_deactivated(NAME);
     assert!(d.state().cleanup_pending);
-    assert_eq!(d.when_provider(ProviderResult::CleanedUp).then_appends(), EventData::ProviderCleanedUp);
+    assert_eq!(d.when_provider(ProviderResult::CleanedUp).then_appends(), EventData::ProviderCleanedUp {});
     let after = d.when_provider(ProviderResult::CleanedUp).then();
     assert!(!after.state().cleanup_pending);
     assert_eq!(after.status(), Status::Deactivated);

@@ -377,6 +377,20 @@ fn a_drift_not_restored_within_the_window_from_detection_fails_the_domain() {
     assert_eq!(s.drift_since, None);
 }
 
+#[test]
+fn a_drift_whose_record_cannot_be_looked_up_stays_at_the_fast_cadence_within_its_window() {
+    let (d, since) = drifted();
+    let end = since + policy().verification_deadline;
+    let unreadable = found_except(&d.state().records, "spf", DnsStatus::LookupFailed, &[]);
+    let now = end - chrono::Duration::hours(2);
+    let when = d.when_command(CommandType::Recheck).at(now).dns(unreadable);
+    let c = as_checked(when.then_appends());
+    assert!(!c.drift_resolved, "an unreadable record is no proof the drift is over");
+    let next = c.next_check_at.unwrap();
+    assert!(next <= end, "the next check {next} must not pass the end of the drift window {end}");
+    assert_eq!(when.then().state().drift_since, Some(since));
+}
+
 // ---- idempotence ----------------------------------------------------------------
 
 #[test]
@@ -384,7 +398,7 @@ fn evolve_ignores_an_event_at_or_below_the_state_version() {
     let d = in_verified(NAME);
     let state = d.state();
     let mut stale = d.last().clone();
-    stale.data = EventData::DomainDeleted { requested_by: None, cleanup_required: true };
+    stale.data = EventData::DomainDeleted { requested_by: None, cleanup_required: true, provider_domain_id: None };
     for version in [state.version, state.version - 1, 1] {
         stale.version = version;
         assert_eq!(evolve(Some(state.clone()), &stale), Some(state.clone()), "version {version}");
@@ -462,4 +476,21 @@ fn a_provider_create_after_delete_only_asks_for_cleanup() {
     // The clean-up is then reported once.
     let d = d.when_provider(ProviderResult::CleanedUp).then();
     assert!(!d.state().cleanup_pending);
+}
+
+// ---- timers follow from the log -------------------------------------------------
+
+#[test]
+fn the_schedulers_timer_follows_each_event() {
+    use email_domain_events::schedule::{timer_change, TimerChange};
+    let d = in_created(NAME);
+    assert_eq!(timer_change(d.last()), TimerChange::Set(at(DEADLINE)), "a created domain still has its deadline");
+    let d = d.when_provider(created(NAME)).at(at(MIN)).then();
+    assert_eq!(timer_change(d.last()), TimerChange::Set(d.state().next_check_at.unwrap()));
+    let f = d.when_command(CommandType::FailDomain).then();
+    assert_eq!(timer_change(f.last()), TimerChange::Clear);
+    let x = d.when_command(CommandType::DeleteDomain).then();
+    assert_eq!(timer_change(x.last()), TimerChange::Clear);
+    let late = in_created(NAME).when_command(CommandType::DeleteDomain).then().when_provider(created(NAME)).then();
+    assert_eq!(timer_change(late.last()), TimerChange::Clear, "a deleted domain gets no timer from a late create");
 }

@@ -265,6 +265,8 @@ pub fn provisioned_event(zone: &str) -> EventData {
 
 pub fn checked_event(records: Vec<DnsRecord>, trigger: CheckTrigger, request_verification: bool, poll: bool, next: DateTime<Utc>, attempt: u32) -> EventData {
     let all_required_found = records.iter().filter(|r| r.required).all(|r| r.dns_status == DnsStatus::Found);
+    // The zone, from the DMARC advice record every provisioned domain holds.
+    let zone = records.iter().find_map(|r| r.name.strip_prefix("_dmarc.")).map(str::to_owned);
     EventData::DnsChecked {
         trigger,
         records,
@@ -276,6 +278,8 @@ pub fn checked_event(records: Vec<DnsRecord>, trigger: CheckTrigger, request_ver
         attempt,
         drift_detected: false,
         drift_resolved: false,
+        // What the decider writes for a provisioned domain.
+        provider_domain_id: zone.map(|z| format!("rs-{z}")),
     }
 }
 
@@ -335,7 +339,7 @@ pub fn in_failed_unprovisioned(name: &str) -> Domain {
 }
 
 pub fn in_deactivated(name: &str) -> Domain {
-    let d = in_awaiting_dns(name).given(at(HOUR), EventData::DomainDeleted { requested_by: None, cleanup_required: true });
+    let d = in_awaiting_dns(name).given(at(HOUR), EventData::DomainDeleted { requested_by: None, cleanup_required: true, provider_domain_id: Some(format!("rs-{name}")) });
     assert_eq!(d.status(), Status::Deactivated);
     d
 }
@@ -482,6 +486,7 @@ pub struct Checked {
     pub attempt: u32,
     pub drift_detected: bool,
     pub drift_resolved: bool,
+    pub provider_domain_id: Option<String>,
 }
 
 pub fn as_checked(data: EventData) -> Checked {
@@ -497,6 +502,7 @@ pub fn as_checked(data: EventData) -> Checked {
             attempt,
             drift_detected,
             drift_resolved,
+            provider_domain_id,
         } => Checked {
             trigger,
             records,
@@ -508,6 +514,7 @@ pub fn as_checked(data: EventData) -> Checked {
             attempt,
             drift_detected,
             drift_resolved,
+            provider_domain_id,
         },
         other => panic!("expected dns_checked, got {other:?}"),
     }

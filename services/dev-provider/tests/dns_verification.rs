@@ -48,7 +48,11 @@ async fn dns_server() -> (SocketAddr, Zone) {
             for query in request.queries() {
                 response.add_query(query.clone());
                 let key = (
-                    query.name().to_ascii().trim_end_matches('.').to_ascii_lowercase(),
+                    query
+                        .name()
+                        .to_ascii()
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase(),
                     query.query_type(),
                 );
                 let zone = served.read().unwrap();
@@ -139,7 +143,10 @@ async fn a_domain_verifies_once_all_its_records_resolve() {
     assert_eq!(statuses(&domain), ["pending", "pending", "pending"]);
 
     // Return path and SPF, with a wrong-case MX host and trailing dot: still exact enough.
-    let mx_host = record(&created, "SPF", "MX")["value"].as_str().unwrap().to_uppercase();
+    let mx_host = record(&created, "SPF", "MX")["value"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
     publish(
         &zone,
         "send.verify.example.test",
@@ -153,7 +160,12 @@ async fn a_domain_verifies_once_all_its_records_resolve() {
         txt(record(&created, "SPF", "TXT")["value"].as_str().unwrap()),
     );
     // A wrong DKIM key first.
-    publish(&zone, "resend._domainkey.verify.example.test", RecordType::TXT, txt("p=wrong"));
+    publish(
+        &zone,
+        "resend._domainkey.verify.example.test",
+        RecordType::TXT,
+        txt("p=wrong"),
+    );
     let (_, _, domain) = get().await;
     assert_eq!(domain["status"], "pending");
     assert_eq!(statuses(&domain), ["verified", "verified", "pending"]);
@@ -161,7 +173,12 @@ async fn a_domain_verifies_once_all_its_records_resolve() {
     // The real key, longer than 255 characters, served as two strings.
     let dkim = record(&created, "DKIM", "TXT")["value"].as_str().unwrap();
     assert!(dkim.len() > 255);
-    publish(&zone, "resend._domainkey.verify.example.test", RecordType::TXT, txt(dkim));
+    publish(
+        &zone,
+        "resend._domainkey.verify.example.test",
+        RecordType::TXT,
+        txt(dkim),
+    );
     let (_, _, domain) = get().await;
     assert_eq!(domain["status"], "verified");
     assert_eq!(statuses(&domain), ["verified", "verified", "verified"]);

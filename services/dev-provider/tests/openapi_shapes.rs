@@ -52,7 +52,9 @@ fn tighten(schema: &Value, spec: &Value, depth: usize) -> Value {
             }
             Value::Object(out)
         }
-        Value::Array(items) => Value::Array(items.iter().map(|v| tighten(v, spec, depth + 1)).collect()),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| tighten(v, spec, depth + 1)).collect())
+        }
         other => other.clone(),
     }
 }
@@ -83,7 +85,11 @@ fn assert_valid(schema: &Value, instance: &Value) {
         .iter_errors(instance)
         .map(|e| format!("{} at {}", e, e.instance_path))
         .collect();
-    assert!(errors.is_empty(), "{instance:#}\nviolates the schema:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "{instance:#}\nviolates the schema:\n{}",
+        errors.join("\n")
+    );
 }
 
 fn error_schema() -> Value {
@@ -117,8 +123,14 @@ fn the_openapi_copy_is_the_shared_reference() {
     if let Ok(original) = std::fs::read_to_string(shared) {
         assert_eq!(std::fs::read_to_string(copy).unwrap(), original);
     }
-    let license = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/resend-openapi.LICENSE");
-    assert!(std::fs::metadata(license).is_ok(), "the license travels with the copy");
+    let license = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/openapi/resend-openapi.LICENSE"
+    );
+    assert!(
+        std::fs::metadata(license).is_ok(),
+        "the license travels with the copy"
+    );
 }
 
 #[test]
@@ -134,12 +146,18 @@ fn the_tightened_schemas_reject_what_resend_does_not_document() {
     assert!(!validator.is_valid(&extra), "undocumented field");
     let mut bad_status = good.clone();
     bad_status["records"][0]["status"] = json!("weird");
-    assert!(!validator.is_valid(&bad_status), "undocumented record status");
+    assert!(
+        !validator.is_valid(&bad_status),
+        "undocumented record status"
+    );
     let mut ttl_number = good.clone();
     ttl_number["records"][0]["ttl"] = json!(3600);
     assert!(!validator.is_valid(&ttl_number), "ttl is a string");
     let mut missing = good;
-    missing["records"][0].as_object_mut().unwrap().remove("value");
+    missing["records"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("value");
     assert!(!validator.is_valid(&missing), "record without value");
 }
 
@@ -147,7 +165,11 @@ fn the_tightened_schemas_reject_what_resend_does_not_document() {
 async fn create_answers_201_with_a_create_domain_response() {
     let server = Server::start(DevProviderConfig::default()).await;
     let (status, _, body) = server
-        .call(Method::POST, "/domains", Some(json!({"name": "Shapes.Example.com."})))
+        .call(
+            Method::POST,
+            "/domains",
+            Some(json!({"name": "Shapes.Example.com."})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let schema = with_required_records(schema(
@@ -185,8 +207,13 @@ async fn create_answers_201_with_a_create_domain_response() {
     assert!(records[1].get("priority").is_none());
     let dkim = records[2]["value"].as_str().unwrap();
     assert!(dkim.starts_with("p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"));
-    assert!(dkim.len() > 255, "a realistic 2048-bit key is longer than one TXT string");
-    assert!(records.iter().all(|r| r["ttl"] == "Auto" && r["status"] == "not_started"));
+    assert!(
+        dkim.len() > 255,
+        "a realistic 2048-bit key is longer than one TXT string"
+    );
+    assert!(records
+        .iter()
+        .all(|r| r["ttl"] == "Auto" && r["status"] == "not_started"));
 }
 
 #[tokio::test]
@@ -201,10 +228,17 @@ async fn create_in_a_region_uses_that_region_and_rejects_unknown_ones() {
         .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["region"], "eu-west-1");
-    assert_eq!(body["records"][0]["value"], "feedback-smtp.eu-west-1.amazonses.com");
+    assert_eq!(
+        body["records"][0]["value"],
+        "feedback-smtp.eu-west-1.amazonses.com"
+    );
 
     let (status, _, body) = server
-        .call(Method::POST, "/domains", Some(json!({"name": "x.example.com", "region": "mars-1"})))
+        .call(
+            Method::POST,
+            "/domains",
+            Some(json!({"name": "x.example.com", "region": "mars-1"})),
+        )
         .await;
     assert_error(status, &body, 422, "validation_error");
 }
@@ -214,11 +248,21 @@ async fn get_answers_a_domain_with_records() {
     let server = Server::start(DevProviderConfig::default()).await;
     let created = server.create("get.example.com").await;
     let id = created["id"].as_str().unwrap();
-    let (status, _, body) = server.call(Method::GET, &format!("/domains/{id}"), None).await;
+    let (status, _, body) = server
+        .call(Method::GET, &format!("/domains/{id}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let schema = with_required_records(schema(
         "Domain",
-        &["object", "id", "name", "status", "created_at", "region", "records"],
+        &[
+            "object",
+            "id",
+            "name",
+            "status",
+            "created_at",
+            "region",
+            "records",
+        ],
     ));
     assert_valid(&schema, &body);
     assert_eq!(body["object"], "domain");
@@ -256,7 +300,11 @@ async fn list_answers_pages_newest_first_without_records() {
 
     let cursor = page1["data"][1]["id"].as_str().unwrap();
     let (_, _, page2) = server
-        .call(Method::GET, &format!("/domains?limit=2&after={cursor}"), None)
+        .call(
+            Method::GET,
+            &format!("/domains?limit=2&after={cursor}"),
+            None,
+        )
         .await;
     assert_valid(&schema, &page2);
     assert_eq!(names(&page2), ["list2.example.com", "list1.example.com"]);
@@ -264,14 +312,22 @@ async fn list_answers_pages_newest_first_without_records() {
 
     let cursor = page2["data"][1]["id"].as_str().unwrap();
     let (_, _, page3) = server
-        .call(Method::GET, &format!("/domains?limit=2&after={cursor}"), None)
+        .call(
+            Method::GET,
+            &format!("/domains?limit=2&after={cursor}"),
+            None,
+        )
         .await;
     assert_eq!(names(&page3), ["list0.example.com"]);
     assert_eq!(page3["has_more"], false);
 
     let cursor = page3["data"][0]["id"].as_str().unwrap();
     let (_, _, back) = server
-        .call(Method::GET, &format!("/domains?limit=2&before={cursor}"), None)
+        .call(
+            Method::GET,
+            &format!("/domains?limit=2&before={cursor}"),
+            None,
+        )
         .await;
     assert_eq!(names(&back), ["list2.example.com", "list1.example.com"]);
 
@@ -291,7 +347,10 @@ async fn verify_answers_the_verify_shape_and_marks_the_domain_pending() {
         ..Default::default()
     })
     .await;
-    let id = server.create("verify.example.com").await["id"].as_str().unwrap().to_owned();
+    let id = server.create("verify.example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, _, body) = server
         .call(Method::POST, &format!("/domains/{id}/verify"), None)
         .await;
@@ -299,7 +358,9 @@ async fn verify_answers_the_verify_shape_and_marks_the_domain_pending() {
     assert_valid(&schema("VerifyDomainResponse", &["object", "id"]), &body);
     assert_eq!(body, json!({"object": "domain", "id": id}));
 
-    let (_, _, domain) = server.call(Method::GET, &format!("/domains/{id}"), None).await;
+    let (_, _, domain) = server
+        .call(Method::GET, &format!("/domains/{id}"), None)
+        .await;
     assert_eq!(domain["status"], "pending");
     assert!(domain["records"]
         .as_array()
@@ -311,15 +372,27 @@ async fn verify_answers_the_verify_shape_and_marks_the_domain_pending() {
 #[tokio::test]
 async fn delete_answers_the_delete_shape_and_the_domain_is_gone() {
     let server = Server::start(DevProviderConfig::default()).await;
-    let id = server.create("delete.example.com").await["id"].as_str().unwrap().to_owned();
-    let (status, _, body) = server.call(Method::DELETE, &format!("/domains/{id}"), None).await;
+    let id = server.create("delete.example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, body) = server
+        .call(Method::DELETE, &format!("/domains/{id}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_valid(&schema("DeleteDomainResponse", &["object", "id", "deleted"]), &body);
+    assert_valid(
+        &schema("DeleteDomainResponse", &["object", "id", "deleted"]),
+        &body,
+    );
     assert_eq!(body, json!({"object": "domain", "id": id, "deleted": true}));
 
-    let (status, _, body) = server.call(Method::GET, &format!("/domains/{id}"), None).await;
+    let (status, _, body) = server
+        .call(Method::GET, &format!("/domains/{id}"), None)
+        .await;
     assert_error(status, &body, 404, "not_found");
-    let (status, _, body) = server.call(Method::DELETE, &format!("/domains/{id}"), None).await;
+    let (status, _, body) = server
+        .call(Method::DELETE, &format!("/domains/{id}"), None)
+        .await;
     assert_error(status, &body, 404, "not_found");
     // The name is free again.
     server.create("delete.example.com").await;
@@ -336,7 +409,12 @@ async fn errors_have_resends_error_shape() {
         .await
         .unwrap();
     let status = response.status();
-    assert_error(status, &response.json().await.unwrap(), 401, "missing_api_key");
+    assert_error(
+        status,
+        &response.json().await.unwrap(),
+        401,
+        "missing_api_key",
+    );
     let response = server
         .http
         .get(format!("{}/domains", server.base))
@@ -355,15 +433,26 @@ async fn errors_have_resends_error_shape() {
 
     server.create("dup.example.com").await;
     let (status, _, body) = server
-        .call(Method::POST, "/domains", Some(json!({"name": "DUP.example.com"})))
+        .call(
+            Method::POST,
+            "/domains",
+            Some(json!({"name": "DUP.example.com"})),
+        )
         .await;
     assert_error(status, &body, 403, "validation_error");
-    assert_eq!(body["message"], "The domain dup.example.com has been registered already");
+    assert_eq!(
+        body["message"],
+        "The domain dup.example.com has been registered already"
+    );
 
     let (status, _, body) = server.call(Method::POST, "/domains", Some(json!({}))).await;
     assert_error(status, &body, 422, "missing_required_field");
     let (status, _, body) = server
-        .call(Method::POST, "/domains", Some(json!({"name": "not a domain"})))
+        .call(
+            Method::POST,
+            "/domains",
+            Some(json!({"name": "not a domain"})),
+        )
         .await;
     assert_error(status, &body, 422, "validation_error");
 }
@@ -417,7 +506,11 @@ async fn injected_server_errors_answer_500_then_recover() {
         .await
         .unwrap();
     let (status, _, body) = server
-        .call(Method::POST, "/domains", Some(json!({"name": "e500.example.com"})))
+        .call(
+            Method::POST,
+            "/domains",
+            Some(json!({"name": "e500.example.com"})),
+        )
         .await;
     assert_error(status, &body, 500, "internal_server_error");
     server.create("e500.example.com").await;
@@ -436,10 +529,17 @@ async fn a_lost_create_answer_still_creates_the_domain() {
         .await
         .unwrap();
     let (status, _, body) = server
-        .call(Method::POST, "/domains", Some(json!({"name": "lost.example.com"})))
+        .call(
+            Method::POST,
+            "/domains",
+            Some(json!({"name": "lost.example.com"})),
+        )
         .await;
     assert_error(status, &body, 403, "validation_error");
-    assert!(body["message"].as_str().unwrap().contains("registered already"));
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("registered already"));
     assert_eq!(server.control.stats().await.unwrap().domains, 1);
     // Only the next create is affected.
     server.create("other.example.com").await;
@@ -468,9 +568,16 @@ async fn delays_hold_requests_back() {
 #[tokio::test]
 async fn stats_count_api_requests_by_route() {
     let server = Server::start(DevProviderConfig::default()).await;
-    let id = server.create("stats.example.com").await["id"].as_str().unwrap().to_owned();
-    server.call(Method::GET, &format!("/domains/{id}"), None).await;
-    server.call(Method::GET, &format!("/domains/{id}"), None).await;
+    let id = server.create("stats.example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .call(Method::GET, &format!("/domains/{id}"), None)
+        .await;
+    server
+        .call(Method::GET, &format!("/domains/{id}"), None)
+        .await;
     server.call(Method::GET, "/domains", None).await;
     let stats = server.control.stats().await.unwrap();
     assert_eq!(stats.requests, 4);
@@ -499,13 +606,18 @@ async fn a_natural_rate_limit_answers_429_beyond_the_limit() {
 #[tokio::test]
 async fn forced_statuses_are_reported_raw() {
     let server = Server::start(DevProviderConfig::default()).await;
-    let id = server.create("forced.example.com").await["id"].as_str().unwrap().to_owned();
+    let id = server.create("forced.example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     server
         .control
         .force_status(&id, "partially_failed", Some("failed"))
         .await
         .unwrap();
-    let (_, _, body) = server.call(Method::GET, &format!("/domains/{id}"), None).await;
+    let (_, _, body) = server
+        .call(Method::GET, &format!("/domains/{id}"), None)
+        .await;
     assert_eq!(body["status"], "partially_failed");
     assert_eq!(body["records"][0]["status"], "failed");
 }

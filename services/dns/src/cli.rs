@@ -168,3 +168,78 @@ pub async fn run_dns_check_cli(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purpose_is_inferred() {
+        assert_eq!(
+            infer_purpose("TXT", "send.acme.com", "\"v=spf1 include:x ~all\""),
+            "spf"
+        );
+        assert_eq!(
+            infer_purpose("txt", "resend._domainkey.acme.com", "p=abc"),
+            "dkim"
+        );
+        assert_eq!(
+            infer_purpose("TXT", "_dmarc.acme.com.", "v=DMARC1; p=none"),
+            "dmarc"
+        );
+        assert_eq!(
+            infer_purpose("MX", "send.acme.com", "feedback-smtp.x"),
+            "return_path"
+        );
+        assert_eq!(infer_purpose("CNAME", "links.acme.com", "t.x"), "tracking");
+        assert_eq!(
+            infer_purpose("TXT", "acme.com", "google-site-verification=1"),
+            "txt"
+        );
+    }
+
+    #[test]
+    fn names_are_normalised() {
+        let r = to_record(
+            "acme.com",
+            InputRecord {
+                record_type: "txt".into(),
+                name: "SEND.Acme.com.".into(),
+                value: "v=spf1 -all".into(),
+                priority: None,
+                purpose: None,
+                required: None,
+            },
+        );
+        assert_eq!(
+            (r.name.as_str(), r.record_type.as_str(), r.required),
+            ("send.acme.com", "TXT", true)
+        );
+        let r = to_record(
+            "acme.com",
+            InputRecord {
+                record_type: "TXT".into(),
+                name: "_dmarc".into(),
+                value: "v=DMARC1; p=none".into(),
+                priority: None,
+                purpose: None,
+                required: None,
+            },
+        );
+        assert_eq!(
+            (r.name.as_str(), r.purpose.as_str(), r.required),
+            ("_dmarc.acme.com", "dmarc", false)
+        );
+    }
+
+    #[test]
+    fn nameservers_parse() {
+        assert_eq!(
+            crate::parse_nameserver(" 127.0.0.1:5354").unwrap().port(),
+            5354
+        );
+        assert_eq!(crate::parse_nameserver("10.0.0.1").unwrap().port(), 53);
+        assert_eq!(crate::parse_nameserver("[::1]:53").unwrap().port(), 53);
+        assert!(crate::parse_nameserver("dns.example:53").is_err());
+    }
+}

@@ -1,1 +1,115 @@
-//! projector
+//! Projectors: separate durable consumers of the event log that keep the read models.
+//!
+//! - `email_domains`: one row per registration (contract §3), folded with the core's
+//!   `evolve`, so a row is exactly the domain's state.
+//! - `tenant_settings`: `tenant_email_settings`, folded with the core's `TenantSettings`.
+//! - `analytics`: CloudEvents on `analytics.email_domain.<name>`, ids derived from the
+//!   source event, so a redelivery is dropped by JetStream's dedup.
+//!
+//! The Postgres projectors write their rows and their stream checkpoint in one
+//! transaction and acknowledge only after the commit; events at or below the
+//! checkpoint are skipped. So a crash at any point neither loses nor repeats an event.
+#![forbid(unsafe_code)]
+
+pub mod analytics;
+pub mod consume;
+pub mod email_domains;
+pub mod tenant_settings;
+
+use runtime::{streams, Config, Shutdown};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Projection {
+    EmailDomains,
+    TenantSettings,
+    Analytics,
+}
+
+impl Projection {
+    pub const ALL: [Projection; 3] = [Projection::EmailDomains, Projection::TenantSettings, Projection::Analytics];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Projection::EmailDomains => "email_domains",
+            Projection::TenantSettings => "tenant_settings",
+            Projection::Analytics => "analytics",
+        }
+    }
+
+    /// The durable consumer's name.
+    pub fn consumer(self) -> &'static str {
+        match self {
+            Projection::EmailDomains => "projector-email-domains",
+            Projection::TenantSettings => "projector-tenant-settings",
+            Projection::Analytics => "analytics-emitter",
+        }
+    }
+
+    pub fn parse_list(s: &str) -> anyhow::Result<Vec<Projection>> {
+        if s == "all" {
+            return Ok(Self::ALL.to_vec());
+        }
+        s.split(',')
+            .map(|p| match p.trim() {
+                "email_domains" => Ok(Projection::EmailDomains),
+                "tenant_settings" | "tenant_email_settings" => Ok(Projection::TenantSettings),
+                "analytics" => Ok(Projection::Analytics),
+                other => anyhow::bail!("unknown projection {other:?}: use email_domains, tenant_settings, analytics or all"),
+            })
+            .collect()
+    }
+}
+
+/// Test hooks.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// When set to n > 0: after the n-th committed batch, stop before acknowledging
+    /// it, as a crash between commit and ack would.
+    pub crash_after_commit: Option<Arc<AtomicI64>>,
+}
+
+impl Options {
+    pub(crate) fn should_crash(&self) -> bool {
+        match &self.crash_after_commit {
+            Some(n) => n.fetch_sub(1, Ordering::SeqCst) == 1,
+            None => false,
+        }
+    }
+}
+
+pub async fn run(config: Config, which: Vec<Projection>, shutdown: Shutdown, options: Options) -> anyhow::Result<()> {
+    let client = runtime::connect_nats(&config.nats_url, "projector").await?;
+    let js = runtime::jetstream(client);
+    streams::ensure(&js, &streams::StreamSettings { command_dedup_window: config.command_dedup_window }).await?;
+    let needs_db = which.iter().any(|p| *p != Projection::Analytics);
+    let pool = if needs_db { Some(runtime::db::connect_and_migrate(&config.database_url, 8).await?) } else { None };
+    let mut tasks = Vec::new();
+    for p in which {
+        let js = js.clone();
+        let shutdown = shutdown.clone();
+        let options = options.clone();
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = match p {
+                Projection::EmailDomains => {
+                    consume::run_db(&js, pool.expect("db"), p, email_domains::EmailDomains::default(), &shutdown, &options).await
+                }
+                Projection::TenantSettings => {
+                    consume::run_db(&js, pool.expect("db"), p, tenant_settings::TenantSettingsProjection::default(), &shutdown, &options)
+                        .await
+                }
+                Projection::Analytics => analytics::run(&js, &shutdown, &options).await,
+            };
+            if let Err(e) = &r {
+                tracing::error!(projection = p.name(), error = %e, "projector stopped");
+            }
+            r
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}

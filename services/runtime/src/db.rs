@@ -9,7 +9,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 /// Connects, creating the database when it does not exist, and applies the migrations.
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url)
-        .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a Postgres URL: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a Postgres URL: {e}"))?
+        // Times leave the database in UTC (contract: RFC 3339 in UTC).
+        .options([("timezone", "UTC")]);
     let db = options.get_database().unwrap_or("postgres").to_string();
     if let Err(first) = options.connect().await {
         // Try to create it from the maintenance database.

@@ -1,1 +1,167 @@
-//! scheduler
+//! The scheduler owns every timer. Timers derive from the event log (each event says
+//! when the domain is next due, see `schedule::timer_change`), live in Postgres
+//! (`scheduler_timers`, written with the checkpoint in one transaction), and survive
+//! restarts. Due timers are claimed with `FOR UPDATE SKIP LOCKED`, so several
+//! instances never fire one twice; a fired timer publishes a `recheck` command whose
+//! id derives from the domain and the due time, so a re-fire after a crash has no
+//! second effect.
+#![forbid(unsafe_code)]
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use chrono::{DateTime, Utc};
+use email_domain_events::schedule::{timer_change, TimerChange};
+use email_domain_events::{ids::derive, Command, CommandId, CommandType, DomainId, Event, TenantId};
+use projector::consume::{run_db_named, DbProjection};
+use runtime::{streams, Config, Shutdown};
+use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub const TIMERS: &str = "scheduler_timers";
+pub const CONSUMER: &str = "scheduler-timers";
+/// Timers claimed per round.
+const FIRE_BATCH: i64 = 500;
+
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let client = runtime::connect_nats(&config.nats_url, "scheduler").await?;
+    let js = runtime::jetstream(client);
+    streams::ensure(&js, &streams::StreamSettings { command_dedup_window: config.command_dedup_window }).await?;
+    let pool = runtime::db::connect_and_migrate(&config.database_url, 4).await?;
+    let keeper = {
+        let (js, pool, shutdown) = (js.clone(), pool.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            run_db_named(&js, pool, TIMERS, CONSUMER, Timers::default(), &shutdown, &Default::default()).await
+        })
+    };
+    let firing = fire_loop(&js, &pool, &shutdown);
+    let (keeper, firing) = tokio::join!(keeper, firing);
+    keeper??;
+    firing
+}
+
+/// Keeps `scheduler_timers` from the events.
+#[derive(Default)]
+pub struct Timers;
+
+impl DbProjection for Timers {
+    async fn apply(&mut self, tx: &mut Transaction<'static, Postgres>, events: &[(u64, Event)]) -> anyhow::Result<()> {
+        // The last change per domain wins within a batch.
+        let mut changes: HashMap<DomainId, (TenantId, String, TimerChange)> = HashMap::new();
+        for (_, e) in events {
+            match timer_change(e) {
+                TimerChange::Keep => {}
+                c => {
+                    changes.insert(e.domain_id, (e.tenant_id, e.domain.clone(), c));
+                }
+            }
+        }
+        let mut set_ids = Vec::new();
+        let mut set_tenants = Vec::new();
+        let mut set_domains = Vec::new();
+        let mut set_due = Vec::new();
+        let mut clear = Vec::new();
+        for (id, (tenant, domain, change)) in changes {
+            match change {
+                TimerChange::Set(due) => {
+                    set_ids.push(id.0);
+                    set_tenants.push(tenant.0);
+                    set_domains.push(domain);
+                    set_due.push(due);
+                }
+                TimerChange::Clear => clear.push(id.0),
+                TimerChange::Keep => {}
+            }
+        }
+        if !clear.is_empty() {
+            sqlx::query("DELETE FROM scheduler_timers WHERE domain_id = ANY($1)").bind(&clear).execute(&mut **tx).await?;
+        }
+        if !set_ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO scheduler_timers (domain_id, tenant_id, domain, due_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])
+                 ON CONFLICT (domain_id) DO UPDATE SET due_at = EXCLUDED.due_at",
+            )
+            .bind(&set_ids)
+            .bind(&set_tenants)
+            .bind(&set_domains)
+            .bind(&set_due)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn committed(&mut self) {}
+    fn rolled_back(&mut self) {}
+}
+
+/// The id of the re-check a timer fires: the same for the same domain and due time.
+pub fn recheck_id(domain: DomainId, due_at: DateTime<Utc>) -> CommandId {
+    CommandId(derive(domain.0, &format!("recheck/{}", due_at.timestamp_millis())))
+}
+
+/// Fires due timers until shutdown.
+async fn fire_loop(js: &jetstream::Context, pool: &PgPool, shutdown: &Shutdown) -> anyhow::Result<()> {
+    while !shutdown.is_triggered() {
+        match fire_due(js, pool, Utc::now()).await {
+            Ok(n) if n as i64 == FIRE_BATCH => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "firing timers failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.wait() => break,
+        }
+    }
+    Ok(())
+}
+
+/// Claims up to a batch of due timers, publishes their re-checks, marks them fired.
+pub async fn fire_due(js: &jetstream::Context, pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let due: Vec<(uuid::Uuid, uuid::Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT domain_id, tenant_id, domain, due_at FROM scheduler_timers
+         WHERE due_at <= $1 AND (fired_due_at IS NULL OR fired_due_at <> due_at)
+         ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(now)
+    .bind(FIRE_BATCH)
+    .fetch_all(&mut *tx)
+    .await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let mut acks = Vec::with_capacity(due.len());
+    for (domain_id, tenant_id, domain, due_at) in &due {
+        let domain_id = DomainId(*domain_id);
+        let cmd = Command {
+            command_type: CommandType::Recheck,
+            command_id: recheck_id(domain_id, *due_at),
+            tenant_id: TenantId(*tenant_id),
+            domain: domain.clone(),
+            requested_by: Some("scheduler".into()),
+            region: None,
+            domain_id: Some(domain_id),
+            reason: None,
+            provider_result: None,
+            correlation_id: None,
+        };
+        let publish = PublishMessage::build()
+            .payload(serde_json::to_vec(&cmd.to_body())?.into())
+            .message_id(cmd.command_id.to_string());
+        acks.push(js.send_publish(cmd.subject(), publish).await?);
+    }
+    for a in acks {
+        a.await?;
+    }
+    let ids: Vec<uuid::Uuid> = due.iter().map(|d| d.0).collect();
+    sqlx::query(
+        "UPDATE scheduler_timers SET fired_due_at = due_at, fired_count = fired_count + 1 WHERE domain_id = ANY($1)",
+    )
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::debug!(fired = due.len(), "timers fired");
+    Ok(due.len())
+}

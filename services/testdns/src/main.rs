@@ -66,10 +66,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dns = TestDns::start(args.listen).await?;
     eprintln!("dev-dns: listening on {} (UDP and TCP)", dns.addr());
-    let mut seen: Option<SystemTime> = None;
+    let mut seen: Option<(SystemTime, u64)> = None;
     loop {
+        // modification time and length: two writes within one mtime tick still differ
         let mtime = std::fs::metadata(&args.zone_file)
-            .and_then(|m| m.modified())
+            .and_then(|m| Ok((m.modified()?, m.len())))
             .ok();
         if mtime.is_some() && mtime != seen {
             load(&dns, &args.zone_file);

@@ -52,7 +52,11 @@ impl Server {
 
     pub async fn create(&self, name: &str) -> Value {
         let (status, _, body) = self
-            .call(Method::POST, "/domains", Some(serde_json::json!({ "name": name })))
+            .call(
+                Method::POST,
+                "/domains",
+                Some(serde_json::json!({ "name": name })),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body

@@ -1,0 +1,185 @@
+//! The batch loop shared by the Postgres projectors.
+
+use crate::{Options, Projection};
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
+use email_domain_events::Event;
+use futures::{FutureExt, StreamExt};
+use runtime::{streams, Shutdown};
+use sqlx::{PgPool, Postgres, Transaction};
+use std::time::Duration;
+
+pub const MAX_BATCH: usize = 1000;
+
+/// A projection that folds events into Postgres rows.
+pub trait DbProjection: Send {
+    /// Applies events (all above the checkpoint, in stream order) inside `tx`.
+    fn apply(
+        &mut self,
+        tx: &mut Transaction<'static, Postgres>,
+        events: &[(u64, Event)],
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+    /// The transaction committed: keep what `apply` computed.
+    fn committed(&mut self);
+    /// The transaction failed: forget what `apply` computed.
+    fn rolled_back(&mut self);
+}
+
+pub async fn checkpoint(pool: &PgPool, projection: &str) -> anyhow::Result<u64> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT stream_seq FROM projection_checkpoints WHERE projection = $1")
+        .bind(projection)
+        .fetch_optional(pool)
+        .await?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
+pub async fn save_checkpoint(tx: &mut Transaction<'static, Postgres>, projection: &str, seq: u64) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, stream_seq, updated_at) VALUES ($1, $2, now())
+         ON CONFLICT (projection) DO UPDATE SET stream_seq = EXCLUDED.stream_seq, updated_at = now()",
+    )
+    .bind(projection)
+    .bind(seq as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The durable consumer of a projection, created to start right after `from_seq`.
+pub async fn consumer(
+    js: &jetstream::Context,
+    name: &str,
+    from_seq: u64,
+) -> anyhow::Result<jetstream::consumer::PullConsumer> {
+    let stream = js.get_stream(streams::EVENTS).await?;
+    Ok(stream
+        .get_or_create_consumer(
+            name,
+            pull::Config {
+                durable_name: Some(name.into()),
+                ack_policy: AckPolicy::All,
+                ack_wait: Duration::from_secs(60),
+                max_ack_pending: 50_000,
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from_seq + 1 },
+                ..Default::default()
+            },
+        )
+        .await?)
+}
+
+/// Waits for one message, then takes what is already there, up to `MAX_BATCH`.
+pub async fn next_batch(
+    messages: &mut jetstream::consumer::pull::Stream,
+    shutdown: &Shutdown,
+) -> Option<Vec<jetstream::Message>> {
+    let first = tokio::select! {
+        m = messages.next() => m,
+        _ = shutdown.wait() => None,
+    }?;
+    let mut batch = Vec::with_capacity(64);
+    if let Ok(m) = first {
+        batch.push(m);
+    }
+    while batch.len() < MAX_BATCH {
+        match messages.next().now_or_never() {
+            Some(Some(Ok(m))) => batch.push(m),
+            Some(Some(Err(e))) => tracing::warn!(error = %e, "event stream error"),
+            _ => break,
+        }
+    }
+    Some(batch)
+}
+
+/// Decodes a batch, dropping what is at or below the checkpoint.
+pub fn decode(batch: &[jetstream::Message], checkpoint: u64) -> Vec<(u64, Event)> {
+    batch
+        .iter()
+        .filter_map(|m| {
+            let seq = m.info().ok()?.stream_sequence;
+            if seq <= checkpoint {
+                return None;
+            }
+            match Event::from_json(&m.payload) {
+                Ok(e) => Some((seq, e)),
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "unreadable event skipped");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+pub async fn run_db<P: DbProjection>(
+    js: &jetstream::Context,
+    pool: PgPool,
+    projection: Projection,
+    folder: P,
+    shutdown: &Shutdown,
+    options: &Options,
+) -> anyhow::Result<()> {
+    run_db_named(js, pool, projection.name(), projection.consumer(), folder, shutdown, options).await
+}
+
+/// [`run_db`] for a fold that is not one of the three projections (the scheduler's timers).
+pub async fn run_db_named<P: DbProjection>(
+    js: &jetstream::Context,
+    pool: PgPool,
+    name: &str,
+    consumer_name: &str,
+    mut folder: P,
+    shutdown: &Shutdown,
+    options: &Options,
+) -> anyhow::Result<()> {
+    let mut checkpoint = checkpoint(&pool, name).await?;
+    let consumer = consumer(js, consumer_name, checkpoint).await?;
+    let mut messages = consumer.stream().max_messages_per_batch(MAX_BATCH).messages().await?;
+    tracing::info!(projection = name, checkpoint, "projecting");
+    while let Some(batch) = next_batch(&mut messages, shutdown).await {
+        let Some(last) = batch.last() else { continue };
+        let last_seq = last.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let events = decode(&batch, checkpoint);
+        if !events.is_empty() || last_seq > checkpoint {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match apply_batch(&pool, &mut folder, name, &events, last_seq.max(checkpoint)).await {
+                    Ok(()) => {
+                        folder.committed();
+                        break;
+                    }
+                    Err(e) => {
+                        folder.rolled_back();
+                        tracing::warn!(projection = name, error = %e, "batch not applied; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        if shutdown.is_triggered() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            checkpoint = checkpoint.max(last_seq);
+        }
+        if options.should_crash() {
+            anyhow::bail!("crash point after commit, before ack (test)");
+        }
+        // AckPolicy::All: acknowledging the last acknowledges the batch.
+        if let Err(e) = last.ack().await {
+            tracing::warn!(error = %e, "ack failed; the batch comes again and is skipped by the checkpoint");
+        }
+    }
+    Ok(())
+}
+
+async fn apply_batch<P: DbProjection>(
+    pool: &PgPool,
+    folder: &mut P,
+    name: &str,
+    events: &[(u64, Event)],
+    last_seq: u64,
+) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    folder.apply(&mut tx, events).await?;
+    save_checkpoint(&mut tx, name, last_seq).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The `dev-dns` binary serves a zone file and picks up its changes.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ask(server: SocketAddr, name: &str, t: RecordType) -> Option<Message> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut m = Message::new();
+    m.set_id(7)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+    sock.send_to(&m.to_vec().unwrap(), server).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    Message::from_vec(&buf[..n]).ok()
+}
+
+fn txt(m: &Message) -> Vec<String> {
+    m.answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::TXT(t) => Some(
+                t.iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect::<String>(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn serves_the_zone_file_and_reloads_it() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = std::env::temp_dir().join(format!("dev-dns-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("zone.json");
+    std::fs::write(
+        &file,
+        r#"[{"name":"send.demo.test","type":"TXT","value":"v=spf1 -all"}]"#,
+    )
+    .unwrap();
+    let _child = Kill(
+        Command::new(env!("CARGO_BIN_EXE_dev-dns"))
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--zone-file",
+                file.to_str().unwrap(),
+                "--poll-ms",
+                "100",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for(|| ask(addr, "send.demo.test.", RecordType::TXT)
+        .is_some_and(|m| txt(&m) == ["v=spf1 -all"])));
+    let nx = ask(addr, "nothing.demo.test.", RecordType::TXT).unwrap();
+    assert_eq!(nx.response_code(), ResponseCode::NXDomain);
+
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(
+        &file,
+        r#"{"zones":[{"apex":"demo.test","soa_minimum":5}],
+            "records":[{"name":"send.demo.test","type":"TXT","value":"v=spf1 include:x.test ~all","ttl":60},
+                       {"name":"send.demo.test","type":"MX","value":"mx.x.test","priority":10}]}"#,
+    )
+    .unwrap();
+    assert!(wait_for(|| ask(addr, "send.demo.test.", RecordType::TXT)
+        .is_some_and(|m| txt(&m) == ["v=spf1 include:x.test ~all"])));
+    let mx = ask(addr, "send.demo.test.", RecordType::MX).unwrap();
+    assert_eq!(mx.answers().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
