@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS tenant_email_settings (
 CREATE TABLE IF NOT EXISTS projection_checkpoints (
     projection  text PRIMARY KEY,
     stream_seq  bigint NOT NULL,
+    -- Bumped by `domainctl replay` when it swaps in rebuilt tables: a live projector
+    -- that sees a new generation drops its cache and continues from `stream_seq`.
+    generation  bigint NOT NULL DEFAULT 0,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
