@@ -1,1 +1,387 @@
-//! system-tests
+//! The test harness: every test gets its own nats-server (JetStream, a temporary
+//! store, a free port), its own Postgres database, an authoritative DNS server on
+//! loopback, the development provider over real HTTP, and the services themselves,
+//! and tears all of it down at the end. Tests then speak only the contract.
+
+use async_nats::jetstream;
+use email_domain_events::outcome::Outcome;
+use email_domain_events::{Policy, ReservedDomains};
+use futures::StreamExt;
+use runtime::{Config, Shutdown};
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+pub use testdns::TestDns;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port()
+}
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A nats-server of the test's own.
+pub struct Nats {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut n = Nats { child: None, port, dir };
+        n.spawn();
+        n
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (apt-get install nats-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A fresh database on the machine's Postgres, dropped at the end.
+pub struct Db {
+    pub name: String,
+    admin: String,
+}
+
+impl Db {
+    pub fn create() -> Db {
+        let host = std::env::var("TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let name = format!("edtest_{}", Uuid::new_v4().simple());
+        // The services create it themselves (contract: created if missing); we only name it.
+        Db { name, admin: host }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.admin, self.name)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([&format!("{}/postgres", self.admin), "-qc", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Which services a stack runs.
+#[derive(Clone)]
+pub struct StackOptions {
+    pub handlers: usize,
+    pub policy: Policy,
+    pub reserved: &'static str,
+    pub projector: projector::Options,
+    pub provider_rate_limit: Option<f64>,
+    pub command_dedup_window: Duration,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            handlers: 1,
+            policy: Policy {
+                recheck_initial: chrono::Duration::seconds(300),
+                recheck_max: chrono::Duration::seconds(3600),
+                verification_deadline: chrono::Duration::days(7),
+                monitor_interval: chrono::Duration::days(1),
+            },
+            reserved: "platform.example.com",
+            projector: projector::Options::default(),
+            provider_rate_limit: None,
+            command_dedup_window: Duration::from_secs(120),
+        }
+    }
+}
+
+pub struct Stack {
+    pub nats: Nats,
+    pub db: Db,
+    pub dns: TestDns,
+    pub provider_url: String,
+    pub config: Config,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub pool: sqlx::PgPool,
+    shutdown: Shutdown,
+    projector_shutdown: Shutdown,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(opts: StackOptions) -> Stack {
+        init_logs();
+        let nats = Nats::start();
+        let db = Db::create();
+        let dns = TestDns::start("127.0.0.1:0".parse().unwrap()).await.expect("test DNS");
+        let (provider_addr, _provider) = dev_provider::spawn(dev_provider::DevProviderConfig {
+            dns_nameservers: vec![dns.addr()],
+            ..Default::default()
+        })
+        .await;
+        let config = Config {
+            nats_url: nats.url(),
+            database_url: db.url(),
+            resend_api_key: None,
+            resend_base_url: format!("http://{provider_addr}"),
+            dns_nameservers: Some(vec![dns.addr()]),
+            policy: opts.policy.clone(),
+            sender_local_part: "notifications".into(),
+            platform_from_address: "notifications@platform.invalid".into(),
+            reserved_domains: ReservedDomains::parse(opts.reserved),
+            provider_rate_limit: opts.provider_rate_limit,
+            handler_lanes: 64,
+            snapshot_every: 16,
+            lease_ttl: Duration::from_millis(1500),
+            command_dedup_window: opts.command_dedup_window,
+        };
+        let client = runtime::connect_nats(&config.nats_url, "test").await.unwrap();
+        let js = runtime::jetstream(client.clone());
+        runtime::streams::ensure(&js, &runtime::streams::StreamSettings { command_dedup_window: opts.command_dedup_window })
+            .await
+            .unwrap();
+        let pool = runtime::db::connect_and_migrate(&config.database_url, 4).await.unwrap();
+        let mut stack = Stack {
+            nats,
+            db,
+            dns,
+            provider_url: format!("http://{provider_addr}"),
+            config: config.clone(),
+            client,
+            js,
+            pool,
+            shutdown: Shutdown::new(),
+            projector_shutdown: Shutdown::new(),
+            tasks: Vec::new(),
+        };
+        for _ in 0..opts.handlers {
+            stack.spawn("command-handler", command_handler::run(config.clone(), stack.shutdown.clone()));
+        }
+        stack.spawn("provider-worker", provider_worker::run(config.clone(), stack.shutdown.clone()));
+        stack.spawn("scheduler", scheduler::run(config.clone(), stack.shutdown.clone()));
+        stack.spawn("query", query::run(config.clone(), stack.shutdown.clone()));
+        stack.start_projectors(opts.projector.clone());
+        stack.wait_ready().await;
+        stack
+    }
+
+    fn spawn(&mut self, name: &'static str, f: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static) {
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = f.await {
+                tracing::error!(service = name, error = %e, "service ended with an error");
+            }
+        }));
+    }
+
+    /// (Re)starts the three projectors with their own shutdown signal.
+    pub fn start_projectors(&mut self, options: projector::Options) {
+        self.projector_shutdown = Shutdown::new();
+        let f = projector::run(self.config.clone(), projector::Projection::ALL.to_vec(), self.projector_shutdown.clone(), options);
+        self.spawn("projector", f);
+    }
+
+    pub fn stop_projectors(&self) {
+        self.projector_shutdown.trigger();
+    }
+
+    /// Waits until the query service answers (the contract's "the stack is up").
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let req = json!({"tenant_id": Uuid::nil()});
+            if let Ok(Ok(_)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                self.client.request("email_domains.query.sender", serde_json::to_vec(&req).unwrap().into()),
+            )
+            .await
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the stack did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Publishes a command body on `email_domains.commands.<type>` with the given
+    /// `Nats-Msg-Id` (defaults to the body's command id).
+    pub async fn publish(&self, command_type: &str, body: &Value, msg_id: Option<&str>) {
+        let mut headers = async_nats::HeaderMap::new();
+        let id = msg_id
+            .map(str::to_string)
+            .or_else(|| body.get("command_id").and_then(|v| v.as_str()).map(str::to_string))
+            .unwrap_or_else(|| Uuid::new_v4().to_string());
+        headers.insert("Nats-Msg-Id", id.as_str());
+        self.js
+            .publish_with_headers(format!("email_domains.commands.{command_type}"), headers, serde_json::to_vec(body).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// Sends a command and waits for its outcome.
+    pub async fn send(&self, command_type: &str, tenant: Uuid, domain: &str) -> Outcome {
+        let body = json!({"command_id": Uuid::new_v4(), "tenant_id": tenant, "domain": domain, "requested_by": "test"});
+        self.send_body(command_type, &body).await
+    }
+
+    pub async fn send_body(&self, command_type: &str, body: &Value) -> Outcome {
+        let id = body["command_id"].as_str().expect("command_id").to_string();
+        let mut sub = self.client.subscribe(format!("email_domains.outcomes.{id}")).await.unwrap();
+        self.publish(command_type, body, None).await;
+        self.next_outcome(&mut sub, &id).await
+    }
+
+    pub async fn next_outcome(&self, sub: &mut async_nats::Subscriber, id: &str) -> Outcome {
+        match tokio::time::timeout(Duration::from_secs(20), sub.next()).await {
+            Ok(Some(m)) => serde_json::from_slice(&m.payload).unwrap(),
+            _ => panic!("no outcome for command {id} within 20 s"),
+        }
+    }
+
+    /// The stored outcome of a command id (from the outcome stream).
+    pub async fn stored_outcome(&self, id: &str) -> Option<Value> {
+        let stream = self.js.get_stream("EMAIL_DOMAIN_OUTCOMES").await.unwrap();
+        match stream.direct_get_last_for_subject(format!("email_domains.outcomes.{id}")).await {
+            Ok(m) => Some(serde_json::from_slice(&m.payload).unwrap()),
+            Err(_) => None,
+        }
+    }
+
+    /// The tenant's rows through the contract's query.
+    pub async fn domains(&self, tenant: Uuid) -> Vec<Value> {
+        let req = serde_json::to_vec(&json!({"tenant_id": tenant})).unwrap();
+        let reply = self.client.request("email_domains.query.domains", req.into()).await.unwrap();
+        let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+        v["domains"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn sender(&self, tenant: Uuid) -> Value {
+        let req = serde_json::to_vec(&json!({"tenant_id": tenant})).unwrap();
+        let reply = self.client.request("email_domains.query.sender", req.into()).await.unwrap();
+        serde_json::from_slice(&reply.payload).unwrap()
+    }
+
+    /// Waits until the tenant's row for `domain` satisfies `pred`, and returns it.
+    pub async fn wait_row(&self, tenant: Uuid, domain: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = self.domains(tenant).await;
+            let newest = rows.iter().filter(|r| r["domain_name"] == domain).last().cloned();
+            if let Some(r) = &newest {
+                if pred(r) {
+                    return r.clone();
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("{domain}: waited 30 s for {what}; last row: {}", newest.map(|r| r.to_string()).unwrap_or("none".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_status(&self, tenant: Uuid, domain: &str, status: &str) -> Value {
+        self.wait_row(tenant, domain, &format!("status {status}"), |r| r["status"] == status).await
+    }
+
+    /// Puts a row's records into the test DNS server, as the owner would at their DNS host.
+    pub fn publish_records(&self, zone: &str, row: &Value) {
+        self.dns.add_zone(zone, 60);
+        for r in row["dns_records"].as_array().expect("records") {
+            let priority = r["priority"].as_u64().map(|p| p as u16);
+            self.dns.add(r["name"].as_str().unwrap(), r["type"].as_str().unwrap(), r["value"].as_str().unwrap(), priority, 60);
+        }
+    }
+
+    /// Every event of the log, in order.
+    pub async fn events(&self) -> Vec<email_domain_events::Event> {
+        let stream = self.js.get_stream("EMAIL_DOMAIN_EVENTS").await.unwrap();
+        let mut out = Vec::new();
+        let mut seq = 1;
+        while let Ok(m) = stream.direct_get_next_for_subject("email_domains.events.>", Some(seq)).await {
+            out.push(email_domain_events::Event::from_json(&m.payload).unwrap());
+            seq = m.sequence + 1;
+        }
+        out
+    }
+
+    /// Every message on an analytics subject pattern, in order.
+    pub async fn analytics(&self) -> Vec<Value> {
+        let stream = self.js.get_stream("EMAIL_DOMAIN_ANALYTICS").await.unwrap();
+        let mut out = Vec::new();
+        let mut seq = 1;
+        while let Ok(m) = stream.direct_get_next_for_subject("analytics.email_domain.>", Some(seq)).await {
+            out.push(serde_json::from_slice(&m.payload).unwrap());
+            seq = m.sequence + 1;
+        }
+        out
+    }
+
+    pub async fn shutdown(mut self) {
+        self.shutdown.trigger();
+        self.projector_shutdown.trigger();
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// A counter for `projector::Options::crash_after_commit`.
+pub fn crash_after(n: i64) -> Arc<AtomicI64> {
+    Arc::new(AtomicI64::new(n))
+}

@@ -82,6 +82,7 @@ pub fn stream_configs(settings: &StreamSettings) -> Vec<StreamConfig> {
             storage: StorageType::File,
             max_age: Duration::from_secs(8 * 24 * 3600),
             duplicate_window: Duration::from_secs(600),
+            allow_direct: true,
             description: Some("Analytics CloudEvents".into()),
             ..Default::default()
         },

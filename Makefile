@@ -1,0 +1,30 @@
+# Developer entry points; each target is a one-liner over scripts/ or cargo.
+#   make run     the whole stack on this machine (NATS, Postgres, dev DNS, dev provider, services)
+#   make demo    with `make run` going: register a domain and watch it get verified
+#   make test    the workspace's tests (starts NATS/Postgres if they are not running)
+SHELL := /bin/bash
+ARGS ?=
+export CARGO_TERM_COLOR ?= $(if $(CI),never,auto)
+
+.PHONY: run demo test bench fmt lint clean-run
+
+run:
+	@bash scripts/run.sh
+
+demo:
+	@bash scripts/demo.sh
+
+test:
+	@bash scripts/ensure-infra.sh && if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
+
+bench:
+	cargo run --release -p bench -- $(ARGS)
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean-run:
+	rm -rf .run
