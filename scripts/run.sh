@@ -17,6 +17,7 @@
 #   DEV_PROVIDER_ADDR  dev-provider address             (127.0.0.1:3001)
 #   READY_TIMEOUT_SECS how long to wait for "ready"     (180)
 #   STOP_TIMEOUT_SECS  grace before SIGKILL on shutdown (10)
+#   RUN_SKIP_BUILD=1   skip the cargo build, run the binaries already in target/debug
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -71,8 +72,12 @@ EOF
 
 bash "$ROOT/scripts/ensure-infra.sh"
 
-say "building (cargo build --workspace --bins) ..."
-cargo build --workspace --bins
+if [[ "${RUN_SKIP_BUILD:-0}" == 1 ]]; then
+    say "RUN_SKIP_BUILD=1: using the binaries already built"
+else
+    say "building (cargo build --workspace --bins) ..."
+    cargo build --workspace --bins || die "the build failed: see above (RUN_SKIP_BUILD=1 runs the binaries already built)"
+fi
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}"
 [[ "$BIN" == /* ]] || BIN="$ROOT/$BIN"
 BIN="$BIN/debug"

@@ -48,7 +48,8 @@ pub async fn nats(url: &str) -> CtlResult<async_nats::Client> {
 /// when missing, exactly as every service does at start-up).
 pub async fn jetstream(client: async_nats::Client, url: &str) -> CtlResult<jetstream::Context> {
     let js = runtime::jetstream(client);
-    let ensure = streams::ensure(&js, &streams::StreamSettings::default());
+    let settings = streams::StreamSettings::default();
+    let ensure = streams::ensure(&js, &settings);
     match tokio::time::timeout(Duration::from_secs(15), ensure).await {
         Ok(Ok(())) => Ok(js),
         Ok(Err(e)) => Err(CtlError::unreachable(format!(

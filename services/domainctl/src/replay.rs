@@ -1,0 +1,949 @@
+//! `domainctl replay`: rebuild the Postgres projections from the event log, fast, and
+//! swap them in atomically so readers never see a half-built table.
+//!
+//! 1. Note the events stream's last sequence L. Read 1..=L with an ordered consumer;
+//!    decode chunks on the blocking pool in parallel (order kept); fold in memory
+//!    with the core's `evolve` and `TenantSettings::apply`, exactly as the live
+//!    projectors do.
+//! 2. COPY the rows into fresh `<table>_rebuild` tables without indexes, then build
+//!    the live table's indexes (read from the catalogue) on them, in parallel.
+//! 3. One transaction per projection: lock the checkpoint row and the live table,
+//!    fold and upsert the events the live projector applied beyond L, drop the live
+//!    table, rename the rebuilt one and its indexes, set the checkpoint to max(C, L)
+//!    and bump the generation.
+
+use crate::connect::{self, Endpoints};
+use crate::error::{self, CtlError, CtlResult};
+use crate::Io;
+use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use email_domain_events::tenant::TenantSettings;
+use email_domain_events::{evolve, DomainId, DomainState, Event, TenantId};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use projector::email_domains::Row;
+use projector::tenant_settings::{managed_provider_configs, row as settings_row, SettingsRow};
+use runtime::streams;
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Row as _, Transaction};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// A projection `replay` can rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    EmailDomains,
+    TenantSettings,
+}
+
+impl Target {
+    /// The checkpoint's name in `projection_checkpoints`.
+    pub fn checkpoint(self) -> &'static str {
+        match self {
+            Target::EmailDomains => "email_domains",
+            Target::TenantSettings => "tenant_settings",
+        }
+    }
+    pub fn table(self) -> &'static str {
+        match self {
+            Target::EmailDomains => "email_domains",
+            Target::TenantSettings => "tenant_email_settings",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub targets: Vec<Target>,
+    /// Publish the analytics CloudEvents again (same ids).
+    pub emit_analytics: bool,
+    /// Show progress bars on stderr.
+    pub progress: bool,
+    /// Messages per decode chunk.
+    pub chunk: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            targets: vec![Target::EmailDomains, Target::TenantSettings],
+            emit_analytics: false,
+            progress: false,
+            chunk: 2048,
+        }
+    }
+}
+
+/// Parses `--projection`: `email_domains`, `tenant_settings`, `analytics`, `all`
+/// (= both tables; analytics only on request), comma-separated. Returns the tables
+/// and whether analytics were named.
+pub fn parse_projection(s: &str) -> Result<(Vec<Target>, bool), String> {
+    let mut targets = Vec::new();
+    let mut analytics = false;
+    for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match p {
+            "all" => targets.extend([Target::EmailDomains, Target::TenantSettings]),
+            "email_domains" => targets.push(Target::EmailDomains),
+            "tenant_settings" | "tenant_email_settings" => targets.push(Target::TenantSettings),
+            "analytics" => analytics = true,
+            other => {
+                return Err(format!(
+                    "unknown projection {other:?}: use email_domains, tenant_settings, analytics or all"
+                ))
+            }
+        }
+    }
+    targets.sort_by_key(|t| *t as u8);
+    targets.dedup();
+    if targets.is_empty() && !analytics {
+        return Err("name a projection: email_domains, tenant_settings, analytics or all".into());
+    }
+    Ok((targets, analytics))
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Phase {
+    pub seconds: f64,
+    pub events_per_sec: f64,
+}
+
+impl Phase {
+    fn new(d: Duration, events: u64) -> Phase {
+        let seconds = d.as_secs_f64();
+        Phase { seconds, events_per_sec: if seconds > 0.0 { events as f64 / seconds } else { 0.0 } }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Phases {
+    /// Reading 1..=L (decode and fold run alongside).
+    pub read: Phase,
+    /// Time the fold itself took (overlaps `read`).
+    pub fold: Phase,
+    /// Decoding (summed over the parallel decoders; overlaps `read`).
+    pub decode: Phase,
+    pub write: Phase,
+    pub index: Phase,
+    pub swap: Phase,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SwapSummary {
+    pub projection: String,
+    pub table: String,
+    pub rows: usize,
+    /// The live projector's checkpoint when the swap took its lock.
+    pub live_checkpoint: u64,
+    /// Events beyond L the rebuilt table got in the swap.
+    pub caught_up_events: u64,
+    pub checkpoint: u64,
+    pub generation: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplaySummary {
+    /// Events read and folded (1..=L).
+    pub events: u64,
+    pub last_seq: u64,
+    pub unreadable_events: u64,
+    pub domains: usize,
+    pub tenants: usize,
+    pub seconds: f64,
+    pub events_per_sec: f64,
+    pub phases: Phases,
+    pub projections: Vec<SwapSummary>,
+    pub analytics_emitted: u64,
+    pub analytics_failed: u64,
+}
+
+/// Tenant settings as the live projector keeps them.
+#[derive(Clone, Default)]
+struct TenantEntry {
+    settings: TenantSettings,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+/// The in-memory fold of both projections.
+#[derive(Default)]
+struct Fold {
+    domains: HashMap<DomainId, Option<DomainState>>,
+    tenants: HashMap<TenantId, TenantEntry>,
+    fold_time: Duration,
+}
+
+impl Fold {
+    fn apply_domain(&mut self, e: &Event) -> bool {
+        let slot = self.domains.entry(e.domain_id).or_insert(None);
+        *slot = evolve(slot.take(), e);
+        slot.is_some()
+    }
+
+    /// Mirrors `projector::tenant_settings`: a tenant's row exists from its first
+    /// event; `updated_at` is the time of the last event that created or changed it.
+    fn apply_tenant(&mut self, e: &Event) -> bool {
+        let mut is_new = false;
+        let entry = self.tenants.entry(e.tenant_id).or_insert_with(|| {
+            is_new = true;
+            TenantEntry::default()
+        });
+        let changed = entry.settings.apply(e);
+        if changed || is_new {
+            entry.updated_at = Some(e.occurred_at);
+        }
+        changed || is_new
+    }
+
+    fn apply(&mut self, e: &Event, domains: bool, tenants: bool) {
+        if domains {
+            self.apply_domain(e);
+        }
+        if tenants {
+            self.apply_tenant(e);
+        }
+    }
+
+    fn domain_rows(&self) -> Vec<Row> {
+        self.domains.values().flatten().map(Row::from_state).collect()
+    }
+
+    fn tenant_rows(&self) -> Vec<SettingsRow> {
+        self.tenants.iter().map(|(t, e)| settings_row(*t, &e.settings, e.updated_at)).collect()
+    }
+}
+
+/// Decodes a stored event: the direct path when the event is of today's schema,
+/// else [`Event::from_json`] with its upcasting.
+pub fn decode_event(bytes: &[u8]) -> Result<Event, serde_json::Error> {
+    match serde_json::from_slice::<Event>(bytes) {
+        Ok(e) if e.schema_version >= 1 => Ok(e),
+        _ => Event::from_json(bytes),
+    }
+}
+
+struct Decoded {
+    events: Vec<Event>,
+    unreadable: u64,
+    took: Duration,
+}
+
+fn decode_chunk(chunk: Vec<(u64, Bytes)>) -> Decoded {
+    let start = Instant::now();
+    let mut events = Vec::with_capacity(chunk.len());
+    let mut unreadable = 0;
+    for (seq, b) in chunk {
+        match decode_event(&b) {
+            Ok(e) => events.push(e),
+            Err(e) => {
+                unreadable += 1;
+                tracing::error!(seq, error = %e, "unreadable event skipped");
+            }
+        }
+    }
+    Decoded { events, unreadable, took: start.elapsed() }
+}
+
+/// Reads stream sequences `from..=to` of the events stream with an ordered consumer
+/// and sends them on in chunks.
+async fn read_range(
+    js: &jetstream::Context,
+    from: u64,
+    to: u64,
+    chunk: usize,
+    tx: tokio::sync::mpsc::Sender<Vec<(u64, Bytes)>>,
+    bar: ProgressBar,
+) -> anyhow::Result<u64> {
+    if to < from {
+        return Ok(0);
+    }
+    let stream = js.get_stream_no_info(streams::EVENTS).await?;
+    let deliver_policy =
+        if from <= 1 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: from } };
+    let consumer = stream
+        .create_consumer(OrderedConfig { deliver_policy, ..Default::default() })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create an ordered consumer on {}: {e}", streams::EVENTS))?;
+    let mut messages = consumer.messages().await?;
+    let mut buf = Vec::with_capacity(chunk);
+    let mut n = 0u64;
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| anyhow::anyhow!("reading the event stream: {e}"))?;
+        let seq = m.info().map_err(|e| anyhow::anyhow!("event without stream info: {e}"))?.stream_sequence;
+        if seq > to {
+            break;
+        }
+        buf.push((seq, m.message.payload));
+        n += 1;
+        if buf.len() >= chunk {
+            bar.inc(buf.len() as u64);
+            if tx.send(std::mem::replace(&mut buf, Vec::with_capacity(chunk))).await.is_err() {
+                anyhow::bail!("the fold stopped");
+            }
+        }
+        if seq >= to {
+            break;
+        }
+    }
+    if !buf.is_empty() {
+        bar.inc(buf.len() as u64);
+        let _ = tx.send(buf).await;
+    }
+    Ok(n)
+}
+
+struct ReadResult {
+    events: u64,
+    unreadable: u64,
+    decode_time: Duration,
+    emitted: u64,
+    emit_failed: u64,
+}
+
+/// Reads `from..=to`, decodes in parallel and folds into `fold` in stream order.
+async fn read_and_fold(
+    js: &jetstream::Context,
+    fold: Fold,
+    from: u64,
+    to: u64,
+    (domains, tenants): (bool, bool),
+    emit: bool,
+    chunk: usize,
+    bar: ProgressBar,
+) -> anyhow::Result<(Fold, ReadResult)> {
+    let (raw_tx, raw_rx) = tokio::sync::mpsc::channel::<Vec<(u64, Bytes)>>(8);
+    let (dec_tx, mut dec_rx) = tokio::sync::mpsc::channel::<Decoded>(8);
+    let (emit_tx, mut emit_rx) = tokio::sync::mpsc::channel::<Vec<Event>>(8);
+    let reader = {
+        let js = js.clone();
+        tokio::spawn(async move { read_range(&js, from, to, chunk, raw_tx, bar).await })
+    };
+    // Decoding: chunks on the blocking pool, up to 3 at once, results in order.
+    let decoder = tokio::spawn(async move {
+        let mut decoded = std::pin::pin!(tokio_stream_from(raw_rx)
+            .map(|c| tokio::task::spawn_blocking(move || decode_chunk(c)))
+            .buffered(3));
+        while let Some(d) = decoded.next().await {
+            let d = d.map_err(|e| anyhow::anyhow!("decoder panicked: {e}"))?;
+            if dec_tx.send(d).await.is_err() {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    });
+    let emitter = {
+        let js = js.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while let Some(events) = emit_rx.recv().await {
+                let results: Vec<anyhow::Result<usize>> = futures::stream::iter(events.into_iter())
+                    .map(|e| {
+                        let js = js.clone();
+                        async move { projector::analytics::emit(&js, &e).await }
+                    })
+                    .buffer_unordered(256)
+                    .collect()
+                    .await;
+                for r in results {
+                    match r {
+                        Ok(n) => ok += n as u64,
+                        Err(e) => {
+                            failed += 1;
+                            tracing::warn!(error = %e, "analytics not stored");
+                        }
+                    }
+                }
+            }
+            (ok, failed)
+        })
+    };
+    // The fold: one blocking thread owns the maps.
+    let folder = tokio::task::spawn_blocking(move || {
+        let mut fold = fold;
+        let (mut events, mut unreadable, mut decode_time) = (0u64, 0u64, Duration::ZERO);
+        while let Some(d) = dec_rx.blocking_recv() {
+            let start = Instant::now();
+            for e in &d.events {
+                fold.apply(e, domains, tenants);
+            }
+            fold.fold_time += start.elapsed();
+            events += d.events.len() as u64;
+            unreadable += d.unreadable;
+            decode_time += d.took;
+            if emit && emit_tx.blocking_send(d.events).is_err() {
+                break;
+            }
+        }
+        drop(emit_tx);
+        (fold, events, unreadable, decode_time)
+    });
+    let read = reader.await.map_err(|e| anyhow::anyhow!("reader panicked: {e}"))?;
+    decoder.await.map_err(|e| anyhow::anyhow!("decoder panicked: {e}"))??;
+    let (fold, events, unreadable, decode_time) = folder.await.map_err(|e| anyhow::anyhow!("fold panicked: {e}"))?;
+    let (emitted, emit_failed) = emitter.await.map_err(|e| anyhow::anyhow!("emitter panicked: {e}"))?;
+    read?;
+    Ok((fold, ReadResult { events: events + unreadable, unreadable, decode_time, emitted, emit_failed }))
+}
+
+/// A `Stream` over a tokio mpsc receiver.
+fn tokio_stream_from<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+// ---- COPY ----------------------------------------------------------------------
+
+/// Appends `s` escaped for COPY's text format.
+fn esc(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+}
+
+fn field_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => esc(out, s),
+        None => out.extend_from_slice(b"\\N"),
+    }
+}
+
+fn field_time(out: &mut Vec<u8>, t: Option<DateTime<Utc>>) {
+    match t {
+        Some(t) => out.extend_from_slice(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true).as_bytes()),
+        None => out.extend_from_slice(b"\\N"),
+    }
+}
+
+fn field_json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
+    let s = serde_json::to_string(v).unwrap_or_else(|_| "null".into());
+    esc(out, &s);
+}
+
+const DOMAIN_COLUMNS: &str = "id, tenant, domain_name, status, provider_id, provider_domain_id, dns_records, failure_reason, metadata, verified_at, dns_last_checked_at, next_check_at, created_at, updated_at, version";
+const TENANT_COLUMNS: &str =
+    "tenant, default_from_domain, previous_from_domain, provider_configs, verified_domains, updated_at";
+
+fn domain_copy_text(rows: &[Row]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 1200);
+    for r in rows {
+        out.extend_from_slice(r.id.to_string().as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(r.tenant.to_string().as_bytes());
+        out.push(b'\t');
+        esc(&mut out, &r.domain_name);
+        out.push(b'\t');
+        esc(&mut out, &r.status);
+        out.push(b'\t');
+        field_str(&mut out, r.provider_id.as_deref());
+        out.push(b'\t');
+        field_str(&mut out, r.provider_domain_id.as_deref());
+        out.push(b'\t');
+        field_json(&mut out, &r.dns_records);
+        out.push(b'\t');
+        field_str(&mut out, r.failure_reason.as_deref());
+        out.push(b'\t');
+        field_json(&mut out, &r.metadata);
+        out.push(b'\t');
+        field_time(&mut out, r.verified_at);
+        out.push(b'\t');
+        field_time(&mut out, r.dns_last_checked_at);
+        out.push(b'\t');
+        field_time(&mut out, r.next_check_at);
+        out.push(b'\t');
+        field_time(&mut out, r.created_at);
+        out.push(b'\t');
+        field_time(&mut out, r.updated_at);
+        out.push(b'\t');
+        out.extend_from_slice(r.version.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+fn tenant_copy_text(rows: &[SettingsRow]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 300);
+    let configs = serde_json::to_string(&managed_provider_configs()).unwrap_or_default();
+    for r in rows {
+        out.extend_from_slice(r.tenant.to_string().as_bytes());
+        out.push(b'\t');
+        field_str(&mut out, r.default_from_domain.as_deref());
+        out.push(b'\t');
+        field_str(&mut out, r.previous_from_domain.as_deref());
+        out.push(b'\t');
+        if r.provider_configs == managed_provider_configs() {
+            esc(&mut out, &configs);
+        } else {
+            field_json(&mut out, &r.provider_configs);
+        }
+        out.push(b'\t');
+        field_json(&mut out, &r.verified_domains);
+        out.push(b'\t');
+        field_time(&mut out, r.updated_at);
+        out.push(b'\n');
+    }
+    out
+}
+
+async fn copy_in(pool: &PgPool, table: &str, columns: &str, data: Vec<u8>) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    let mut copy = conn.copy_in_raw(&format!("COPY {table} ({columns}) FROM STDIN (FORMAT text)")).await?;
+    for part in data.chunks(1 << 20) {
+        copy.send(part).await?;
+    }
+    copy.finish().await?;
+    Ok(())
+}
+
+// ---- tables and indexes ------------------------------------------------------
+
+fn rebuild_name(table: &str) -> String {
+    format!("{table}_rebuild")
+}
+
+/// An index of the live table, as the catalogue has it.
+#[derive(Debug, Clone)]
+struct IndexDef {
+    name: String,
+    def: String,
+    /// The constraint it backs (primary key or unique), if any.
+    constraint: Option<(String, String)>,
+}
+
+async fn live_indexes(pool: &PgPool, table: &str) -> anyhow::Result<Vec<IndexDef>> {
+    let rows = sqlx::query(
+        "SELECT i.relname AS name, pg_get_indexdef(i.oid) AS def, c.conname AS conname, c.contype::text AS contype
+         FROM pg_index x
+         JOIN pg_class i ON i.oid = x.indexrelid
+         JOIN pg_class t ON t.oid = x.indrelid
+         JOIN pg_namespace n ON n.oid = t.relnamespace
+         LEFT JOIN pg_constraint c ON c.conindid = i.oid AND c.contype IN ('p', 'u')
+         WHERE t.relname = $1 AND n.nspname = current_schema()
+         ORDER BY i.relname",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| IndexDef {
+            name: r.get("name"),
+            def: r.get("def"),
+            constraint: r
+                .get::<Option<String>, _>("conname")
+                .map(|n| (n, r.get::<Option<String>, _>("contype").unwrap_or_default())),
+        })
+        .collect())
+}
+
+/// `CREATE [UNIQUE] INDEX name ON schema.table USING ...` for the rebuild table.
+fn rebuild_index_sql(ix: &IndexDef, table: &str) -> anyhow::Result<String> {
+    let (head, rest) = ix
+        .def
+        .split_once(" ON ")
+        .ok_or_else(|| anyhow::anyhow!("unexpected index definition {:?}", ix.def))?;
+    let head = head
+        .strip_suffix(&ix.name)
+        .or_else(|| head.strip_suffix(&format!("\"{}\"", ix.name)))
+        .ok_or_else(|| anyhow::anyhow!("unexpected index definition {:?}", ix.def))?;
+    let rest = rest.trim_start_matches("ONLY ");
+    let (tname, tail) = rest
+        .split_once(' ')
+        .ok_or_else(|| anyhow::anyhow!("unexpected index definition {:?}", ix.def))?;
+    let tname_plain = tname.rsplit('.').next().unwrap_or(tname).trim_matches('"');
+    anyhow::ensure!(tname_plain == table, "index {} is on {tname}, not {table}", ix.name);
+    Ok(format!("{head}\"{}\" ON {} {tail}", rebuild_name(&ix.name), rebuild_name(table)))
+}
+
+async fn create_rebuild_table(pool: &PgPool, table: &str) -> anyhow::Result<()> {
+    let rb = rebuild_name(table);
+    sqlx::query(&format!("DROP TABLE IF EXISTS {rb}")).execute(pool).await?;
+    sqlx::query(&format!("CREATE TABLE {rb} (LIKE {table} INCLUDING DEFAULTS)")).execute(pool).await?;
+    Ok(())
+}
+
+async fn build_indexes(pool: &PgPool, table: &str, indexes: &[IndexDef]) -> anyhow::Result<()> {
+    let rb = rebuild_name(table);
+    let jobs = indexes.iter().map(|ix| {
+        let pool = pool.clone();
+        let sql = rebuild_index_sql(ix, table);
+        async move {
+            let sql = sql?;
+            let mut conn = pool.acquire().await?;
+            sqlx::query("SET maintenance_work_mem = '256MB'").execute(&mut *conn).await?;
+            sqlx::query(&sql).execute(&mut *conn).await?;
+            anyhow::Ok(())
+        }
+    });
+    for r in futures::future::join_all(jobs).await {
+        r?;
+    }
+    for ix in indexes {
+        if let Some((conname, contype)) = &ix.constraint {
+            let kind = if contype == "p" { "PRIMARY KEY" } else { "UNIQUE" };
+            sqlx::query(&format!(
+                "ALTER TABLE {rb} ADD CONSTRAINT \"{}\" {kind} USING INDEX \"{}\"",
+                rebuild_name(conname),
+                rebuild_name(&ix.name)
+            ))
+            .execute(pool)
+            .await?;
+        }
+    }
+    sqlx::query(&format!("ANALYZE {rb}")).execute(pool).await?;
+    Ok(())
+}
+
+// ---- the swap --------------------------------------------------------------------
+
+fn is_retryable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<sqlx::Error>()
+            .and_then(|s| s.as_database_error())
+            .and_then(|d| d.code())
+            .is_some_and(|code| code == "40P01" || code == "55P03" || code == "40001")
+    })
+}
+
+struct SwapState {
+    /// The stream sequence the in-memory fold reached for this projection.
+    folded_to: u64,
+    /// Rows changed by catch-up folds since the rebuilt table was written.
+    dirty_domains: HashSet<DomainId>,
+    dirty_tenants: HashSet<TenantId>,
+}
+
+async fn swap_once(
+    pool: &PgPool,
+    js: &jetstream::Context,
+    target: Target,
+    indexes: &[IndexDef],
+    fold: &mut Fold,
+    st: &mut SwapState,
+    chunk: usize,
+) -> anyhow::Result<SwapSummary> {
+    let table = target.table();
+    let rb = rebuild_name(table);
+    let mut tx: Transaction<'static, Postgres> = pool.begin().await?;
+    sqlx::query("SET LOCAL lock_timeout = '60s'").execute(&mut *tx).await?;
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, stream_seq, updated_at) VALUES ($1, 0, now())
+         ON CONFLICT (projection) DO NOTHING",
+    )
+    .bind(target.checkpoint())
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query("SELECT stream_seq, generation FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
+        .bind(target.checkpoint())
+        .fetch_one(&mut *tx)
+        .await?;
+    let live: i64 = row.get("stream_seq");
+    let generation: i64 = row.get("generation");
+    let live = live.max(0) as u64;
+    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await?;
+    // The live projector applied events beyond our fold: apply them too.
+    let mut caught_up = 0;
+    if live > st.folded_to {
+        let taken = std::mem::take(fold);
+        let (domains, tenants) = (target == Target::EmailDomains, target == Target::TenantSettings);
+        let (collect_tx, mut collect_rx) = tokio::sync::mpsc::channel::<Vec<(u64, Bytes)>>(8);
+        let reader = {
+            let js = js.clone();
+            let from = st.folded_to + 1;
+            tokio::spawn(async move { read_range(&js, from, live, chunk, collect_tx, ProgressBar::hidden()).await })
+        };
+        let mut fold_back = taken;
+        while let Some(c) = collect_rx.recv().await {
+            for e in decode_chunk(c).events {
+                caught_up += 1;
+                if domains && fold_back.apply_domain(&e) {
+                    st.dirty_domains.insert(e.domain_id);
+                }
+                if tenants && fold_back.apply_tenant(&e) {
+                    st.dirty_tenants.insert(e.tenant_id);
+                }
+            }
+        }
+        *fold = fold_back;
+        reader.await.map_err(|e| anyhow::anyhow!("reader panicked: {e}"))??;
+        st.folded_to = live;
+    }
+    match target {
+        Target::EmailDomains if !st.dirty_domains.is_empty() => {
+            let rows: Vec<Row> = st
+                .dirty_domains
+                .iter()
+                .filter_map(|id| fold.domains.get(id).and_then(|s| s.as_ref()))
+                .map(Row::from_state)
+                .collect();
+            projector::email_domains::upsert_rows(&mut tx, &rb, &rows).await?;
+        }
+        Target::TenantSettings if !st.dirty_tenants.is_empty() => {
+            let rows: Vec<SettingsRow> = st
+                .dirty_tenants
+                .iter()
+                .filter_map(|t| fold.tenants.get(t).map(|e| settings_row(*t, &e.settings, e.updated_at)))
+                .collect();
+            projector::tenant_settings::upsert_rows(&mut tx, &rb, &rows).await?;
+        }
+        _ => {}
+    }
+    sqlx::query(&format!("DROP TABLE {table}")).execute(&mut *tx).await?;
+    sqlx::query(&format!("ALTER TABLE {rb} RENAME TO {table}")).execute(&mut *tx).await?;
+    for ix in indexes {
+        // An index that backs a constraint was renamed to the constraint's name.
+        let (from, to) = match &ix.constraint {
+            Some((conname, _)) => {
+                sqlx::query(&format!(
+                    "ALTER TABLE {table} RENAME CONSTRAINT \"{}\" TO \"{conname}\"",
+                    rebuild_name(conname)
+                ))
+                .execute(&mut *tx)
+                .await?;
+                (None, ix.name.clone())
+            }
+            None => (Some(rebuild_name(&ix.name)), ix.name.clone()),
+        };
+        if let Some(from) = from {
+            sqlx::query(&format!("ALTER INDEX \"{from}\" RENAME TO \"{to}\"")).execute(&mut *tx).await?;
+        }
+    }
+    let checkpoint = live.max(st.folded_to);
+    let generation: i64 = sqlx::query_scalar(
+        "UPDATE projection_checkpoints SET stream_seq = $2, generation = generation + 1, updated_at = now()
+         WHERE projection = $1 RETURNING generation",
+    )
+    .bind(target.checkpoint())
+    .bind(checkpoint as i64)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap_or(generation + 1);
+    let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(SwapSummary {
+        projection: target.checkpoint().into(),
+        table: table.into(),
+        rows: rows as usize,
+        live_checkpoint: live,
+        caught_up_events: caught_up,
+        checkpoint,
+        generation,
+    })
+}
+
+/// Rebuilds the projections in `opts.targets` from the event log and swaps them in.
+/// `pool` must reach a migrated database (see `runtime::db::connect_and_migrate`).
+pub async fn replay(js: &jetstream::Context, pool: &PgPool, opts: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
+    let started = Instant::now();
+    // One replay at a time.
+    let mut guard = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7362516001)").fetch_one(&mut *guard).await?;
+    anyhow::ensure!(locked, "another `domainctl replay` is running against this database");
+    let result = replay_locked(js, pool, opts, started).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(7362516001)").execute(&mut *guard).await;
+    result
+}
+
+fn bar(progress: bool, len: u64, what: &str) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    b.set_style(
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {human_pos}/{human_len} events  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    b.set_message(what.to_string());
+    b
+}
+
+fn spinner(progress: bool, what: &str) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    b.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    b.set_message(what.to_string());
+    b.enable_steady_tick(Duration::from_millis(120));
+    b
+}
+
+async fn replay_locked(
+    js: &jetstream::Context,
+    pool: &PgPool,
+    opts: &ReplayOptions,
+    started: Instant,
+) -> anyhow::Result<ReplaySummary> {
+    let mut summary = ReplaySummary::default();
+    let info = js
+        .get_stream(streams::EVENTS)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", streams::EVENTS))?
+        .cached_info()
+        .clone();
+    let last = info.state.last_sequence;
+    summary.last_seq = last;
+    let domains = opts.targets.contains(&Target::EmailDomains);
+    let tenants = opts.targets.contains(&Target::TenantSettings);
+
+    // Fresh tables first (cheap), so a problem with the database shows before the read.
+    let mut indexes = HashMap::new();
+    for t in &opts.targets {
+        indexes.insert(*t, live_indexes(pool, t.table()).await?);
+        create_rebuild_table(pool, t.table()).await?;
+    }
+
+    // Read, decode, fold.
+    let read_bar = bar(opts.progress, last, "reading");
+    let t = Instant::now();
+    let (mut fold, read) = read_and_fold(
+        js,
+        Fold::default(),
+        1,
+        last,
+        (domains, tenants),
+        opts.emit_analytics,
+        opts.chunk.max(64),
+        read_bar.clone(),
+    )
+    .await?;
+    read_bar.finish_and_clear();
+    summary.events = read.events;
+    summary.unreadable_events = read.unreadable;
+    summary.analytics_emitted = read.emitted;
+    summary.analytics_failed = read.emit_failed;
+    summary.phases.read = Phase::new(t.elapsed(), read.events);
+    summary.phases.fold = Phase::new(fold.fold_time, read.events);
+    summary.phases.decode = Phase::new(read.decode_time, read.events);
+    summary.domains = fold.domains.values().filter(|s| s.is_some()).count();
+    summary.tenants = fold.tenants.len();
+
+    if opts.targets.is_empty() {
+        summary.seconds = started.elapsed().as_secs_f64();
+        summary.events_per_sec = summary.events as f64 / summary.seconds.max(1e-9);
+        return Ok(summary);
+    }
+
+    // Write.
+    let sp = spinner(opts.progress, "writing rows");
+    let t = Instant::now();
+    let mut writes = Vec::new();
+    if domains {
+        let rows = fold.domain_rows();
+        // Two COPY streams: formatting and the server's parsing share the two cores.
+        let half = rows.len().div_ceil(2).max(1);
+        for part in rows.chunks(half) {
+            let part = part.to_vec();
+            let pool = pool.clone();
+            writes.push(tokio::spawn(async move {
+                let text = tokio::task::spawn_blocking(move || domain_copy_text(&part)).await?;
+                copy_in(&pool, &rebuild_name("email_domains"), DOMAIN_COLUMNS, text).await
+            }));
+        }
+    }
+    if tenants {
+        let rows = fold.tenant_rows();
+        let pool = pool.clone();
+        writes.push(tokio::spawn(async move {
+            let text = tokio::task::spawn_blocking(move || tenant_copy_text(&rows)).await?;
+            copy_in(&pool, &rebuild_name("tenant_email_settings"), TENANT_COLUMNS, text).await
+        }));
+    }
+    for w in writes {
+        w.await??;
+    }
+    sp.finish_and_clear();
+    summary.phases.write = Phase::new(t.elapsed(), read.events);
+
+    // Indexes.
+    let sp = spinner(opts.progress, "building indexes");
+    let t = Instant::now();
+    let jobs = opts.targets.iter().map(|t| build_indexes(pool, t.table(), &indexes[t]));
+    for r in futures::future::join_all(jobs).await {
+        r?;
+    }
+    sp.finish_and_clear();
+    summary.phases.index = Phase::new(t.elapsed(), read.events);
+
+    // Swap.
+    let sp = spinner(opts.progress, "swapping");
+    let t = Instant::now();
+    for target in &opts.targets {
+        let mut st = SwapState { folded_to: last, dirty_domains: HashSet::new(), dirty_tenants: HashSet::new() };
+        let mut attempt = 0;
+        loop {
+            match swap_once(pool, js, *target, &indexes[target], &mut fold, &mut st, opts.chunk.max(64)).await {
+                Ok(s) => {
+                    summary.projections.push(s);
+                    break;
+                }
+                Err(e) if is_retryable(&e) && attempt < 20 => {
+                    attempt += 1;
+                    tracing::warn!(projection = target.checkpoint(), error = %e, "swap lost a lock race; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(e.context(format!("swapping in the rebuilt {}", target.table()))),
+            }
+        }
+        // The next projection folds from L again (its own catch-up).
+        if *target == Target::EmailDomains && tenants && st.folded_to > last {
+            // Tenants folded only to L; domain catch-up events were applied to domains only.
+        }
+    }
+    sp.finish_and_clear();
+    summary.phases.swap = Phase::new(t.elapsed(), read.events);
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.events_per_sec = summary.events as f64 / summary.seconds.max(1e-9);
+    Ok(summary)
+}
+
+fn print_summary(io: &mut Io, s: &ReplaySummary) {
+    io.line(format!(
+        "replayed {} events (stream 1..={}) in {:.2} s: {:.0} events/s; {} domains, {} tenants",
+        s.events, s.last_seq, s.seconds, s.events_per_sec, s.domains, s.tenants
+    ));
+    let p = &s.phases;
+    for (name, ph) in [("read", &p.read), ("decode", &p.decode), ("fold", &p.fold), ("write", &p.write), ("index", &p.index), ("swap", &p.swap)] {
+        io.line(format!("  {name:<7} {:>8.2} s  {:>12.0} events/s", ph.seconds, ph.events_per_sec));
+    }
+    for sw in &s.projections {
+        io.line(format!(
+            "  {} -> {}: {} rows, checkpoint {} (live was {}, {} events caught up), generation {}",
+            sw.projection, sw.table, sw.rows, sw.checkpoint, sw.live_checkpoint, sw.caught_up_events, sw.generation
+        ));
+    }
+    if s.unreadable_events > 0 {
+        io.line(format!("  {} unreadable events skipped (as the live projectors do)", s.unreadable_events));
+    }
+    if s.analytics_emitted > 0 || s.analytics_failed > 0 {
+        io.line(format!(
+            "  analytics: {} CloudEvents published again ({} events failed)",
+            s.analytics_emitted, s.analytics_failed
+        ));
+    }
+}
+
+pub async fn run_cli(ep: &Endpoints, io: &mut Io, projection: &str, emit_analytics: bool) -> CtlResult<i32> {
+    let (targets, analytics) = parse_projection(projection).map_err(CtlError::usage)?;
+    let client = connect::nats(&ep.nats_url).await?;
+    let js = connect::jetstream(client, &ep.nats_url).await?;
+    let pool = connect::db_migrated(&ep.database_url, 6).await?;
+    let opts = ReplayOptions { targets, emit_analytics: emit_analytics || analytics, progress: io.progress, ..Default::default() };
+    let summary = replay(&js, &pool, &opts).await.map_err(|e| CtlError::negative(format!("replay failed: {e:#}")))?;
+    if io.json {
+        io.json_value(&serde_json::to_value(&summary).unwrap_or_default());
+    } else {
+        print_summary(io, &summary);
+    }
+    if summary.analytics_failed > 0 {
+        return Ok(error::NEGATIVE);
+    }
+    Ok(error::OK)
+}
