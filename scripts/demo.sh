@@ -8,6 +8,7 @@
 #   4. the owner says so                                      (domainctl dns-configured)
 #   5. the service checks DNS and the provider until the domain is verified
 #   6. the tenant's sender is now notifications@<domain>      (domainctl sender)
+#   7. the domain's event log                                 (domainctl history)
 #
 # Environment: DEMO_TENANT, DEMO_DOMAIN (default: fresh ones), DEMO_TIMEOUT_SECS (60).
 set -euo pipefail
@@ -155,7 +156,7 @@ while :; do
 $json"
     ((SECONDS - start < TIMEOUT)) || fail "no DNS records after ${TIMEOUT}s (status: ${status:-unknown}).
     Look at the [worker] and [provider] lines of 'make run'."
-    sleep 1
+    sleep 0.3
 done
 
 # --- 3. publish them -------------------------------------------------------------------
@@ -200,7 +201,7 @@ $json"
     ((SECONDS - start < TIMEOUT)) || fail "not verified after ${TIMEOUT}s (status: ${last:-unknown}).
     Full state:  $DOMAINCTL state --tenant $TENANT --domain $DOMAIN
     and the [handler], [worker] and [dns] lines of 'make run'."
-    sleep 1
+    sleep 0.3
 done
 printf '    %s%s is verified%s\n' "$G" "$DOMAIN" "$N"
 
@@ -222,4 +223,13 @@ if [[ "$out" == *"@$DOMAIN"* ]]; then
 else
     fail "the sender still does not name $DOMAIN 15s after verification"
 fi
-info "The domain's state:  $DOMAINCTL state --tenant $TENANT --domain $DOMAIN"
+
+# --- 7. the timeline -----------------------------------------------------------------------
+
+step "7. Every step is an event in the domain's log"
+info "\$ domainctl history --tenant $TENANT --domain $DOMAIN"
+width=0
+[[ -t 1 ]] && width="$(tput cols 2>/dev/null || echo 0)"
+dctl history --tenant "$TENANT" --domain "$DOMAIN" 2>&1 | sed 's/^/    /' |
+    if ((width > 20)); then cut -c1-"$width"; else cat; fi
+printf '\nMore:  %s state --tenant %s --domain %s\n' "${DOMAINCTL#"$ROOT"/}" "$TENANT" "$DOMAIN"

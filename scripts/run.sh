@@ -36,6 +36,12 @@ READY_TIMEOUT_SECS="${READY_TIMEOUT_SECS:-180}"
 STOP_TIMEOUT_SECS="${STOP_TIMEOUT_SECS:-10}"
 ZONE_FILE="$ROOT/.run/dns/zone.json"
 
+# an error that ends a service prints its cause chain, not a page of anyhow backtrace
+# (RUST_BACKTRACE still gives panics theirs)
+export RUST_LIB_BACKTRACE="${RUST_LIB_BACKTRACE:-0}"
+# no colour codes in logs that go to a file or a pipe
+[[ -t 2 ]] || export NO_COLOR="${NO_COLOR:-1}"
+
 # the dev stack re-checks soon after registration / dns_configured
 export RECHECK_INITIAL_SECS="${RECHECK_INITIAL_SECS:-10}"
 
@@ -94,6 +100,18 @@ tcp_open "$DEV_DNS_ADDR" &&
     die "$DEV_DNS_ADDR is already in use: is another 'make run' running? (pgrep -af dev-dns)"
 if [[ $USE_DEV_PROVIDER == 1 ]] && tcp_open "$DEV_PROVIDER_ADDR"; then
     die "$DEV_PROVIDER_ADDR is already in use: is another 'make run' running? (pgrep -af dev-provider)"
+fi
+
+# The services create the database when it is missing; creating it here first spares
+# seven services starting at once a race on CREATE DATABASE at the very first run.
+if command -v psql >/dev/null 2>&1; then
+    db="${DATABASE_URL##*/}"
+    db="${db%%\?*}"
+    admin="${DATABASE_URL%/*}/postgres"
+    if [[ -n "$db" && "$db" =~ ^[A-Za-z0-9_-]+$ ]] &&
+        ! psql -w "$admin" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$db'" 2>/dev/null | grep -q 1; then
+        psql -w "$admin" -qc "CREATE DATABASE \"$db\"" >/dev/null 2>&1 && say "created database $db" || true
+    fi
 fi
 
 mkdir -p "$(dirname "$ZONE_FILE")"

@@ -138,3 +138,9 @@ mod tests {
         assert_eq!(next_check(&p, DomainId(Uuid::nil()), 3, now, Some(deadline)), deadline);
     }
 }
+
+/// Times in events are kept to the microsecond, the precision Postgres stores, so a
+/// row rebuilt from the log equals the row projected live, to the last digit.
+pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}

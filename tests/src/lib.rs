@@ -215,7 +215,7 @@ impl Stack {
         stack.spawn("provider-worker", provider_worker::run(config.clone(), stack.shutdown.clone()));
         stack.spawn("scheduler", scheduler::run(config.clone(), stack.shutdown.clone()));
         stack.spawn("query", query::run(config.clone(), stack.shutdown.clone()));
-        stack.start_projectors(opts.projector.clone());
+        let _ = stack.start_projectors(opts.projector.clone());
         stack.wait_ready().await;
         stack
     }
@@ -228,11 +228,20 @@ impl Stack {
         }));
     }
 
-    /// (Re)starts the three projectors with their own shutdown signal.
-    pub fn start_projectors(&mut self, options: projector::Options) {
+    /// (Re)starts the three projectors, as separate services, with their own shutdown
+    /// signal. Returns each one's count of redelivered events skipped by its checkpoint.
+    pub fn start_projectors(&mut self, options: projector::Options) -> Vec<(projector::Projection, Arc<AtomicI64>)> {
         self.projector_shutdown = Shutdown::new();
-        let f = projector::run(self.config.clone(), projector::Projection::ALL.to_vec(), self.projector_shutdown.clone(), options);
-        self.spawn("projector", f);
+        let mut counters = Vec::new();
+        for p in projector::Projection::ALL {
+            let skipped = Arc::new(AtomicI64::new(0));
+            counters.push((p, skipped.clone()));
+            let crash = options.crash_after_commit.as_ref().map(|n| crash_after(n.load(std::sync::atomic::Ordering::SeqCst)));
+            let options = projector::Options { skipped: Some(skipped), crash_after_commit: crash };
+            let f = projector::run(self.config.clone(), vec![p], self.projector_shutdown.clone(), options);
+            self.spawn(p.name(), f);
+        }
+        counters
     }
 
     pub fn stop_projectors(&self) {

@@ -199,7 +199,7 @@ impl Lane {
             domain_id: holder.domain_id,
             domain: name.to_string(),
             version,
-            occurred_at: Utc::now(),
+            occurred_at: clock(),
             causation_id: cmd.command_id,
             correlation_id: cmd.correlation_id.unwrap_or(cmd.command_id.0),
             schema_version: SCHEMA_VERSION,
@@ -241,7 +241,7 @@ impl Lane {
             if claim.is_some_and(|c| c.holder == me) {
                 // Delivered again after the name was claimed: finish the registration.
                 if holder_state.state.is_none() {
-                    let now = Utc::now();
+                    let now = clock();
                     let plan = decide_register(cmd.tenant_id, &name, cmd, None, now, &config.policy)
                         .map_err(|r| Retry(r.message))?;
                     match self.append(cmd, me, name.as_str(), &holder_state, plan.registered).await {
@@ -252,7 +252,7 @@ impl Lane {
                 }
                 return Ok(Self::accepted(cmd, new_id));
             }
-            let now = Utc::now();
+            let now = clock();
             let plan = match decide_register(
                 cmd.tenant_id,
                 &name,
@@ -336,13 +336,13 @@ impl Lane {
             if state.has_seen(cmd.command_id) {
                 return Ok(Ok(()));
             }
-            let now = Utc::now();
+            let now = clock();
             let dns = if needs_dns_check(state, cmd, now) {
                 Some(self.services.dns.check(&state.domain, &state.records).await)
             } else {
                 None
             };
-            let now = Utc::now();
+            let now = clock();
             match decide(state, cmd, dns, now, &self.services.config.policy) {
                 Err(r) => return Ok(Err(r)),
                 Ok(Decision::Nothing) => return Ok(Ok(())),
@@ -363,4 +363,9 @@ impl Lane {
 enum AppendOutcome {
     Conflict,
     Retry(Retry),
+}
+
+/// The clock, to the microsecond (see `schedule::to_micros`).
+fn clock() -> chrono::DateTime<Utc> {
+    email_domain_events::schedule::to_micros(Utc::now())
 }

@@ -36,7 +36,7 @@ pub async fn run(js: &jetstream::Context, shutdown: &Shutdown, options: &Options
             pull::Config {
                 durable_name: Some(name.into()),
                 ack_policy: AckPolicy::All,
-                ack_wait: Duration::from_secs(60),
+                ack_wait: Duration::from_secs(15),
                 max_ack_pending: 50_000,
                 ..Default::default()
             },

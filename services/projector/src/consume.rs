@@ -22,6 +22,18 @@ pub trait DbProjection: Send {
     fn committed(&mut self);
     /// The transaction failed: forget what `apply` computed.
     fn rolled_back(&mut self);
+    /// The tables were rebuilt under us (`domainctl replay`): forget everything cached.
+    fn reset(&mut self);
+}
+
+/// The projection's checkpoint row, read at start and locked in every batch.
+async fn position(pool: &PgPool, projection: &str) -> anyhow::Result<(u64, i64)> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT stream_seq, generation FROM projection_checkpoints WHERE projection = $1")
+            .bind(projection)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(s, g)| (s as u64, g)).unwrap_or((0, 0)))
 }
 
 pub async fn checkpoint(pool: &PgPool, projection: &str) -> anyhow::Result<u64> {
@@ -130,56 +142,88 @@ pub async fn run_db_named<P: DbProjection>(
     shutdown: &Shutdown,
     options: &Options,
 ) -> anyhow::Result<()> {
-    let mut checkpoint = checkpoint(&pool, name).await?;
-    let consumer = consumer(js, consumer_name, checkpoint).await?;
-    let mut messages = consumer.stream().max_messages_per_batch(MAX_BATCH).messages().await?;
-    tracing::info!(projection = name, checkpoint, "projecting");
-    while let Some(batch) = next_batch(&mut messages, shutdown).await {
-        let Some(last) = batch.last() else { continue };
-        let last_seq = last.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let events = decode(&batch, checkpoint);
-        if !events.is_empty() || last_seq > checkpoint {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match apply_batch(&pool, &mut folder, name, &events, last_seq.max(checkpoint)).await {
-                    Ok(()) => {
-                        folder.committed();
-                        break;
-                    }
-                    Err(e) => {
-                        folder.rolled_back();
-                        tracing::warn!(projection = name, error = %e, "batch not applied; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                        if shutdown.is_triggered() {
-                            return Ok(());
+    // The checkpoint in Postgres is the position; the durable consumer is recreated
+    // from it, so messages a crashed instance held can never be overtaken by later
+    // ones (which would move the checkpoint past events not yet applied).
+    'restart: loop {
+        folder.reset();
+        let (mut checkpoint, generation) = position(&pool, name).await?;
+        let stream = js.get_stream(streams::EVENTS).await?;
+        let _ = stream.delete_consumer(consumer_name).await;
+        let consumer = consumer(js, consumer_name, checkpoint).await?;
+        let mut messages = consumer.stream().max_messages_per_batch(MAX_BATCH).messages().await?;
+        tracing::info!(projection = name, checkpoint, "projecting");
+        while let Some(batch) = next_batch(&mut messages, shutdown).await {
+            let Some(last) = batch.last() else { continue };
+            let last_seq = last.info().map(|i| i.stream_sequence).unwrap_or(0);
+            // The event log has no gaps (deny delete): the next event must be checkpoint + 1.
+            let first_new = batch.iter().filter_map(|m| m.info().ok()).map(|i| i.stream_sequence).find(|s| *s > checkpoint);
+            if first_new.is_some_and(|s| s != checkpoint + 1) {
+                tracing::warn!(projection = name, checkpoint, next = ?first_new, "gap in delivery; restarting from the checkpoint");
+                continue 'restart;
+            }
+            let events = decode(&batch, checkpoint);
+            options.count_skipped(batch.len() - events.len());
+            if last_seq > checkpoint {
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    match apply_batch(&pool, &mut folder, name, &events, last_seq, generation).await {
+                        Ok(true) => {
+                            folder.committed();
+                            break;
+                        }
+                        Ok(false) => {
+                            folder.rolled_back();
+                            tracing::info!(projection = name, "the projection was rebuilt; continuing from its new checkpoint");
+                            continue 'restart;
+                        }
+                        Err(e) => {
+                            folder.rolled_back();
+                            tracing::warn!(projection = name, error = %e, "batch not applied; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                            if shutdown.is_triggered() {
+                                return Ok(());
+                            }
                         }
                     }
                 }
+                checkpoint = last_seq;
             }
-            checkpoint = checkpoint.max(last_seq);
+            if options.should_crash() {
+                anyhow::bail!("crash point after commit, before ack (test)");
+            }
+            // AckPolicy::All: acknowledging the last acknowledges the batch.
+            if let Err(e) = last.ack().await {
+                tracing::warn!(error = %e, "ack failed; the batch comes again and is skipped by the checkpoint");
+            }
         }
-        if options.should_crash() {
-            anyhow::bail!("crash point after commit, before ack (test)");
-        }
-        // AckPolicy::All: acknowledging the last acknowledges the batch.
-        if let Err(e) = last.ack().await {
-            tracing::warn!(error = %e, "ack failed; the batch comes again and is skipped by the checkpoint");
-        }
+        return Ok(());
     }
-    Ok(())
 }
 
+/// Applies a batch; `false` when a replay swapped the tables since we started (the
+/// batch is then not applied: the caller restarts from the new checkpoint).
 async fn apply_batch<P: DbProjection>(
     pool: &PgPool,
     folder: &mut P,
     name: &str,
     events: &[(u64, Event)],
     last_seq: u64,
-) -> anyhow::Result<()> {
+    generation: i64,
+) -> anyhow::Result<bool> {
     let mut tx = pool.begin().await?;
+    // The same row lock a replay's swap takes: a batch and a swap never interleave.
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT generation FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if current.is_some_and(|g| g != generation) {
+        return Ok(false);
+    }
     folder.apply(&mut tx, events).await?;
     save_checkpoint(&mut tx, name, last_seq).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }

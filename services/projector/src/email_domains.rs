@@ -188,4 +188,9 @@ impl DbProjection for EmailDomains {
     fn rolled_back(&mut self) {
         self.pending.clear();
     }
+
+    fn reset(&mut self) {
+        self.pending.clear();
+        self.cache.clear();
+    }
 }

@@ -68,9 +68,23 @@ pub struct Options {
     /// When set to n > 0: after the n-th committed batch, stop before acknowledging
     /// it, as a crash between commit and ack would.
     pub crash_after_commit: Option<Arc<AtomicI64>>,
+    /// Counts events that came again and were skipped because the checkpoint had them.
+    pub skipped: Option<Arc<AtomicI64>>,
 }
 
 impl Options {
+    /// Each projector of a process gets its own crash counter, starting from the same value.
+    fn for_projection(&self) -> Options {
+        let crash = self.crash_after_commit.as_ref().map(|n| Arc::new(AtomicI64::new(n.load(Ordering::SeqCst))));
+        Options { crash_after_commit: crash, skipped: self.skipped.clone() }
+    }
+
+    pub(crate) fn count_skipped(&self, n: usize) {
+        if let Some(c) = &self.skipped {
+            c.fetch_add(n as i64, Ordering::SeqCst);
+        }
+    }
+
     pub(crate) fn should_crash(&self) -> bool {
         match &self.crash_after_commit {
             Some(n) => n.fetch_sub(1, Ordering::SeqCst) == 1,
@@ -89,7 +103,7 @@ pub async fn run(config: Config, which: Vec<Projection>, shutdown: Shutdown, opt
     for p in which {
         let js = js.clone();
         let shutdown = shutdown.clone();
-        let options = options.clone();
+        let options = options.for_projection();
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             let r = match p {

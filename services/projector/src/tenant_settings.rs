@@ -132,4 +132,9 @@ impl DbProjection for TenantSettingsProjection {
     fn rolled_back(&mut self) {
         self.pending.clear();
     }
+
+    fn reset(&mut self) {
+        self.pending.clear();
+        self.cache.clear();
+    }
 }

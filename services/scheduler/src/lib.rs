@@ -93,6 +93,7 @@ impl DbProjection for Timers {
 
     fn committed(&mut self) {}
     fn rolled_back(&mut self) {}
+    fn reset(&mut self) {}
 }
 
 /// The id of the re-check a timer fires: the same for the same domain and due time.
