@@ -10,7 +10,8 @@
 #   6. the tenant's sender is now notifications@<domain>      (domainctl sender)
 #   7. the domain's event log                                 (domainctl history)
 #
-# Environment: DEMO_TENANT, DEMO_DOMAIN (default: fresh ones), DEMO_TIMEOUT_SECS (60).
+# Environment: DEMO_TENANT, DEMO_DOMAIN (default: fresh ones), DEMO_TIMEOUT_SECS (60),
+# DEV_DNS_ADDR (127.0.0.1:5354, as for make run).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +19,7 @@ cd "$ROOT"
 
 ZONE_FILE="$ROOT/.run/dns/zone.json"
 TIMEOUT="${DEMO_TIMEOUT_SECS:-60}"
+DEV_DNS_ADDR="${DEV_DNS_ADDR:-127.0.0.1:5354}"
 
 if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then
     B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' D=$'\e[2m' N=$'\e[0m'
@@ -103,6 +105,32 @@ elif cmd == "publish":                   # stdin: state JSON, argv: domain zonef
         json.dump({"zones": zones, "records": records}, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)                # dev-dns sees the new file at once
+elif cmd == "served":                    # stdin: state JSON, argv: domain ip:port -> exit 0 once served
+    import socket, struct, random
+    domain, addr = args
+    recs = json.load(sys.stdin).get("records") or []
+    codes = {"A": 1, "NS": 2, "CNAME": 5, "MX": 15, "TXT": 16, "AAAA": 28}
+    host, port = addr.rsplit(":", 1)
+    for r in recs:
+        qtype = codes.get(str(r.get("type")).upper())
+        if qtype is None:
+            continue
+        qid = random.randrange(65536)
+        q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+        for label in full_name(r.get("name"), domain).split("."):
+            q += bytes([len(label)]) + label.encode()
+        q += b"\0" + struct.pack(">HH", qtype, 1)
+        s = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(1)
+        try:
+            s.sendto(q, (host.strip("[]"), int(port)))
+            resp = s.recv(4096)
+        except OSError:
+            sys.exit(1)
+        rid, flags, _, ancount = struct.unpack(">HHHH", resp[:8])
+        if rid != qid or flags & 0xF != 0 or ancount == 0:
+            sys.exit(1)
+    sys.exit(0)
 elif cmd == "uuid":
     import uuid; print(uuid.uuid4())
 elif cmd == "rand":
@@ -164,7 +192,16 @@ done
 step "3. The domain owner publishes these records at their DNS host"
 py table "$DOMAIN" <<<"$json"
 py publish "$DOMAIN" "$ZONE_FILE" <<<"$json"
-info "${D}(here: written to ${ZONE_FILE#"$ROOT"/}, served by dev-dns with TTL 60)${N}"
+info "${D}(here: written to ${ZONE_FILE#"$ROOT"/}, served by dev-dns at $DEV_DNS_ADDR with TTL 60)${N}"
+# like an owner who waits for the DNS host to publish: until dev-dns answers for them
+start=$SECONDS
+until py served "$DOMAIN" "$DEV_DNS_ADDR" <<<"$json"; do
+    if ((SECONDS - start >= 10)); then
+        info "${R}dev-dns does not serve them after 10s (is it the [dns] of 'make run'?): going on anyway${N}"
+        break
+    fi
+    sleep 0.2
+done
 
 # --- 4. tell the service -----------------------------------------------------------------
 
