@@ -35,9 +35,11 @@ fail() { printf '\n%sdemo failed: %s%s\n' "$R" "$*" "$N" >&2; exit 1; }
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}"
 [[ "$BIN" == /* ]] || BIN="$ROOT/$BIN"
 DOMAINCTL="$BIN/debug/domainctl"
-# `make run` built it; this is a no-op then, and catches a stale or missing binary
-cargo build -q -p domainctl --bin domainctl || fail "domainctl does not build (cargo build -p domainctl)"
-[[ -x "$DOMAINCTL" ]] || fail "no $DOMAINCTL after the build"
+# `make run` builds it with the rest
+if [[ ! -x "$DOMAINCTL" ]]; then
+    cargo build -q -p domainctl --bin domainctl || fail "domainctl does not build (cargo build -p domainctl)"
+    [[ -x "$DOMAINCTL" ]] || fail "no $DOMAINCTL after the build"
+fi
 dctl() { "$DOMAINCTL" "$@"; }
 
 # --- JSON helpers (python3: no extra dependency) -------------------------------------

@@ -269,10 +269,15 @@ while true; do
     if ((ready == 0 && SECONDS >= next_probe)); then
         if probe; then
             ready=1
+            if [[ $USE_DEV_PROVIDER == 1 ]]; then
+                hint="Try: make demo        (in another terminal)"
+            else
+                hint="make demo needs the dev provider and dev DNS: run without RESEND_API_KEY for it"
+            fi
             cat >&2 <<EOF
 [run] ---------------------------------------------------------------------------
 [run] ready after $((SECONDS - started_at))s: the stack answers on email_domains.query.sender
-[run]   Try: make demo        (in another terminal)
+[run]   $hint
 [run]   Ctrl-C stops everything.
 [run] ---------------------------------------------------------------------------
 EOF

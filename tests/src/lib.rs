@@ -125,6 +125,8 @@ pub struct StackOptions {
     pub projector: projector::Options,
     pub provider_rate_limit: Option<f64>,
     pub command_dedup_window: Duration,
+    pub provider_worker: bool,
+    pub scheduler: bool,
 }
 
 impl Default for StackOptions {
@@ -141,6 +143,8 @@ impl Default for StackOptions {
             projector: projector::Options::default(),
             provider_rate_limit: None,
             command_dedup_window: Duration::from_secs(120),
+            provider_worker: true,
+            scheduler: true,
         }
     }
 }
@@ -210,14 +214,24 @@ impl Stack {
             tasks: Vec::new(),
         };
         for _ in 0..opts.handlers {
-            stack.spawn("command-handler", command_handler::run(config.clone(), stack.shutdown.clone()));
+            stack.start_handler();
         }
-        stack.spawn("provider-worker", provider_worker::run(config.clone(), stack.shutdown.clone()));
-        stack.spawn("scheduler", scheduler::run(config.clone(), stack.shutdown.clone()));
+        if opts.provider_worker {
+            stack.spawn("provider-worker", provider_worker::run(config.clone(), stack.shutdown.clone()));
+        }
+        if opts.scheduler {
+            stack.spawn("scheduler", scheduler::run(config.clone(), stack.shutdown.clone()));
+        }
         stack.spawn("query", query::run(config.clone(), stack.shutdown.clone()));
         let _ = stack.start_projectors(opts.projector.clone());
         stack.wait_ready().await;
         stack
+    }
+
+    /// Starts one more command handler instance (it stands by while another holds the lease).
+    pub fn start_handler(&mut self) {
+        let f = command_handler::run(self.config.clone(), self.shutdown.clone());
+        self.spawn("command-handler", f);
     }
 
     fn spawn(&mut self, name: &'static str, f: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static) {

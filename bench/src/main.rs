@@ -1,0 +1,424 @@
+//! `make bench`: the service measured against raw JetStream in the same run.
+//!
+//! Starts its own nats-server (JetStream, temporary store) and a fresh database,
+//! measures the raw baselines first (async publish with acks of same-sized
+//! messages; ordered-consumer read), then each case, and prints one table: figure,
+//! baseline, ratio, target, pass/fail. Results also go to `bench/results/*.json`.
+//! `--quick` runs smaller sizes.
+#![forbid(unsafe_code)]
+
+use async_nats::jetstream::{self, consumer, message::PublishMessage};
+use email_domain_events::event::{Event, EventData, SCHEMA_VERSION};
+use email_domain_events::{evolve, CommandId, DomainId, EventId, TenantId};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use system_tests::{Nats, Stack, StackOptions};
+use uuid::Uuid;
+
+#[derive(Serialize, Clone)]
+struct Figure {
+    case: String,
+    measure: String,
+    value: f64,
+    unit: String,
+    baseline: Option<f64>,
+    ratio: Option<f64>,
+    target: String,
+    pass: Option<bool>,
+}
+
+struct Sizes {
+    raw: usize,
+    p1: usize,
+    p2_secs: u64,
+    p5_domains: usize,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
+    let sizes = if quick {
+        Sizes { raw: 50_000, p1: 5_000, p2_secs: 5, p5_domains: 3 }
+    } else {
+        Sizes { raw: 200_000, p1: 30_000, p2_secs: 20, p5_domains: 10 }
+    };
+    let wants = |c: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == c));
+    let mut figures = Vec::new();
+
+    eprintln!("raw JetStream baselines ({} messages of 300 bytes)...", sizes.raw);
+    let (raw_publish, raw_read) = raw_baselines(sizes.raw).await?;
+    figures.push(Figure {
+        case: "raw".into(),
+        measure: "JetStream async publish with acks".into(),
+        value: raw_publish,
+        unit: "msg/s".into(),
+        baseline: None,
+        ratio: None,
+        target: "-".into(),
+        pass: None,
+    });
+    figures.push(Figure {
+        case: "raw".into(),
+        measure: "JetStream ordered-consumer read".into(),
+        value: raw_read,
+        unit: "msg/s".into(),
+        baseline: None,
+        ratio: None,
+        target: "-".into(),
+        pass: None,
+    });
+
+    if wants("P1") {
+        eprintln!("P1: {} register_domain commands to awaiting_dns...", sizes.p1);
+        let rate = p1_throughput(sizes.p1).await?;
+        let ratio = rate / raw_publish;
+        figures.push(Figure {
+            case: "P1".into(),
+            measure: format!("register_domain → awaiting_dns, {} domains", sizes.p1),
+            value: rate,
+            unit: "commands/s".into(),
+            baseline: Some(raw_publish),
+            ratio: Some(ratio),
+            target: "≥ 0.05 × raw publish (aim 0.08)".into(),
+            pass: Some(ratio >= 0.05),
+        });
+    }
+    if wants("P2") {
+        eprintln!("P2: 500 commands/s for {} s, publish → row visible...", sizes.p2_secs);
+        let (p50, p99, max) = p2_latency(sizes.p2_secs).await?;
+        for (m, v) in [("p50", p50), ("max", max)] {
+            figures.push(Figure {
+                case: "P2".into(),
+                measure: format!("publish → row visible at 500/s, {m}"),
+                value: v,
+                unit: "ms".into(),
+                baseline: None,
+                ratio: None,
+                target: "-".into(),
+                pass: None,
+            });
+        }
+        figures.push(Figure {
+            case: "P2".into(),
+            measure: "publish → row visible at 500/s, p99".into(),
+            value: p99,
+            unit: "ms".into(),
+            baseline: None,
+            ratio: None,
+            target: "p99 ≤ 25 ms".into(),
+            pass: Some(p99 <= 25.0),
+        });
+    }
+    if wants("P5") {
+        eprintln!("P5: one command on {} domains with 10,015 past events each, cold handler...", sizes.p5_domains);
+        let (p50, max) = p5_long_history(sizes.p5_domains).await?;
+        figures.push(Figure {
+            case: "P5".into(),
+            measure: "cold command on a 10,015-event history, median".into(),
+            value: p50,
+            unit: "ms".into(),
+            baseline: None,
+            ratio: None,
+            target: "-".into(),
+            pass: None,
+        });
+        figures.push(Figure {
+            case: "P5".into(),
+            measure: "cold command on a 10,015-event history, max".into(),
+            value: max,
+            unit: "ms".into(),
+            baseline: None,
+            ratio: None,
+            target: "≤ 5 ms".into(),
+            pass: Some(max <= 5.0),
+        });
+    }
+
+    print_table(&figures);
+    write_results(&figures, quick)?;
+    Ok(())
+}
+
+fn print_table(figures: &[Figure]) {
+    println!();
+    println!("| case | measure | figure | baseline | ratio | target | pass |");
+    println!("|---|---|---|---|---|---|---|");
+    for f in figures {
+        println!(
+            "| {} | {} | {:.1} {} | {} | {} | {} | {} |",
+            f.case,
+            f.measure,
+            f.value,
+            f.unit,
+            f.baseline.map(|b| format!("{b:.0}")).unwrap_or("-".into()),
+            f.ratio.map(|r| format!("{r:.3}")).unwrap_or("-".into()),
+            f.target,
+            match f.pass {
+                Some(true) => "pass",
+                Some(false) => "FAIL",
+                None => "-",
+            }
+        );
+    }
+}
+
+fn write_results(figures: &[Figure], quick: bool) -> anyhow::Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+    std::fs::create_dir_all(&dir)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let path = dir.join(format!("bench-{stamp}.json"));
+    let doc = json!({
+        "at": chrono::Utc::now(),
+        "quick": quick,
+        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "figures": figures,
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)?;
+    std::fs::copy(&path, dir.join("latest.json"))?;
+    eprintln!("results written to {}", path.display());
+    Ok(())
+}
+
+/// Raw JetStream on a server of its own: async publish with acks, then an ordered read.
+async fn raw_baselines(n: usize) -> anyhow::Result<(f64, f64)> {
+    let nats = Nats::start();
+    let client = async_nats::connect(nats.url()).await?;
+    let js = runtime::jetstream(client);
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: "RAW".into(),
+            subjects: vec!["raw.>".into()],
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+    let payload = bytes::Bytes::from(vec![b'x'; 300]);
+    let started = Instant::now();
+    let mut acks = Vec::with_capacity(4096);
+    for i in 0..n {
+        acks.push(js.send_publish(format!("raw.{}", i % 1000), PublishMessage::build().payload(payload.clone())).await?);
+        if acks.len() == 4096 {
+            for a in acks.drain(..) {
+                a.await?;
+            }
+        }
+    }
+    for a in acks {
+        a.await?;
+    }
+    let publish = n as f64 / started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig { deliver_policy: consumer::DeliverPolicy::All, ..Default::default() })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut read = 0;
+    while read < n {
+        messages.next().await.expect("message")?;
+        read += 1;
+    }
+    let read_rate = n as f64 / started.elapsed().as_secs_f64();
+    Ok((publish, read_rate))
+}
+
+fn bench_options() -> StackOptions {
+    StackOptions::default()
+}
+
+async fn count_status(stack: &Stack, status: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM email_domains WHERE status = $1")
+        .bind(status)
+        .fetch_one(&stack.pool)
+        .await
+        .unwrap_or(0)
+}
+
+async fn publish_command(js: &jetstream::Context, t: &str, body: serde_json::Value) -> anyhow::Result<jetstream::context::PublishAckFuture> {
+    let id = body["command_id"].as_str().unwrap_or_default().to_string();
+    Ok(js
+        .send_publish(
+            format!("email_domains.commands.{t}"),
+            PublishMessage::build().payload(serde_json::to_vec(&body)?.into()).message_id(id),
+        )
+        .await?)
+}
+
+/// P1: distinct registrations published as fast as JetStream accepts them, until
+/// every row is `awaiting_dns`.
+async fn p1_throughput(n: usize) -> anyhow::Result<f64> {
+    let stack = Stack::start_with(bench_options()).await;
+    let tenants: Vec<Uuid> = (0..(n / 100).max(1)).map(|_| Uuid::new_v4()).collect();
+    let started = Instant::now();
+    let mut acks = Vec::with_capacity(2048);
+    for i in 0..n {
+        let body = json!({"command_id": Uuid::new_v4(), "tenant_id": tenants[i % tenants.len()], "domain": format!("p1-{i}.test")});
+        acks.push(publish_command(&stack.js, "register_domain", body).await?);
+        if acks.len() == 2048 {
+            for a in acks.drain(..) {
+                a.await?;
+            }
+        }
+    }
+    for a in acks {
+        a.await?;
+    }
+    let published = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = count_status(&stack, "awaiting_dns").await;
+        if done as usize >= n {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "P1: only {done} of {n} reached awaiting_dns");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    eprintln!("  published in {:.2} s, all awaiting_dns after {:.2} s", published.as_secs_f64(), elapsed.as_secs_f64());
+    stack.shutdown().await;
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+/// P2: 500 registrations per second, each timed from publish to its row in Postgres.
+async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64)> {
+    let stack = Stack::start_with(bench_options()).await;
+    let tenant = Uuid::new_v4();
+    let n = (secs * 500) as usize;
+    let published: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+    let seen: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (pool, seen, done) = (stack.pool.clone(), seen.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut since = chrono::DateTime::<chrono::Utc>::from_timestamp(0, 0).unwrap();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+                    "SELECT domain_name, created_at FROM email_domains WHERE tenant = $1 AND created_at >= $2",
+                )
+                .bind(tenant)
+                .bind(since)
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default();
+                let now = Instant::now();
+                {
+                    let mut seen = seen.lock().unwrap();
+                    for (name, created) in rows {
+                        seen.entry(name).or_insert(now);
+                        since = since.max(created - chrono::Duration::seconds(2));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut ticker = tokio::time::interval(Duration::from_millis(2));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for i in 0..n {
+        ticker.tick().await;
+        let name = format!("p2-{i}.test");
+        let body = json!({"command_id": Uuid::new_v4(), "tenant_id": tenant, "domain": name});
+        published.lock().unwrap().insert(name, Instant::now());
+        let ack = publish_command(&stack.js, "register_domain", body).await?;
+        tokio::spawn(async move {
+            let _ = ack.await;
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.lock().unwrap().len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    poller.await?;
+    let published = published.lock().unwrap();
+    let seen = seen.lock().unwrap();
+    anyhow::ensure!(seen.len() >= n, "P2: only {} of {n} rows appeared", seen.len());
+    let mut lat: Vec<f64> = published
+        .iter()
+        .filter_map(|(name, at)| seen.get(name).map(|s| s.saturating_duration_since(*at).as_secs_f64() * 1000.0))
+        .collect();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    drop((published, seen));
+    stack.shutdown().await;
+    Ok((percentile(&lat, 0.5), percentile(&lat, 0.99), *lat.last().unwrap_or(&f64::NAN)))
+}
+
+/// P5: a command on a domain with a long history, the handler started cold just before.
+async fn p5_long_history(domains: usize) -> anyhow::Result<(f64, f64)> {
+    const HISTORY: u64 = 10_015;
+    let mut stack = Stack::start_with(StackOptions { handlers: 0, provider_worker: false, scheduler: false, ..bench_options() }).await;
+    let store = runtime::store::EventStore::open(&stack.js, stack.config.snapshot_every).await?;
+    let names = runtime::names::NameIndex::new(stack.js.get_key_value(runtime::streams::NAMES_BUCKET).await?);
+    let tenant = TenantId(Uuid::new_v4());
+    let mut targets = Vec::new();
+    for d in 0..domains {
+        let domain_id = DomainId(Uuid::new_v4());
+        let name = format!("p5-{d}.test");
+        names
+            .claim(&name, runtime::names::Holder { tenant_id: tenant, domain_id }, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut state = None;
+        let mut seq = 0;
+        for version in 1..=HISTORY {
+            let data = if version == 1 {
+                EventData::DomainRegistered {
+                    region: None,
+                    requested_by: None,
+                    deadline_at: chrono::Utc::now() + chrono::Duration::days(7),
+                }
+            } else {
+                EventData::CheckRequested { trigger: email_domain_events::event::CheckTrigger::DnsConfigured }
+            };
+            let event = Event {
+                event_id: EventId(Uuid::new_v4()),
+                tenant_id: tenant,
+                domain_id,
+                domain: name.clone(),
+                version,
+                occurred_at: chrono::Utc::now(),
+                causation_id: CommandId(Uuid::new_v4()),
+                correlation_id: Uuid::new_v4(),
+                schema_version: SCHEMA_VERSION,
+                data,
+            };
+            seq = store.append(&event, seq).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            state = evolve(state, &event);
+            // Snapshots as the handler writes them.
+            store.maybe_snapshot(state.as_ref().unwrap(), seq);
+        }
+        targets.push(name);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // let the last snapshots land
+    // A cold handler: started now, warmed only on another domain (lease, consumer).
+    stack.start_handler();
+    let warm = stack.send("register_domain", Uuid::new_v4(), "p5-warmup.test").await;
+    anyhow::ensure!(warm.outcome == email_domain_events::outcome::Verdict::Accepted, "warm-up failed");
+    let mut lat = Vec::new();
+    for name in &targets {
+        let id = Uuid::new_v4();
+        let mut sub = stack.client.subscribe(format!("email_domains.outcomes.{id}")).await?;
+        let body = json!({"command_id": id, "tenant_id": tenant.0, "domain": name});
+        let started = Instant::now();
+        publish_command(&stack.js, "dns_configured", body).await?.await?;
+        let m = tokio::time::timeout(Duration::from_secs(10), sub.next()).await?.expect("outcome");
+        lat.push(started.elapsed().as_secs_f64() * 1000.0);
+        let o: serde_json::Value = serde_json::from_slice(&m.payload)?;
+        anyhow::ensure!(o["outcome"] == "accepted", "P5 command rejected: {o}");
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    stack.shutdown().await;
+    Ok((percentile(&lat, 0.5), *lat.last().unwrap()))
+}
