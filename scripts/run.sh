@@ -10,7 +10,8 @@
 #   4. "ready" once email_domains.query.sender answers
 #
 # Ctrl-C (SIGINT) or SIGTERM stops every child and exits 0. If a service dies, the
-# stack is stopped and the script exits 1.
+# stack is stopped and the script exits 1. (Started with `&` from a non-interactive
+# shell, a process inherits SIGINT as ignored: stop such a run with SIGTERM.)
 #
 # Environment: contract §1 (NATS_URL, DATABASE_URL, RESEND_API_KEY, ...), plus
 #   DEV_DNS_ADDR       dev-dns address                  (127.0.0.1:5354)

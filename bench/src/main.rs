@@ -226,8 +226,9 @@ async fn raw_baselines(n: usize) -> anyhow::Result<(f64, f64)> {
     Ok((publish, read_rate))
 }
 
+/// The stack as deployed: the default number of handler lanes.
 fn bench_options() -> StackOptions {
-    StackOptions::default()
+    StackOptions { handler_lanes: 256, ..StackOptions::default() }
 }
 
 async fn count_status(stack: &Stack, status: &str) -> i64 {
@@ -269,7 +270,33 @@ async fn p1_throughput(n: usize) -> anyhow::Result<f64> {
     }
     let published = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last_report = Instant::now();
     loop {
+        if std::env::var("BENCH_TRACE").is_ok() && last_report.elapsed() > Duration::from_millis(500) {
+            last_report = Instant::now();
+            let by_status: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM email_domains GROUP BY 1")
+                .fetch_all(&stack.pool)
+                .await
+                .unwrap_or_default();
+            let mut pending = Vec::new();
+            for (stream, consumer) in [
+                ("EMAIL_DOMAIN_COMMANDS", "command-handler"),
+                ("EMAIL_DOMAIN_EVENTS", "provider-dispatch"),
+                ("EMAIL_DOMAIN_PROVIDER_WORK", "provider-interactive"),
+                ("EMAIL_DOMAIN_EVENTS", "projector-email-domains"),
+                ("EMAIL_DOMAIN_EVENTS", "analytics-emitter"),
+                ("EMAIL_DOMAIN_EVENTS", "scheduler-timers"),
+            ] {
+                if let Ok(s) = stack.js.get_stream(stream).await {
+                    if let Ok(mut c) = s.get_consumer::<async_nats::jetstream::consumer::pull::Config>(consumer).await {
+                        if let Ok(i) = c.info().await {
+                            pending.push(format!("{consumer}: pending {} ack-pending {}", i.num_pending, i.num_ack_pending));
+                        }
+                    }
+                }
+            }
+            eprintln!("  t={:.1}s {by_status:?} {}", started.elapsed().as_secs_f64(), pending.join("; "));
+        }
         let done = count_status(&stack, "awaiting_dns").await;
         if done as usize >= n {
             break;
@@ -299,28 +326,25 @@ async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64)> {
     let published: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
     let seen: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Row visibility is observed, not polled: a trigger notifies at the projector's commit.
+    sqlx::query(
+        "CREATE OR REPLACE FUNCTION bench_notify() RETURNS trigger AS $$
+         BEGIN PERFORM pg_notify('bench_rows', NEW.domain_name); RETURN NEW; END $$ LANGUAGE plpgsql",
+    )
+    .execute(&stack.pool)
+    .await?;
+    sqlx::query("CREATE TRIGGER bench_rows AFTER INSERT ON email_domains FOR EACH ROW EXECUTE FUNCTION bench_notify()")
+        .execute(&stack.pool)
+        .await?;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&stack.pool).await?;
+    listener.listen("bench_rows").await?;
     let poller = {
-        let (pool, seen, done) = (stack.pool.clone(), seen.clone(), done.clone());
+        let (seen, done) = (seen.clone(), done.clone());
         tokio::spawn(async move {
-            let mut since = chrono::DateTime::<chrono::Utc>::from_timestamp(0, 0).unwrap();
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-                    "SELECT domain_name, created_at FROM email_domains WHERE tenant = $1 AND created_at >= $2",
-                )
-                .bind(tenant)
-                .bind(since)
-                .fetch_all(&pool)
-                .await
-                .unwrap_or_default();
-                let now = Instant::now();
-                {
-                    let mut seen = seen.lock().unwrap();
-                    for (name, created) in rows {
-                        seen.entry(name).or_insert(now);
-                        since = since.max(created - chrono::Duration::seconds(2));
-                    }
+                if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), listener.recv()).await {
+                    seen.lock().unwrap().entry(n.payload().to_string()).or_insert_with(Instant::now);
                 }
-                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         })
     };

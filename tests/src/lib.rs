@@ -127,6 +127,7 @@ pub struct StackOptions {
     pub command_dedup_window: Duration,
     pub provider_worker: bool,
     pub scheduler: bool,
+    pub handler_lanes: usize,
 }
 
 impl Default for StackOptions {
@@ -145,6 +146,7 @@ impl Default for StackOptions {
             command_dedup_window: Duration::from_secs(120),
             provider_worker: true,
             scheduler: true,
+            handler_lanes: 64,
         }
     }
 }
@@ -189,7 +191,7 @@ impl Stack {
             platform_from_address: "notifications@platform.invalid".into(),
             reserved_domains: ReservedDomains::parse(opts.reserved),
             provider_rate_limit: opts.provider_rate_limit,
-            handler_lanes: 64,
+            handler_lanes: opts.handler_lanes,
             snapshot_every: 16,
             lease_ttl: Duration::from_millis(1500),
             command_dedup_window: opts.command_dedup_window,

@@ -60,9 +60,12 @@ pub fn build(kind: &Kind, target: &Target2, opts: &SendOpts) -> Command {
         Kind::Refresh => (CommandType::RefreshStatus, None, None, who),
         Kind::Delete => (CommandType::DeleteDomain, None, None, who),
         Kind::Fail { reason } => (CommandType::FailDomain, None, Some(reason.clone()), who),
-        Kind::Release { reason } => {
-            (CommandType::DeleteDomain, None, Some(reason.clone()), format!("{who} (release: {reason})"))
-        }
+        Kind::Release { reason } => (
+            CommandType::DeleteDomain,
+            None,
+            Some(reason.clone()),
+            format!("{who} (release: {reason})"),
+        ),
     };
     Command {
         command_type,
@@ -79,9 +82,15 @@ pub fn build(kind: &Kind, target: &Target2, opts: &SendOpts) -> Command {
 }
 
 /// The stream sequence of the stored outcome of `id`, and its body.
-pub async fn stored_outcome(js: &jetstream::Context, id: CommandId) -> anyhow::Result<Option<(u64, bytes::Bytes)>> {
+pub async fn stored_outcome(
+    js: &jetstream::Context,
+    id: CommandId,
+) -> anyhow::Result<Option<(u64, bytes::Bytes)>> {
     let stream = js.get_stream_no_info(streams::OUTCOMES).await?;
-    match stream.direct_get_last_for_subject(Outcome::subject(id)).await {
+    match stream
+        .direct_get_last_for_subject(Outcome::subject(id))
+        .await
+    {
         Ok(m) => Ok(Some((m.sequence, m.payload))),
         Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
         Err(e) => Err(anyhow::anyhow!("outcome lookup failed: {e}")),
@@ -122,19 +131,35 @@ pub async fn publish_and_wait(
         _ => None,
     };
     let before = match command_id {
-        Some(id) => stored_outcome(js, id).await.map_err(|e| CtlError::unreachable(format!("{e:#}")))?,
+        Some(id) => stored_outcome(js, id)
+            .await
+            .map_err(|e| CtlError::unreachable(format!("{e:#}")))?,
         None => None,
     };
     let before_seq = before.as_ref().map(|(s, _)| *s).unwrap_or(0);
     let ack = js
-        .send_publish(subject.to_string(), PublishMessage::build().payload(body).message_id(msg_id))
+        .send_publish(
+            subject.to_string(),
+            PublishMessage::build().payload(body).message_id(msg_id),
+        )
         .await
         .map_err(|e| CtlError::unreachable(format!("cannot publish to {subject}: {e}")))?
         .await
-        .map_err(|e| CtlError::unreachable(format!("JetStream did not store the message on {subject}: {e}")))?;
-    let mut sent =
-        Sent { stream_seq: ack.sequence, msg_id: msg_id.to_string(), duplicate: ack.duplicate, outcome: None, waited: false };
-    let (Some(id), Some(wait)) = (command_id, wait) else { return Ok(sent) };
+        .map_err(|e| {
+            CtlError::unreachable(format!(
+                "JetStream did not store the message on {subject}: {e}"
+            ))
+        })?;
+    let mut sent = Sent {
+        stream_seq: ack.sequence,
+        msg_id: msg_id.to_string(),
+        duplicate: ack.duplicate,
+        outcome: None,
+        waited: false,
+    };
+    let (Some(id), Some(wait)) = (command_id, wait) else {
+        return Ok(sent);
+    };
     sent.waited = true;
     if ack.duplicate {
         if let Some((_, b)) = before {
@@ -173,7 +198,13 @@ pub async fn publish_and_wait(
 pub fn outcome_code(v: &serde_json::Value) -> i32 {
     match serde_json::from_value::<Outcome>(v.clone()) {
         Ok(o) if o.outcome == Verdict::Accepted => error::OK,
-        Ok(o) if o.reason.as_ref().is_some_and(|r| r.code == "domain_not_found") => error::NOT_FOUND,
+        Ok(o)
+            if o.reason
+                .as_ref()
+                .is_some_and(|r| r.code == "domain_not_found") =>
+        {
+            error::NOT_FOUND
+        }
         _ => error::NEGATIVE,
     }
 }
@@ -183,19 +214,32 @@ pub fn describe_outcome(v: &serde_json::Value) -> String {
     match v.get("outcome").and_then(|o| o.as_str()) {
         Some("accepted") => format!("accepted: {} (domain id {})", s("domain"), s("domain_id")),
         Some("rejected") => {
-            let code = v.pointer("/reason/code").and_then(|x| x.as_str()).unwrap_or("?");
-            let msg = v.pointer("/reason/message").and_then(|x| x.as_str()).unwrap_or("");
+            let code = v
+                .pointer("/reason/code")
+                .and_then(|x| x.as_str())
+                .unwrap_or("?");
+            let msg = v
+                .pointer("/reason/message")
+                .and_then(|x| x.as_str())
+                .unwrap_or("");
             format!("rejected ({code}): {msg}")
         }
         _ => format!("outcome: {v}"),
     }
 }
 
-pub async fn operator(ep: &Endpoints, io: &mut Io, kind: Kind, target: &Target2, opts: &SendOpts) -> CtlResult<i32> {
+pub async fn operator(
+    ep: &Endpoints,
+    io: &mut Io,
+    kind: Kind,
+    target: &Target2,
+    opts: &SendOpts,
+) -> CtlResult<i32> {
     let command = build(&kind, target, opts);
     let client = connect::nats(&ep.nats_url).await?;
     let js = connect::jetstream(client.clone(), &ep.nats_url).await?;
-    let body = serde_json::to_vec(&command.to_body()).map_err(|e| CtlError::negative(e.to_string()))?;
+    let body =
+        serde_json::to_vec(&command.to_body()).map_err(|e| CtlError::negative(e.to_string()))?;
     let wait = wait_for(opts.timeout, opts.no_wait);
     let sent = publish_and_wait(
         &client,
@@ -227,7 +271,11 @@ pub async fn operator(ep: &Endpoints, io: &mut Io, kind: Kind, target: &Target2,
             normalise(&command.domain),
             command.tenant_id,
             command.command_id,
-            if sent.duplicate { " (JetStream saw this id moments ago: the earlier outcome stands)" } else { "" }
+            if sent.duplicate {
+                " (JetStream saw this id moments ago: the earlier outcome stands)"
+            } else {
+                ""
+            }
         ));
         if let Some(o) = &sent.outcome {
             io.line(describe_outcome(o));

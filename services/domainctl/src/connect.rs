@@ -63,7 +63,12 @@ pub async fn jetstream(client: async_nats::Client, url: &str) -> CtlResult<jetst
 
 fn pg_options(url: &str) -> CtlResult<PgConnectOptions> {
     Ok(PgConnectOptions::from_str(url)
-        .map_err(|e| CtlError::usage(format!("DATABASE_URL {} is not a Postgres URL: {e}", redact(url))))?
+        .map_err(|e| {
+            CtlError::usage(format!(
+                "DATABASE_URL {} is not a Postgres URL: {e}",
+                redact(url)
+            ))
+        })?
         .options([("timezone", "UTC")]))
 }
 

@@ -15,7 +15,10 @@ use uuid::Uuid;
 
 fn preview(body: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(body);
-    let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if flat.chars().count() <= max {
         flat
     } else {
@@ -37,14 +40,21 @@ fn entry(seq: u64, l: &DeadLetter) -> serde_json::Value {
     })
 }
 
-pub async fn list(ep: &Endpoints, io: &mut Io, reason: Option<&str>, limit: usize) -> CtlResult<i32> {
+pub async fn list(
+    ep: &Endpoints,
+    io: &mut Io,
+    reason: Option<&str>,
+    limit: usize,
+) -> CtlResult<i32> {
     let client = connect::nats(&ep.nats_url).await?;
     let js = connect::jetstream(client, &ep.nats_url).await?;
-    let mut stream = js
-        .get_stream(streams::DEAD_LETTERS)
+    let mut stream = js.get_stream(streams::DEAD_LETTERS).await.map_err(|e| {
+        CtlError::unreachable(format!("cannot open {}: {e}", streams::DEAD_LETTERS))
+    })?;
+    let info = stream
+        .info()
         .await
-        .map_err(|e| CtlError::unreachable(format!("cannot open {}: {e}", streams::DEAD_LETTERS)))?;
-    let info = stream.info().await.map_err(|e| CtlError::unreachable(format!("stream info: {e}")))?;
+        .map_err(|e| CtlError::unreachable(format!("stream info: {e}")))?;
     let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     let mut found: Vec<(u64, DeadLetter)> = Vec::new();
     let mut unreadable = 0;
@@ -57,13 +67,19 @@ pub async fn list(ep: &Endpoints, io: &mut Io, reason: Option<&str>, limit: usiz
                 Err(_) => unreadable += 1,
             },
             Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => {}
-            Err(e) => return Err(CtlError::unreachable(format!("reading dead letter {seq}: {e}"))),
+            Err(e) => {
+                return Err(CtlError::unreachable(format!(
+                    "reading dead letter {seq}: {e}"
+                )))
+            }
         }
         seq -= 1;
     }
     found.reverse();
     if io.json {
-        io.json_value(&serde_json::Value::Array(found.iter().map(|(s, l)| entry(*s, l)).collect()));
+        io.json_value(&serde_json::Value::Array(
+            found.iter().map(|(s, l)| entry(*s, l)).collect(),
+        ));
         return Ok(error::OK);
     }
     if found.is_empty() {
@@ -73,15 +89,23 @@ pub async fn list(ep: &Endpoints, io: &mut Io, reason: Option<&str>, limit: usiz
         let body = l.body().unwrap_or_default();
         io.line(format!(
             "#{seq}  {}  {}  on {}",
-            l.received_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            l.received_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             l.reason,
             l.subject
         ));
         io.line(format!("    error: {}", l.error));
-        io.line(format!("    body ({} bytes): {}", body.len(), preview(&body, 120)));
+        io.line(format!(
+            "    body ({} bytes): {}",
+            body.len(),
+            preview(&body, 120)
+        ));
     }
     if unreadable > 0 {
-        io.note(format!("note: {unreadable} messages in {} are not dead letters", streams::DEAD_LETTERS));
+        io.note(format!(
+            "note: {unreadable} messages in {} are not dead letters",
+            streams::DEAD_LETTERS
+        ));
     }
     Ok(error::OK)
 }
@@ -95,9 +119,9 @@ pub async fn retry(
     wait: Option<Duration>,
 ) -> CtlResult<i32> {
     let body = match body_file {
-        Some(p) => Some(
-            std::fs::read(p).map_err(|e| CtlError::usage(format!("cannot read the body file {}: {e}", p.display())))?,
-        ),
+        Some(p) => Some(std::fs::read(p).map_err(|e| {
+            CtlError::usage(format!("cannot read the body file {}: {e}", p.display()))
+        })?),
         None => None,
     };
     let client = connect::nats(&ep.nats_url).await?;
@@ -105,21 +129,31 @@ pub async fn retry(
     let stream = js
         .get_stream_no_info(streams::DEAD_LETTERS)
         .await
-        .map_err(|e| CtlError::unreachable(format!("cannot open {}: {e}", streams::DEAD_LETTERS)))?;
+        .map_err(|e| {
+            CtlError::unreachable(format!("cannot open {}: {e}", streams::DEAD_LETTERS))
+        })?;
     let msg = match stream.direct_get(seq).await {
         Ok(m) => m,
         Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => {
-            return Err(CtlError::not_found(format!("there is no dead letter with sequence {seq}")))
+            return Err(CtlError::not_found(format!(
+                "there is no dead letter with sequence {seq}"
+            )))
         }
-        Err(e) => return Err(CtlError::unreachable(format!("reading dead letter {seq}: {e}"))),
+        Err(e) => {
+            return Err(CtlError::unreachable(format!(
+                "reading dead letter {seq}: {e}"
+            )))
+        }
     };
     let letter: DeadLetter = serde_json::from_slice(&msg.payload)
         .map_err(|e| CtlError::negative(format!("message {seq} is not a dead letter: {e}")))?;
     let body = match body {
         Some(b) => b,
-        None => letter
-            .body()
-            .map_err(|e| CtlError::negative(format!("dead letter {seq} has an unreadable body_base64: {e}")))?,
+        None => letter.body().map_err(|e| {
+            CtlError::negative(format!(
+                "dead letter {seq} has an unreadable body_base64: {e}"
+            ))
+        })?,
     };
     let subject = subject.unwrap_or(&letter.subject).to_string();
     if !subject.starts_with("email_domains.commands.") {
@@ -129,17 +163,43 @@ pub async fn retry(
     }
     let command_id = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
-        .and_then(|v| v.get("command_id").and_then(|c| c.as_str()).and_then(|c| Uuid::parse_str(c).ok()))
+        .and_then(|v| {
+            v.get("command_id")
+                .and_then(|c| c.as_str())
+                .and_then(|c| Uuid::parse_str(c).ok())
+        })
         .map(CommandId);
-    let msg_id = command_id.map(|c| c.to_string()).unwrap_or_else(|| Uuid::new_v4().to_string());
-    let mut sent = publish_and_wait(&client, &js, &subject, body.clone().into(), &msg_id, command_id, wait).await?;
+    let msg_id = command_id
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| Uuid::new_v4().to_string());
+    let mut sent = publish_and_wait(
+        &client,
+        &js,
+        &subject,
+        body.clone().into(),
+        &msg_id,
+        command_id,
+        wait,
+    )
+    .await?;
     if sent.duplicate && sent.outcome.is_none() {
         // JetStream dropped it as a repeat of the original within its duplicate window;
         // the command id is the command's identity, the header only a hint, so re-send
         // under a fresh message id.
         let fresh = format!("{msg_id}.retry.{}", Uuid::new_v4());
-        io.note(format!("note: JetStream took Nats-Msg-Id {msg_id} for a repeat; re-sent as {fresh}"));
-        sent = publish_and_wait(&client, &js, &subject, body.clone().into(), &fresh, command_id, wait).await?;
+        io.note(format!(
+            "note: JetStream took Nats-Msg-Id {msg_id} for a repeat; re-sent as {fresh}"
+        ));
+        sent = publish_and_wait(
+            &client,
+            &js,
+            &subject,
+            body.clone().into(),
+            &fresh,
+            command_id,
+            wait,
+        )
+        .await?;
     }
     let code = match &sent.outcome {
         Some(o) => outcome_code(o),

@@ -22,7 +22,10 @@ pub struct CtlError {
 
 impl CtlError {
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        CtlError { code, message: message.into() }
+        CtlError {
+            code,
+            message: message.into(),
+        }
     }
     pub fn negative(message: impl Into<String>) -> Self {
         Self::new(NEGATIVE, message)
@@ -58,9 +61,12 @@ impl From<anyhow::Error> for CtlError {
 impl From<sqlx::Error> for CtlError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                CtlError::unreachable(format!("Postgres: {e}; is Postgres running and DATABASE_URL right?"))
-            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => CtlError::unreachable(format!(
+                "Postgres: {e}; is Postgres running and DATABASE_URL right?"
+            )),
             _ => CtlError::negative(format!("Postgres: {e}")),
         }
     }

@@ -5,7 +5,9 @@ use crate::error::{self, CtlError, CtlResult};
 use crate::{DomainRef, Io};
 use chrono::{DateTime, Utc};
 use email_domain_events::event::EventData;
-use email_domain_events::{DnsStatus, DomainId, DomainName, DomainState, Event, ReservedDomains, Status, TenantId};
+use email_domain_events::{
+    DnsStatus, DomainId, DomainName, DomainState, Event, ReservedDomains, Status, TenantId,
+};
 use runtime::names::NameIndex;
 use runtime::store::EventStore;
 use runtime::streams;
@@ -16,12 +18,18 @@ use uuid::Uuid;
 
 /// A clap value parser for `--status`.
 pub fn parse_status(s: &str) -> Result<String, String> {
-    Status::parse(s).map(|s| s.as_str().to_string()).ok_or_else(|| {
-        format!(
-            "{s:?} is not a status; use one of {}",
-            Status::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        )
-    })
+    Status::parse(s)
+        .map(|s| s.as_str().to_string())
+        .ok_or_else(|| {
+            format!(
+                "{s:?} is not a status; use one of {}",
+                Status::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
 }
 
 /// A clap value parser for durations such as `3d`, `12h`, `30m`, `45s`, `1w`, `1d12h`.
@@ -48,7 +56,9 @@ pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
             's' => 1,
             _ => return Err(bad()),
         };
-        total = total.checked_add(n.checked_mul(unit).ok_or_else(bad)?).ok_or_else(bad)?;
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
     }
     if !num.is_empty() {
         // A bare number means seconds.
@@ -73,7 +83,8 @@ pub fn human_age(d: chrono::Duration) -> String {
 }
 
 fn ts(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_else(|| "-".into())
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// The name as the service stores it: lower case, no trailing dot, IDNs as A-labels.
@@ -97,7 +108,10 @@ async fn optional_db(ep: &Endpoints, io: &mut Io) -> Option<PgPool> {
     match connect::db(&ep.database_url, 2).await {
         Ok(p) => Some(p),
         Err(e) => {
-            io.note(format!("note: {}; showing what NATS alone knows", e.message));
+            io.note(format!(
+                "note: {}; showing what NATS alone knows",
+                e.message
+            ));
             None
         }
     }
@@ -114,17 +128,24 @@ pub async fn resolve(
     let tenant = TenantId(d.tenant);
     let name = d.domain.as_deref().map(normalise);
     if let Some(id) = d.domain_id {
-        let loaded = store.load(tenant, DomainId(id)).await.map_err(|e| CtlError::unreachable(format!("{e:#}")))?;
+        let loaded = store
+            .load(tenant, DomainId(id))
+            .await
+            .map_err(|e| CtlError::unreachable(format!("{e:#}")))?;
         return match loaded.state {
-            Some(s) if name.as_deref().is_none_or(|n| n == s.domain) => {
-                Ok(Found { domain_id: s.domain_id, domain: s.domain, others: Vec::new() })
-            }
+            Some(s) if name.as_deref().is_none_or(|n| n == s.domain) => Ok(Found {
+                domain_id: s.domain_id,
+                domain: s.domain,
+                others: Vec::new(),
+            }),
             Some(s) => Err(CtlError::not_found(format!(
                 "domain id {id} of tenant {tenant} is {}, not {}",
                 s.domain,
                 name.unwrap_or_default()
             ))),
-            None => Err(CtlError::not_found(format!("tenant {tenant} has no domain with id {id}"))),
+            None => Err(CtlError::not_found(format!(
+                "tenant {tenant} has no domain with id {id}"
+            ))),
         };
     }
     let name = name.unwrap_or_default();
@@ -134,7 +155,11 @@ pub async fn resolve(
         if let Ok(Some(claim)) = NameIndex::new(kv).get(&name).await {
             if claim.holder.tenant_id == tenant {
                 holder = Some(claim.holder.domain_id);
-                candidates.push((claim.holder.domain_id, None, "current holder of the name".into()));
+                candidates.push((
+                    claim.holder.domain_id,
+                    None,
+                    "current holder of the name".into(),
+                ));
             }
         }
     }
@@ -160,19 +185,30 @@ pub async fn resolve(
     let Some((first, _, _)) = candidates.first().cloned() else {
         return Err(CtlError::not_found(format!(
             "tenant {tenant} has no registration of {name}{}",
-            if db.is_none() { " that NATS knows of (Postgres was not reachable for older ones)" } else { "" }
+            if db.is_none() {
+                " that NATS knows of (Postgres was not reachable for older ones)"
+            } else {
+                ""
+            }
         )));
     };
     Ok(Found {
         domain_id: first,
         domain: name,
-        others: candidates.into_iter().skip(1).map(|(id, _, what)| (id, what)).collect(),
+        others: candidates
+            .into_iter()
+            .skip(1)
+            .map(|(id, _, what)| (id, what))
+            .collect(),
     })
 }
 
 fn note_others(io: &mut Io, f: &Found) {
     if !f.others.is_empty() {
-        io.note(format!("note: showing registration {}; the tenant has other registrations of {}:", f.domain_id, f.domain));
+        io.note(format!(
+            "note: showing registration {}; the tenant has other registrations of {}:",
+            f.domain_id, f.domain
+        ));
         for (id, what) in &f.others {
             io.note(format!("  --domain-id {id}  ({what})"));
         }
@@ -266,9 +302,12 @@ pub fn summary(e: &Event) -> String {
 async fn open_store(ep: &Endpoints) -> CtlResult<(async_nats::jetstream::Context, EventStore)> {
     let client = connect::nats(&ep.nats_url).await?;
     let js = connect::jetstream(client, &ep.nats_url).await?;
-    let store = EventStore::open(&js, 16)
-        .await
-        .map_err(|e| CtlError::unreachable(format!("cannot open the event store on {}: {e:#}", ep.nats_url)))?;
+    let store = EventStore::open(&js, 16).await.map_err(|e| {
+        CtlError::unreachable(format!(
+            "cannot open the event store on {}: {e:#}",
+            ep.nats_url
+        ))
+    })?;
     Ok((js, store))
 }
 
@@ -282,15 +321,30 @@ pub async fn history(ep: &Endpoints, io: &mut Io, d: &DomainRef) -> CtlResult<i3
         .await
         .map_err(|e| CtlError::negative(format!("cannot read the history: {e:#}")))?;
     if events.is_empty() {
-        return Err(CtlError::not_found(format!("domain {} of tenant {} has no events", found.domain_id, d.tenant)));
+        return Err(CtlError::not_found(format!(
+            "domain {} of tenant {} has no events",
+            found.domain_id, d.tenant
+        )));
     }
     if io.json {
-        let arr: Vec<serde_json::Value> = events.iter().map(|(_, e)| serde_json::to_value(e).unwrap_or_default()).collect();
+        let arr: Vec<serde_json::Value> = events
+            .iter()
+            .map(|(_, e)| serde_json::to_value(e).unwrap_or_default())
+            .collect();
         io.json_value(&serde_json::Value::Array(arr));
         return Ok(error::OK);
     }
-    io.line(format!("{} (domain {}, tenant {}): {} events", found.domain, found.domain_id, d.tenant, events.len()));
-    io.line(format!("{:<4} {:<20} {:<20} {:<36} {}", "VER", "TYPE", "OCCURRED_AT", "CAUSATION_ID", "SUMMARY"));
+    io.line(format!(
+        "{} (domain {}, tenant {}): {} events",
+        found.domain,
+        found.domain_id,
+        d.tenant,
+        events.len()
+    ));
+    io.line(format!(
+        "{:<4} {:<20} {:<20} {:<36} {}",
+        "VER", "TYPE", "OCCURRED_AT", "CAUSATION_ID", "SUMMARY"
+    ));
     for (_, e) in &events {
         io.line(format!(
             "{:<4} {:<20} {:<20} {:<36} {}",
@@ -306,12 +360,15 @@ pub async fn history(ep: &Endpoints, io: &mut Io, d: &DomainRef) -> CtlResult<i3
 
 async fn timer_due(db: Option<&PgPool>, id: DomainId) -> Option<DateTime<Utc>> {
     let db = db?;
-    sqlx::query_scalar::<_, DateTime<Utc>>(&format!("SELECT due_at FROM {} WHERE domain_id = $1", scheduler::TIMERS))
-        .bind(id.0)
-        .fetch_optional(db)
-        .await
-        .ok()
-        .flatten()
+    sqlx::query_scalar::<_, DateTime<Utc>>(&format!(
+        "SELECT due_at FROM {} WHERE domain_id = $1",
+        scheduler::TIMERS
+    ))
+    .bind(id.0)
+    .fetch_optional(db)
+    .await
+    .ok()
+    .flatten()
 }
 
 pub async fn state(ep: &Endpoints, io: &mut Io, d: &DomainRef) -> CtlResult<i32> {
@@ -324,7 +381,10 @@ pub async fn state(ep: &Endpoints, io: &mut Io, d: &DomainRef) -> CtlResult<i32>
         .await
         .map_err(|e| CtlError::negative(format!("cannot read the events: {e:#}")))?;
     let Some(s) = loaded.state else {
-        return Err(CtlError::not_found(format!("domain {} of tenant {} has no events", found.domain_id, d.tenant)));
+        return Err(CtlError::not_found(format!(
+            "domain {} of tenant {} has no events",
+            found.domain_id, d.tenant
+        )));
     };
     let due = timer_due(db.as_ref(), s.domain_id).await;
     if io.json {
@@ -346,7 +406,11 @@ fn print_state(io: &mut Io, s: &DomainState, due: Option<DateTime<Utc>>) {
     io.line(format!("domain          {}", s.domain));
     io.line(format!("domain id       {}", s.domain_id));
     io.line(format!("tenant          {}", s.tenant_id));
-    io.line(format!("status          {} (version {})", s.status.as_str(), s.version));
+    io.line(format!(
+        "status          {} (version {})",
+        s.status.as_str(),
+        s.version
+    ));
     if let Some(r) = &s.failure_reason {
         io.line(format!("failure reason  {r}"));
     }
@@ -404,7 +468,11 @@ fn print_state(io: &mut Io, s: &DomainState, due: Option<DateTime<Utc>>) {
             io.line(format!("      observed: {o}"));
         }
         if let Some(d) = &r.diagnosis {
-            io.line(format!("      {}: {}", json!(d.code).as_str().unwrap_or(""), d.message));
+            io.line(format!(
+                "      {}: {}",
+                json!(d.code).as_str().unwrap_or(""),
+                d.message
+            ));
         }
     }
 }
@@ -474,7 +542,9 @@ pub async fn domains(
             v["id"].as_str().unwrap_or(""),
             v["domain_name"].as_str().unwrap_or(""),
             v["status"].as_str().unwrap_or(""),
-            updated.map(|u| human_age(now - u)).unwrap_or_else(|| "-".into()),
+            updated
+                .map(|u| human_age(now - u))
+                .unwrap_or_else(|| "-".into()),
             ts(r.get("next_check_at")),
             v["failure_reason"].as_str().unwrap_or("")
         ));
@@ -501,8 +571,11 @@ pub async fn sender(ep: &Endpoints, io: &mut Io, tenant: Uuid, timeout: f64) -> 
             )))
         }
     };
-    let v: serde_json::Value = serde_json::from_slice(&reply.payload)
-        .map_err(|e| CtlError::negative(format!("the query service answered something that is not JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(&reply.payload).map_err(|e| {
+        CtlError::negative(format!(
+            "the query service answered something that is not JSON: {e}"
+        ))
+    })?;
     if io.json {
         io.json_value(&v);
         return Ok(error::OK);
@@ -512,7 +585,10 @@ pub async fn sender(ep: &Endpoints, io: &mut Io, tenant: Uuid, timeout: f64) -> 
         return Ok(error::NEGATIVE);
     }
     io.line(format!("from     {}", v["from"].as_str().unwrap_or("?")));
-    io.line(format!("domain   {}", v["domain"].as_str().unwrap_or("- (the platform address)")));
+    io.line(format!(
+        "domain   {}",
+        v["domain"].as_str().unwrap_or("- (the platform address)")
+    ));
     io.line(format!("managed  {}", v["managed"]));
     Ok(error::OK)
 }

@@ -27,7 +27,13 @@ pub use replay::{replay, ReplayOptions, ReplaySummary, Target};
 /// command was rejected); 2 usage error; 3 not found (unknown tenant, domain or dead
 /// letter); 4 NATS or Postgres unreachable, or no service answered.
 #[derive(Debug, Parser)]
-#[command(name = "domainctl", version, about, long_about, propagate_version = true)]
+#[command(
+    name = "domainctl",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Machine-readable JSON on stdout instead of text for people.
     #[arg(long, global = true)]
@@ -279,7 +285,11 @@ fn endpoints(cli: &Cli) -> Endpoints {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli, progress: bool) -> Output {
-    let mut io = Io { json: cli.json, progress: progress && !cli.json, ..Default::default() };
+    let mut io = Io {
+        json: cli.json,
+        progress: progress && !cli.json,
+        ..Default::default()
+    };
     let ep = endpoints(&cli);
     let code = match dispatch(cli.command, &ep, &mut io).await {
         Ok(code) => code,
@@ -288,7 +298,11 @@ pub async fn run(cli: Cli, progress: bool) -> Output {
             e.code
         }
     };
-    Output { code, stdout: io.out, stderr: io.err }
+    Output {
+        code,
+        stdout: io.out,
+        stderr: io.err,
+    }
 }
 
 /// Parses `args` (the first is the program name) and runs them. `--help` and usage
@@ -304,9 +318,17 @@ where
             let text = e.render().to_string();
             let code = e.exit_code();
             if code == 0 {
-                Output { code, stdout: text, stderr: String::new() }
+                Output {
+                    code,
+                    stdout: text,
+                    stderr: String::new(),
+                }
             } else {
-                Output { code, stdout: String::new(), stderr: text }
+                Output {
+                    code,
+                    stdout: String::new(),
+                    stderr: text,
+                }
             }
         }
     }
@@ -316,7 +338,11 @@ async fn dispatch(cmd: Cmd, ep: &Endpoints, io: &mut Io) -> CtlResult<i32> {
     match cmd {
         Cmd::History(d) => inspect::history(ep, io, &d).await,
         Cmd::State(d) => inspect::state(ep, io, &d).await,
-        Cmd::DnsCheck { domain, records, nameserver } => {
+        Cmd::DnsCheck {
+            domain,
+            records,
+            nameserver,
+        } => {
             let ns = match nameserver {
                 Some(s) => Some(dns_check::parse_nameserver(&s).map_err(|e| {
                     CtlError::usage(format!("--nameserver {s:?} is not an ip:port: {e}"))
@@ -335,28 +361,69 @@ async fn dispatch(cmd: Cmd, ep: &Endpoints, io: &mut Io) -> CtlResult<i32> {
         Cmd::DeadLetters(DeadLettersCmd::List { reason, limit }) => {
             dead_letters::list(ep, io, reason.as_deref(), limit).await
         }
-        Cmd::DeadLetters(DeadLettersCmd::Retry { seq, body, subject, timeout, no_wait }) => {
-            dead_letters::retry(ep, io, seq, body.as_deref(), subject.as_deref(), commands::wait_for(timeout, no_wait))
-                .await
+        Cmd::DeadLetters(DeadLettersCmd::Retry {
+            seq,
+            body,
+            subject,
+            timeout,
+            no_wait,
+        }) => {
+            dead_letters::retry(
+                ep,
+                io,
+                seq,
+                body.as_deref(),
+                subject.as_deref(),
+                commands::wait_for(timeout, no_wait),
+            )
+            .await
         }
-        Cmd::Register { target, region, send } => {
-            commands::operator(ep, io, commands::Kind::Register { region }, &target, &send).await
-        }
+        Cmd::Register {
+            target,
+            region,
+            send,
+        } => commands::operator(ep, io, commands::Kind::Register { region }, &target, &send).await,
         Cmd::DnsConfigured { target, send } => {
             commands::operator(ep, io, commands::Kind::DnsConfigured, &target, &send).await
         }
-        Cmd::Refresh { target, send } => commands::operator(ep, io, commands::Kind::Refresh, &target, &send).await,
-        Cmd::Delete { target, send } => commands::operator(ep, io, commands::Kind::Delete, &target, &send).await,
-        Cmd::Fail { target, reason, send } => {
-            commands::operator(ep, io, commands::Kind::Fail { reason }, &target, &send).await
+        Cmd::Refresh { target, send } => {
+            commands::operator(ep, io, commands::Kind::Refresh, &target, &send).await
         }
-        Cmd::Release { target, reason, send } => {
-            commands::operator(ep, io, commands::Kind::Release { reason }, &target, &send).await
+        Cmd::Delete { target, send } => {
+            commands::operator(ep, io, commands::Kind::Delete, &target, &send).await
         }
-        Cmd::Domains { tenant, status, older_than, include_deactivated, limit } => {
-            inspect::domains(ep, io, tenant, status, older_than, include_deactivated, limit).await
+        Cmd::Fail {
+            target,
+            reason,
+            send,
+        } => commands::operator(ep, io, commands::Kind::Fail { reason }, &target, &send).await,
+        Cmd::Release {
+            target,
+            reason,
+            send,
+        } => commands::operator(ep, io, commands::Kind::Release { reason }, &target, &send).await,
+        Cmd::Domains {
+            tenant,
+            status,
+            older_than,
+            include_deactivated,
+            limit,
+        } => {
+            inspect::domains(
+                ep,
+                io,
+                tenant,
+                status,
+                older_than,
+                include_deactivated,
+                limit,
+            )
+            .await
         }
         Cmd::Sender { tenant, timeout } => inspect::sender(ep, io, tenant, timeout).await,
-        Cmd::Replay { projection, emit_analytics } => replay::run_cli(ep, io, &projection, emit_analytics).await,
+        Cmd::Replay {
+            projection,
+            emit_analytics,
+        } => replay::run_cli(ep, io, &projection, emit_analytics).await,
     }
 }

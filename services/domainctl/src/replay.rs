@@ -19,7 +19,7 @@ use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::Deliv
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use email_domain_events::tenant::TenantSettings;
-use email_domain_events::{evolve, DomainId, DomainState, Event, TenantId};
+use email_domain_events::{evolve, DomainId, DomainState, Event, EventData, TenantId};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use projector::email_domains::Row;
@@ -116,7 +116,14 @@ pub struct Phase {
 impl Phase {
     fn new(d: Duration, events: u64) -> Phase {
         let seconds = d.as_secs_f64();
-        Phase { seconds, events_per_sec: if seconds > 0.0 { events as f64 / seconds } else { 0.0 } }
+        Phase {
+            seconds,
+            events_per_sec: if seconds > 0.0 {
+                events as f64 / seconds
+            } else {
+                0.0
+            },
+        }
     }
 }
 
@@ -192,7 +199,17 @@ impl Fold {
             is_new = true;
             TenantEntry::default()
         });
-        let changed = entry.settings.apply(e);
+        // Only these events can change a tenant's settings (`TenantSettings::apply`
+        // leaves the rest alone); skipping the others saves its clone per event.
+        let relevant = matches!(
+            e.data,
+            EventData::ProviderPolled { verified: true, .. }
+                | EventData::VerificationFailed { .. }
+                | EventData::DomainDeleted { .. }
+                | EventData::DomainReleased { .. }
+                | EventData::ProvisioningFailed { .. }
+        );
+        let changed = relevant && entry.settings.apply(e);
         if changed || is_new {
             entry.updated_at = Some(e.occurred_at);
         }
@@ -209,11 +226,18 @@ impl Fold {
     }
 
     fn domain_rows(&self) -> Vec<Row> {
-        self.domains.values().flatten().map(Row::from_state).collect()
+        self.domains
+            .values()
+            .flatten()
+            .map(Row::from_state)
+            .collect()
     }
 
     fn tenant_rows(&self) -> Vec<SettingsRow> {
-        self.tenants.iter().map(|(t, e)| settings_row(*t, &e.settings, e.updated_at)).collect()
+        self.tenants
+            .iter()
+            .map(|(t, e)| settings_row(*t, &e.settings, e.updated_at))
+            .collect()
     }
 }
 
@@ -251,7 +275,7 @@ fn decode_fast(bytes: &[u8]) -> Option<Event> {
     text.push_str(",\"data\":");
     text.push_str(data.get());
     text.push('}');
-    let data: email_domain_events::EventData = serde_json::from_str(&text).ok()?;
+    let data: EventData = serde_json::from_str(&text).ok()?;
     Some(Event {
         event_id: env.event_id,
         tenant_id: env.tenant_id,
@@ -294,7 +318,11 @@ fn decode_chunk(chunk: Vec<(u64, Bytes)>) -> Decoded {
             }
         }
     }
-    Decoded { events, unreadable, took: start.elapsed() }
+    Decoded {
+        events,
+        unreadable,
+        took: start.elapsed(),
+    }
 }
 
 /// Reads stream sequences `from..=to` of the events stream with an ordered consumer
@@ -311,18 +339,34 @@ async fn read_range(
         return Ok(0);
     }
     let stream = js.get_stream_no_info(streams::EVENTS).await?;
-    let deliver_policy =
-        if from <= 1 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: from } };
+    let deliver_policy = if from <= 1 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: from,
+        }
+    };
     let consumer = stream
-        .create_consumer(OrderedConfig { deliver_policy, ..Default::default() })
+        .create_consumer(OrderedConfig {
+            deliver_policy,
+            ..Default::default()
+        })
         .await
-        .map_err(|e| anyhow::anyhow!("cannot create an ordered consumer on {}: {e}", streams::EVENTS))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create an ordered consumer on {}: {e}",
+                streams::EVENTS
+            )
+        })?;
     let mut messages = consumer.messages().await?;
     let mut buf = Vec::with_capacity(chunk);
     let mut n = 0u64;
     while let Some(m) = messages.next().await {
         let m = m.map_err(|e| anyhow::anyhow!("reading the event stream: {e}"))?;
-        let seq = m.info().map_err(|e| anyhow::anyhow!("event without stream info: {e}"))?.stream_sequence;
+        let seq = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("event without stream info: {e}"))?
+            .stream_sequence;
         if seq > to {
             break;
         }
@@ -330,7 +374,11 @@ async fn read_range(
         n += 1;
         if buf.len() >= chunk {
             bar.inc(buf.len() as u64);
-            if tx.send(std::mem::replace(&mut buf, Vec::with_capacity(chunk))).await.is_err() {
+            if tx
+                .send(std::mem::replace(&mut buf, Vec::with_capacity(chunk)))
+                .await
+                .is_err()
+            {
                 anyhow::bail!("the fold stopped");
             }
         }
@@ -354,6 +402,7 @@ struct ReadResult {
 }
 
 /// Reads `from..=to`, decodes in parallel and folds into `fold` in stream order.
+#[allow(clippy::too_many_arguments)]
 async fn read_and_fold(
     js: &jetstream::Context,
     fold: Fold,
@@ -389,7 +438,7 @@ async fn read_and_fold(
         tokio::spawn(async move {
             let (mut ok, mut failed) = (0u64, 0u64);
             while let Some(events) = emit_rx.recv().await {
-                let results: Vec<anyhow::Result<usize>> = futures::stream::iter(events.into_iter())
+                let results: Vec<anyhow::Result<usize>> = futures::stream::iter(events)
                     .map(|e| {
                         let js = js.clone();
                         async move { projector::analytics::emit(&js, &e).await }
@@ -430,16 +479,35 @@ async fn read_and_fold(
         drop(emit_tx);
         (fold, events, unreadable, decode_time)
     });
-    let read = reader.await.map_err(|e| anyhow::anyhow!("reader panicked: {e}"))?;
-    decoder.await.map_err(|e| anyhow::anyhow!("decoder panicked: {e}"))??;
-    let (fold, events, unreadable, decode_time) = folder.await.map_err(|e| anyhow::anyhow!("fold panicked: {e}"))?;
-    let (emitted, emit_failed) = emitter.await.map_err(|e| anyhow::anyhow!("emitter panicked: {e}"))?;
+    let read = reader
+        .await
+        .map_err(|e| anyhow::anyhow!("reader panicked: {e}"))?;
+    decoder
+        .await
+        .map_err(|e| anyhow::anyhow!("decoder panicked: {e}"))??;
+    let (fold, events, unreadable, decode_time) = folder
+        .await
+        .map_err(|e| anyhow::anyhow!("fold panicked: {e}"))?;
+    let (emitted, emit_failed) = emitter
+        .await
+        .map_err(|e| anyhow::anyhow!("emitter panicked: {e}"))?;
     read?;
-    Ok((fold, ReadResult { events: events + unreadable, unreadable, decode_time, emitted, emit_failed }))
+    Ok((
+        fold,
+        ReadResult {
+            events: events + unreadable,
+            unreadable,
+            decode_time,
+            emitted,
+            emit_failed,
+        },
+    ))
 }
 
 /// A `Stream` over a tokio mpsc receiver.
-fn tokio_stream_from<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
 
@@ -467,7 +535,10 @@ fn field_str(out: &mut Vec<u8>, s: Option<&str>) {
 
 fn field_time(out: &mut Vec<u8>, t: Option<DateTime<Utc>>) {
     match t {
-        Some(t) => out.extend_from_slice(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true).as_bytes()),
+        Some(t) => out.extend_from_slice(
+            t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                .as_bytes(),
+        ),
         None => out.extend_from_slice(b"\\N"),
     }
 }
@@ -544,11 +615,22 @@ fn tenant_copy_text(rows: &[SettingsRow]) -> Vec<u8> {
 
 async fn copy_in(pool: &PgPool, table: &str, columns: &str, data: Vec<u8>) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
-    let mut copy = conn.copy_in_raw(&format!("COPY {table} ({columns}) FROM STDIN (FORMAT text)")).await?;
+    // The rows are rebuilt from the log if lost: no need to wait for the WAL flush.
+    sqlx::query("SET synchronous_commit = off")
+        .execute(&mut *conn)
+        .await?;
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY {table} ({columns}) FROM STDIN (FORMAT text)"
+        ))
+        .await?;
     for part in data.chunks(1 << 20) {
         copy.send(part).await?;
     }
     copy.finish().await?;
+    sqlx::query("RESET synchronous_commit")
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -608,14 +690,28 @@ fn rebuild_index_sql(ix: &IndexDef, table: &str) -> anyhow::Result<String> {
         .split_once(' ')
         .ok_or_else(|| anyhow::anyhow!("unexpected index definition {:?}", ix.def))?;
     let tname_plain = tname.rsplit('.').next().unwrap_or(tname).trim_matches('"');
-    anyhow::ensure!(tname_plain == table, "index {} is on {tname}, not {table}", ix.name);
-    Ok(format!("{head}\"{}\" ON {} {tail}", rebuild_name(&ix.name), rebuild_name(table)))
+    anyhow::ensure!(
+        tname_plain == table,
+        "index {} is on {tname}, not {table}",
+        ix.name
+    );
+    Ok(format!(
+        "{head}\"{}\" ON {} {tail}",
+        rebuild_name(&ix.name),
+        rebuild_name(table)
+    ))
 }
 
 async fn create_rebuild_table(pool: &PgPool, table: &str) -> anyhow::Result<()> {
     let rb = rebuild_name(table);
-    sqlx::query(&format!("DROP TABLE IF EXISTS {rb}")).execute(pool).await?;
-    sqlx::query(&format!("CREATE TABLE {rb} (LIKE {table} INCLUDING DEFAULTS)")).execute(pool).await?;
+    sqlx::query(&format!("DROP TABLE IF EXISTS {rb}"))
+        .execute(pool)
+        .await?;
+    sqlx::query(&format!(
+        "CREATE TABLE {rb} (LIKE {table} INCLUDING DEFAULTS)"
+    ))
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -627,7 +723,9 @@ async fn build_indexes(pool: &PgPool, table: &str, indexes: &[IndexDef]) -> anyh
         async move {
             let sql = sql?;
             let mut conn = pool.acquire().await?;
-            sqlx::query("SET maintenance_work_mem = '256MB'").execute(&mut *conn).await?;
+            sqlx::query("SET maintenance_work_mem = '256MB'")
+                .execute(&mut *conn)
+                .await?;
             sqlx::query(&sql).execute(&mut *conn).await?;
             anyhow::Ok(())
         }
@@ -637,7 +735,11 @@ async fn build_indexes(pool: &PgPool, table: &str, indexes: &[IndexDef]) -> anyh
     }
     for ix in indexes {
         if let Some((conname, contype)) = &ix.constraint {
-            let kind = if contype == "p" { "PRIMARY KEY" } else { "UNIQUE" };
+            let kind = if contype == "p" {
+                "PRIMARY KEY"
+            } else {
+                "UNIQUE"
+            };
             sqlx::query(&format!(
                 "ALTER TABLE {rb} ADD CONSTRAINT \"{}\" {kind} USING INDEX \"{}\"",
                 rebuild_name(conname),
@@ -682,7 +784,9 @@ async fn swap_once(
     let table = target.table();
     let rb = rebuild_name(table);
     let mut tx: Transaction<'static, Postgres> = pool.begin().await?;
-    sqlx::query("SET LOCAL lock_timeout = '60s'").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL lock_timeout = '60s'")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO projection_checkpoints (projection, stream_seq, updated_at) VALUES ($1, 0, now())
          ON CONFLICT (projection) DO NOTHING",
@@ -697,17 +801,24 @@ async fn swap_once(
     let live: i64 = row.get("stream_seq");
     let generation: i64 = row.get("generation");
     let live = live.max(0) as u64;
-    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await?;
+    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .execute(&mut *tx)
+        .await?;
     // The live projector applied events beyond our fold: apply them too.
     let mut caught_up = 0;
     if live > st.folded_to {
         let taken = std::mem::take(fold);
-        let (domains, tenants) = (target == Target::EmailDomains, target == Target::TenantSettings);
+        let (domains, tenants) = (
+            target == Target::EmailDomains,
+            target == Target::TenantSettings,
+        );
         let (collect_tx, mut collect_rx) = tokio::sync::mpsc::channel::<Vec<(u64, Bytes)>>(8);
         let reader = {
             let js = js.clone();
             let from = st.folded_to + 1;
-            tokio::spawn(async move { read_range(&js, from, live, chunk, collect_tx, ProgressBar::hidden()).await })
+            tokio::spawn(async move {
+                read_range(&js, from, live, chunk, collect_tx, ProgressBar::hidden()).await
+            })
         };
         let mut fold_back = taken;
         while let Some(c) = collect_rx.recv().await {
@@ -722,7 +833,9 @@ async fn swap_once(
             }
         }
         *fold = fold_back;
-        reader.await.map_err(|e| anyhow::anyhow!("reader panicked: {e}"))??;
+        reader
+            .await
+            .map_err(|e| anyhow::anyhow!("reader panicked: {e}"))??;
         st.folded_to = live;
     }
     match target {
@@ -739,14 +852,22 @@ async fn swap_once(
             let rows: Vec<SettingsRow> = st
                 .dirty_tenants
                 .iter()
-                .filter_map(|t| fold.tenants.get(t).map(|e| settings_row(*t, &e.settings, e.updated_at)))
+                .filter_map(|t| {
+                    fold.tenants
+                        .get(t)
+                        .map(|e| settings_row(*t, &e.settings, e.updated_at))
+                })
                 .collect();
             projector::tenant_settings::upsert_rows(&mut tx, &rb, &rows).await?;
         }
         _ => {}
     }
-    sqlx::query(&format!("DROP TABLE {table}")).execute(&mut *tx).await?;
-    sqlx::query(&format!("ALTER TABLE {rb} RENAME TO {table}")).execute(&mut *tx).await?;
+    sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("ALTER TABLE {rb} RENAME TO {table}"))
+        .execute(&mut *tx)
+        .await?;
     for ix in indexes {
         // An index that backs a constraint was renamed to the constraint's name.
         let (from, to) = match &ix.constraint {
@@ -762,7 +883,9 @@ async fn swap_once(
             None => (Some(rebuild_name(&ix.name)), ix.name.clone()),
         };
         if let Some(from) = from {
-            sqlx::query(&format!("ALTER INDEX \"{from}\" RENAME TO \"{to}\"")).execute(&mut *tx).await?;
+            sqlx::query(&format!("ALTER INDEX \"{from}\" RENAME TO \"{to}\""))
+                .execute(&mut *tx)
+                .await?;
         }
     }
     let checkpoint = live.max(st.folded_to);
@@ -775,7 +898,9 @@ async fn swap_once(
     .fetch_one(&mut *tx)
     .await
     .unwrap_or(generation + 1);
-    let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&mut *tx).await?;
+    let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(SwapSummary {
         projection: target.checkpoint().into(),
@@ -790,14 +915,25 @@ async fn swap_once(
 
 /// Rebuilds the projections in `opts.targets` from the event log and swaps them in.
 /// `pool` must reach a migrated database (see `runtime::db::connect_and_migrate`).
-pub async fn replay(js: &jetstream::Context, pool: &PgPool, opts: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
+pub async fn replay(
+    js: &jetstream::Context,
+    pool: &PgPool,
+    opts: &ReplayOptions,
+) -> anyhow::Result<ReplaySummary> {
     let started = Instant::now();
     // One replay at a time.
     let mut guard = pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7362516001)").fetch_one(&mut *guard).await?;
-    anyhow::ensure!(locked, "another `domainctl replay` is running against this database");
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7362516001)")
+        .fetch_one(&mut *guard)
+        .await?;
+    anyhow::ensure!(
+        locked,
+        "another `domainctl replay` is running against this database"
+    );
     let result = replay_locked(js, pool, opts, started).await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock(7362516001)").execute(&mut *guard).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(7362516001)")
+        .execute(&mut *guard)
+        .await;
     result
 }
 
@@ -822,7 +958,10 @@ fn spinner(progress: bool, what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    b.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    b.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     b.set_message(what.to_string());
     b.enable_steady_tick(Duration::from_millis(120));
     b
@@ -909,7 +1048,13 @@ async fn replay_locked(
         let pool = pool.clone();
         writes.push(tokio::spawn(async move {
             let text = tokio::task::spawn_blocking(move || tenant_copy_text(&rows)).await?;
-            copy_in(&pool, &rebuild_name("tenant_email_settings"), TENANT_COLUMNS, text).await
+            copy_in(
+                &pool,
+                &rebuild_name("tenant_email_settings"),
+                TENANT_COLUMNS,
+                text,
+            )
+            .await
         }));
     }
     for w in writes {
@@ -921,7 +1066,10 @@ async fn replay_locked(
     // Indexes.
     let sp = spinner(opts.progress, "building indexes");
     let t = Instant::now();
-    let jobs = opts.targets.iter().map(|t| build_indexes(pool, t.table(), &indexes[t]));
+    let jobs = opts
+        .targets
+        .iter()
+        .map(|t| build_indexes(pool, t.table(), &indexes[t]));
     for r in futures::future::join_all(jobs).await {
         r?;
     }
@@ -932,10 +1080,24 @@ async fn replay_locked(
     let sp = spinner(opts.progress, "swapping");
     let t = Instant::now();
     for target in &opts.targets {
-        let mut st = SwapState { folded_to: last, dirty_domains: HashSet::new(), dirty_tenants: HashSet::new() };
+        let mut st = SwapState {
+            folded_to: last,
+            dirty_domains: HashSet::new(),
+            dirty_tenants: HashSet::new(),
+        };
         let mut attempt = 0;
         loop {
-            match swap_once(pool, js, *target, &indexes[target], &mut fold, &mut st, opts.chunk.max(64)).await {
+            match swap_once(
+                pool,
+                js,
+                *target,
+                &indexes[target],
+                &mut fold,
+                &mut st,
+                opts.chunk.max(64),
+            )
+            .await
+            {
                 Ok(s) => {
                     summary.projections.push(s);
                     break;
@@ -945,7 +1107,9 @@ async fn replay_locked(
                     tracing::warn!(projection = target.checkpoint(), error = %e, "swap lost a lock race; retrying");
                     tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
                 }
-                Err(e) => return Err(e.context(format!("swapping in the rebuilt {}", target.table()))),
+                Err(e) => {
+                    return Err(e.context(format!("swapping in the rebuilt {}", target.table())))
+                }
             }
         }
     }
@@ -962,17 +1126,36 @@ fn print_summary(io: &mut Io, s: &ReplaySummary) {
         s.events, s.last_seq, s.seconds, s.events_per_sec, s.domains, s.tenants
     ));
     let p = &s.phases;
-    for (name, ph) in [("read", &p.read), ("decode", &p.decode), ("fold", &p.fold), ("write", &p.write), ("index", &p.index), ("swap", &p.swap)] {
-        io.line(format!("  {name:<7} {:>8.2} s  {:>12.0} events/s", ph.seconds, ph.events_per_sec));
+    for (name, ph) in [
+        ("read", &p.read),
+        ("decode", &p.decode),
+        ("fold", &p.fold),
+        ("write", &p.write),
+        ("index", &p.index),
+        ("swap", &p.swap),
+    ] {
+        io.line(format!(
+            "  {name:<7} {:>8.2} s  {:>12.0} events/s",
+            ph.seconds, ph.events_per_sec
+        ));
     }
     for sw in &s.projections {
         io.line(format!(
             "  {} -> {}: {} rows, checkpoint {} (live was {}, {} events caught up), generation {}",
-            sw.projection, sw.table, sw.rows, sw.checkpoint, sw.live_checkpoint, sw.caught_up_events, sw.generation
+            sw.projection,
+            sw.table,
+            sw.rows,
+            sw.checkpoint,
+            sw.live_checkpoint,
+            sw.caught_up_events,
+            sw.generation
         ));
     }
     if s.unreadable_events > 0 {
-        io.line(format!("  {} unreadable events skipped (as the live projectors do)", s.unreadable_events));
+        io.line(format!(
+            "  {} unreadable events skipped (as the live projectors do)",
+            s.unreadable_events
+        ));
     }
     if s.analytics_emitted > 0 || s.analytics_failed > 0 {
         io.line(format!(
@@ -982,13 +1165,25 @@ fn print_summary(io: &mut Io, s: &ReplaySummary) {
     }
 }
 
-pub async fn run_cli(ep: &Endpoints, io: &mut Io, projection: &str, emit_analytics: bool) -> CtlResult<i32> {
+pub async fn run_cli(
+    ep: &Endpoints,
+    io: &mut Io,
+    projection: &str,
+    emit_analytics: bool,
+) -> CtlResult<i32> {
     let (targets, analytics) = parse_projection(projection).map_err(CtlError::usage)?;
     let client = connect::nats(&ep.nats_url).await?;
     let js = connect::jetstream(client, &ep.nats_url).await?;
     let pool = connect::db_migrated(&ep.database_url, 6).await?;
-    let opts = ReplayOptions { targets, emit_analytics: emit_analytics || analytics, progress: io.progress, ..Default::default() };
-    let summary = replay(&js, &pool, &opts).await.map_err(|e| CtlError::negative(format!("replay failed: {e:#}")))?;
+    let opts = ReplayOptions {
+        targets,
+        emit_analytics: emit_analytics || analytics,
+        progress: io.progress,
+        ..Default::default()
+    };
+    let summary = replay(&js, &pool, &opts)
+        .await
+        .map_err(|e| CtlError::negative(format!("replay failed: {e:#}")))?;
     if io.json {
         io.json_value(&serde_json::to_value(&summary).unwrap_or_default());
     } else {
@@ -1027,8 +1222,14 @@ mod tests {
 
     #[test]
     fn projections_parse() {
-        assert_eq!(parse_projection("all").unwrap(), (vec![Target::EmailDomains, Target::TenantSettings], false));
-        assert_eq!(parse_projection("tenant_settings,analytics").unwrap(), (vec![Target::TenantSettings], true));
+        assert_eq!(
+            parse_projection("all").unwrap(),
+            (vec![Target::EmailDomains, Target::TenantSettings], false)
+        );
+        assert_eq!(
+            parse_projection("tenant_settings,analytics").unwrap(),
+            (vec![Target::TenantSettings], true)
+        );
         assert!(parse_projection("nope").is_err());
     }
 

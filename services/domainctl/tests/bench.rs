@@ -21,7 +21,11 @@ fn domain_events(tenant: TenantId, n: usize, i: usize) -> Vec<Event> {
     let mut out = Vec::new();
     for v in 1..=n as u64 {
         let data = match v {
-            1 => EventData::DomainRegistered { region: None, requested_by: Some("bench".into()), deadline_at: at + Duration::days(7) },
+            1 => EventData::DomainRegistered {
+                region: None,
+                requested_by: Some("bench".into()),
+                deadline_at: at + Duration::days(7),
+            },
             2 => EventData::DomainProvisioned {
                 provider_id: "resend".into(),
                 provider_domain_id: format!("pd-{i}"),
@@ -39,7 +43,14 @@ fn domain_events(tenant: TenantId, n: usize, i: usize) -> Vec<Event> {
             },
             v => EventData::DnsChecked {
                 trigger: CheckTrigger::Scheduled,
-                records: records(&name, if v as usize == n - 1 { DnsStatus::Found } else { DnsStatus::Missing }),
+                records: records(
+                    &name,
+                    if v as usize == n - 1 {
+                        DnsStatus::Found
+                    } else {
+                        DnsStatus::Missing
+                    },
+                ),
                 all_required_found: v as usize == n - 1,
                 request_verification: v as usize == n - 1,
                 poll_provider: false,
@@ -71,13 +82,18 @@ fn domain_events(tenant: TenantId, n: usize, i: usize) -> Vec<Event> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn replay_a_million_events() {
-    let total: usize = std::env::var("DCTL_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let total: usize = std::env::var("DCTL_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let per_domain = 8;
     let nats = Nats::start().await;
     let (_db, pool) = Db::create().await;
     let js = nats.js().await;
     let t = Instant::now();
-    let tenants: Vec<TenantId> = (0..total / per_domain / 4 + 1).map(|_| TenantId(Uuid::new_v4())).collect();
+    let tenants: Vec<TenantId> = (0..total / per_domain / 4 + 1)
+        .map(|_| TenantId(Uuid::new_v4()))
+        .collect();
     // Interleave domains, as a live log would.
     let mut written = 0;
     let mut i = 0;
@@ -94,7 +110,10 @@ async fn replay_a_million_events() {
                 }
                 let e = &d[v];
                 let ack = js
-                    .send_publish(e.subject(), PublishMessage::build().payload(e.to_json().into()))
+                    .send_publish(
+                        e.subject(),
+                        PublishMessage::build().payload(e.to_json().into()),
+                    )
                     .await
                     .unwrap();
                 acks.push(ack.into_future());
@@ -105,7 +124,12 @@ async fn replay_a_million_events() {
             a.unwrap();
         }
     }
-    println!("wrote {written} events in {:.1} s", t.elapsed().as_secs_f64());
-    let summary = domainctl::replay(&js, &pool, &Default::default()).await.unwrap();
+    println!(
+        "wrote {written} events in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let summary = domainctl::replay(&js, &pool, &Default::default())
+        .await
+        .unwrap();
     println!("{}", serde_json::to_string_pretty(&summary).unwrap());
 }

@@ -18,19 +18,32 @@ fn expected_rows(events: &[Event]) -> BTreeMap<DomainId, Row> {
             states.insert(e.domain_id, n);
         }
     }
-    states.values().map(|s| (s.domain_id, Row::from_state(s))).collect()
+    states
+        .values()
+        .map(|s| (s.domain_id, Row::from_state(s)))
+        .collect()
 }
 
 async fn table_rows(pool: &sqlx::PgPool) -> BTreeMap<DomainId, Row> {
     let rows: Vec<serde_json::Value> =
-        sqlx::query_scalar("SELECT to_jsonb(d) FROM email_domains d").fetch_all(pool).await.unwrap();
+        sqlx::query_scalar("SELECT to_jsonb(d) FROM email_domains d")
+            .fetch_all(pool)
+            .await
+            .unwrap();
     rows.into_iter()
         .map(|v| serde_json::from_value::<Row>(v).unwrap())
         .map(|r| (r.id, r))
         .collect()
 }
 
-async fn settings(pool: &sqlx::PgPool, t: TenantId) -> (Option<String>, Option<String>, Option<chrono::DateTime<chrono::Utc>>) {
+async fn settings(
+    pool: &sqlx::PgPool,
+    t: TenantId,
+) -> (
+    Option<String>,
+    Option<String>,
+    Option<chrono::DateTime<chrono::Utc>>,
+) {
     sqlx::query_as("SELECT default_from_domain, previous_from_domain, updated_at FROM tenant_email_settings WHERE tenant = $1")
         .bind(t.0)
         .fetch_one(pool)
@@ -39,19 +52,22 @@ async fn settings(pool: &sqlx::PgPool, t: TenantId) -> (Option<String>, Option<S
 }
 
 async fn checkpoint(pool: &sqlx::PgPool, name: &str) -> (i64, i64) {
-    sqlx::query_as("SELECT stream_seq, generation FROM projection_checkpoints WHERE projection = $1")
-        .bind(name)
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "SELECT stream_seq, generation FROM projection_checkpoints WHERE projection = $1",
+    )
+    .bind(name)
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 async fn index_names(pool: &sqlx::PgPool, table: &str) -> BTreeSet<String> {
-    let v: Vec<String> = sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE tablename = $1")
-        .bind(table)
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    let v: Vec<String> =
+        sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE tablename = $1")
+            .bind(table)
+            .fetch_all(pool)
+            .await
+            .unwrap();
     v.into_iter().collect()
 }
 
@@ -61,7 +77,11 @@ async fn replay_rebuilds_what_the_core_computes_and_swaps_it_in() {
     let (db, pool) = Db::create().await;
     let js = nats.js().await;
     let mut w = Writer::new(&js).await;
-    let (a, b, c) = (TenantId(Uuid::new_v4()), TenantId(Uuid::new_v4()), TenantId(Uuid::new_v4()));
+    let (a, b, c) = (
+        TenantId(Uuid::new_v4()),
+        TenantId(Uuid::new_v4()),
+        TenantId(Uuid::new_v4()),
+    );
     let t = t0();
     // Tenant a: a.test verified (default), then b.test verified (default, a previous),
     // then b.test deleted: the default rolls back to a.test.
@@ -106,7 +126,9 @@ async fn replay_rebuilds_what_the_core_computes_and_swaps_it_in() {
     let indexes_before = index_names(&pool, "email_domains").await;
     let settings_indexes_before = index_names(&pool, "tenant_email_settings").await;
 
-    let summary = domainctl::replay(&js, &pool, &Default::default()).await.unwrap();
+    let summary = domainctl::replay(&js, &pool, &Default::default())
+        .await
+        .unwrap();
     assert_eq!(summary.events, last);
     assert_eq!(summary.last_seq, last);
     assert_eq!(summary.domains, 6);
@@ -114,21 +136,36 @@ async fn replay_rebuilds_what_the_core_computes_and_swaps_it_in() {
 
     assert_eq!(table_rows(&pool).await, expected_rows(&w.all));
     let (default, previous, updated) = settings(&pool, a).await;
-    assert_eq!((default.as_deref(), previous.as_deref()), (Some("a.test"), None));
-    assert_eq!(updated, Some(t + Duration::hours(2)), "updated at the rollback");
+    assert_eq!(
+        (default.as_deref(), previous.as_deref()),
+        (Some("a.test"), None)
+    );
+    assert_eq!(
+        updated,
+        Some(t + Duration::hours(2)),
+        "updated at the rollback"
+    );
     let (default, _, updated) = settings(&pool, b).await;
     assert_eq!(default, None);
     assert_eq!(updated, Some(t), "a tenant row exists from its first event");
-    assert_eq!(settings(&pool, c).await.0, None, "a verification that does not activate sets no default");
+    assert_eq!(
+        settings(&pool, c).await.0,
+        None,
+        "a verification that does not activate sets no default"
+    );
 
     assert_eq!(checkpoint(&pool, "email_domains").await, (last as i64, 8));
     assert_eq!(checkpoint(&pool, "tenant_settings").await, (last as i64, 1));
     assert_eq!(index_names(&pool, "email_domains").await, indexes_before);
-    assert_eq!(index_names(&pool, "tenant_email_settings").await, settings_indexes_before);
-    let leftovers: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_class WHERE relname LIKE '%_rebuild%'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    assert_eq!(
+        index_names(&pool, "tenant_email_settings").await,
+        settings_indexes_before
+    );
+    let leftovers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_class WHERE relname LIKE '%_rebuild%'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(leftovers, 0);
     // The unique index on live names is in force on the swapped-in table.
     let dup = sqlx::query("INSERT INTO email_domains (id, tenant, domain_name, status, version) VALUES ($1, $2, 'a.test', 'created', 1)")
@@ -146,11 +183,17 @@ async fn replay_rebuilds_what_the_core_computes_and_swaps_it_in() {
         .execute(&pool)
         .await
         .unwrap();
-    let opts = domainctl::ReplayOptions { up_to: Some(last), ..Default::default() };
+    let opts = domainctl::ReplayOptions {
+        up_to: Some(last),
+        ..Default::default()
+    };
     let summary = domainctl::replay(&js, &pool, &opts).await.unwrap();
     assert_eq!(summary.events, last);
     let sw = &summary.projections[0];
-    assert_eq!((sw.caught_up_events, sw.checkpoint, sw.generation), (new_last - last, new_last, 9));
+    assert_eq!(
+        (sw.caught_up_events, sw.checkpoint, sw.generation),
+        (new_last - last, new_last, 9)
+    );
     let rows = table_rows(&pool).await;
     assert_eq!(rows, expected_rows(&w.all));
     assert_eq!(rows[&g].status, "verified");
@@ -164,18 +207,35 @@ async fn replay_rebuilds_what_the_core_computes_and_swaps_it_in() {
     for phase in ["read", "fold", "write", "index", "swap"] {
         assert!(v["phases"][phase]["seconds"].is_number(), "{phase}");
     }
-    assert_eq!(checkpoint(&pool, "email_domains").await, (new_last as i64, 10));
+    assert_eq!(
+        checkpoint(&pool, "email_domains").await,
+        (new_last as i64, 10)
+    );
     assert_eq!(table_rows(&pool).await, expected_rows(&w.all));
 
     // The stuck-domains view reads the rebuilt table.
-    let out = ctl(&nats.url, &db.url, &["domains", "--status", "awaiting_dns", "--json"]).await;
+    let out = ctl(
+        &nats.url,
+        &db.url,
+        &["domains", "--status", "awaiting_dns", "--json"],
+    )
+    .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
     assert_eq!(v[0]["domain_name"], "d.test");
-    let out = ctl(&nats.url, &db.url, &["domains", "--older-than", "3d", "--json"]).await;
+    let out = ctl(
+        &nats.url,
+        &db.url,
+        &["domains", "--older-than", "3d", "--json"],
+    )
+    .await;
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 5, "every live domain is older than 3 days");
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        5,
+        "every live domain is older than 3 days"
+    );
     let out = ctl(&nats.url, &db.url, &["domains", "--older-than", "soon"]).await;
     assert_eq!(out.code, 2);
     drop(pool);
@@ -187,18 +247,33 @@ async fn replay_emits_analytics_only_when_asked() {
     let (db, _pool) = Db::create().await;
     let js = nats.js().await;
     let mut w = Writer::new(&js).await;
-    w.verified(TenantId(Uuid::new_v4()), "h.test", t0(), true).await;
+    w.verified(TenantId(Uuid::new_v4()), "h.test", t0(), true)
+        .await;
     let count = |js: async_nats::jetstream::Context| async move {
-        js.get_stream(runtime::streams::ANALYTICS).await.unwrap().cached_info().state.messages
+        js.get_stream(runtime::streams::ANALYTICS)
+            .await
+            .unwrap()
+            .cached_info()
+            .state
+            .messages
     };
     let out = ctl(&nats.url, &db.url, &["replay"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(count(js.clone()).await, 0);
-    let out = ctl(&nats.url, &db.url, &["replay", "--emit-analytics", "--json"]).await;
+    let out = ctl(
+        &nats.url,
+        &db.url,
+        &["replay", "--emit-analytics", "--json"],
+    )
+    .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     // registered, provisioned, dns_checked, verified + activated
     assert_eq!(count(js.clone()).await, 5);
     let out = ctl(&nats.url, &db.url, &["replay", "--projection", "analytics"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(count(js.clone()).await, 5, "the same ids: JetStream drops the repeats");
+    assert_eq!(
+        count(js.clone()).await,
+        5,
+        "the same ids: JetStream drops the repeats"
+    );
 }

@@ -19,7 +19,8 @@ impl RateLimiter {
         }
     }
 
-    /// Waits for this call's slot.
+    /// Waits for this call's slot. Returns at once when the slot is now: even an
+    /// elapsed `sleep_until` waits for the timer wheel's next tick (about 1 ms).
     pub async fn acquire(&self) {
         let slot = {
             let mut next = self.next.lock().expect("rate limiter");
@@ -28,7 +29,9 @@ impl RateLimiter {
             *next = slot + self.interval.unwrap_or(Duration::ZERO);
             slot
         };
-        tokio::time::sleep_until(slot).await;
+        if slot > Instant::now() {
+            tokio::time::sleep_until(slot).await;
+        }
     }
 
     /// No call starts before `wait` from now.

@@ -28,9 +28,11 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
             .await?;
         if exists.is_none() {
             let quoted = db.replace('"', "\"\"");
-            // Two services starting at once may race here; "already exists" is fine.
+            // Services starting at once race here: the losers see 42P04 (duplicate
+            // database) or 23505 (the catalogue's unique index). Both mean "it exists".
             if let Err(e) = sqlx::query(&format!("CREATE DATABASE \"{quoted}\"")).execute(&mut conn).await {
-                if !e.to_string().contains("already exists") {
+                let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.to_string());
+                if !matches!(code.as_deref(), Some("42P04") | Some("23505")) {
                     return Err(e.into());
                 }
             }

@@ -13,7 +13,11 @@ use std::process::{Child, Command, Stdio};
 use uuid::Uuid;
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `nats-server -js` on a free port with its own store, killed on drop.
@@ -48,7 +52,9 @@ impl Nats {
     pub async fn js(&self) -> async_nats::jetstream::Context {
         let client = async_nats::connect(&self.url).await.unwrap();
         let js = runtime::jetstream(client);
-        runtime::streams::ensure(&js, &Default::default()).await.unwrap();
+        runtime::streams::ensure(&js, &Default::default())
+            .await
+            .unwrap();
         js
     }
 }
@@ -71,7 +77,9 @@ impl Db {
     pub async fn create() -> (Db, sqlx::PgPool) {
         let name = format!("dctl_{}", Uuid::new_v4().simple());
         let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        let pool = runtime::db::connect_and_migrate(&url, 6).await.expect("Postgres on 127.0.0.1:5432");
+        let pool = runtime::db::connect_and_migrate(&url, 6)
+            .await
+            .expect("Postgres on 127.0.0.1:5432");
         (Db { name, url }, pool)
     }
 }
@@ -79,8 +87,20 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q", "-c"])
-            .arg(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-q",
+                "-c",
+            ])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -92,7 +112,12 @@ pub fn t0() -> DateTime<Utc> {
 }
 
 pub fn records(domain: &str, status: DnsStatus) -> Vec<DnsRecord> {
-    let r = |purpose: &str, t: &str, name: String, value: &str, priority: Option<u16>, required: bool| DnsRecord {
+    let r = |purpose: &str,
+             t: &str,
+             name: String,
+             value: &str,
+             priority: Option<u16>,
+             required: bool| DnsRecord {
         purpose: purpose.into(),
         record_type: t.into(),
         name,
@@ -100,14 +125,46 @@ pub fn records(domain: &str, status: DnsStatus) -> Vec<DnsRecord> {
         priority,
         required,
         dns_status: status,
-        observed: if status == DnsStatus::Found { vec![value.into()] } else { vec![] },
+        observed: if status == DnsStatus::Found {
+            vec![value.into()]
+        } else {
+            vec![]
+        },
         diagnosis: None,
     };
     vec![
-        r("spf", "TXT", format!("send.{domain}"), "v=spf1 include:amazonses.com ~all", None, true),
-        r("return_path", "MX", format!("send.{domain}"), "feedback-smtp.us-east-1.amazonses.com", Some(10), true),
-        r("dkim", "TXT", format!("resend._domainkey.{domain}"), "p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC\\tab\"quote", None, true),
-        r("dmarc", "TXT", format!("_dmarc.{domain}"), "v=DMARC1; p=none;", None, false),
+        r(
+            "spf",
+            "TXT",
+            format!("send.{domain}"),
+            "v=spf1 include:amazonses.com ~all",
+            None,
+            true,
+        ),
+        r(
+            "return_path",
+            "MX",
+            format!("send.{domain}"),
+            "feedback-smtp.us-east-1.amazonses.com",
+            Some(10),
+            true,
+        ),
+        r(
+            "dkim",
+            "TXT",
+            format!("resend._domainkey.{domain}"),
+            "p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC\\tab\"quote",
+            None,
+            true,
+        ),
+        r(
+            "dmarc",
+            "TXT",
+            format!("_dmarc.{domain}"),
+            "v=DMARC1; p=none;",
+            None,
+            false,
+        ),
     ]
 }
 
@@ -121,10 +178,21 @@ pub struct Writer {
 
 impl Writer {
     pub async fn new(js: &async_nats::jetstream::Context) -> Writer {
-        Writer { store: EventStore::open(js, 1000).await.unwrap(), last: HashMap::new(), all: Vec::new() }
+        Writer {
+            store: EventStore::open(js, 1000).await.unwrap(),
+            last: HashMap::new(),
+            all: Vec::new(),
+        }
     }
 
-    pub async fn append(&mut self, tenant: TenantId, domain_id: DomainId, name: &str, at: DateTime<Utc>, data: EventData) -> u64 {
+    pub async fn append(
+        &mut self,
+        tenant: TenantId,
+        domain_id: DomainId,
+        name: &str,
+        at: DateTime<Utc>,
+        data: EventData,
+    ) -> u64 {
         let (version, last_seq) = self.last.get(&domain_id).copied().unwrap_or((0, 0));
         let causation = CommandId(Uuid::new_v4());
         let event = Event {
@@ -146,7 +214,13 @@ impl Writer {
     }
 
     /// registered → provisioned → dns_checked (all found, verify) → provider_polled verified.
-    pub async fn verified(&mut self, tenant: TenantId, name: &str, at: DateTime<Utc>, activates: bool) -> DomainId {
+    pub async fn verified(
+        &mut self,
+        tenant: TenantId,
+        name: &str,
+        at: DateTime<Utc>,
+        activates: bool,
+    ) -> DomainId {
         let id = self.registered(tenant, name, at).await;
         self.append(
             tenant,
@@ -200,7 +274,12 @@ impl Writer {
         id
     }
 
-    pub async fn registered(&mut self, tenant: TenantId, name: &str, at: DateTime<Utc>) -> DomainId {
+    pub async fn registered(
+        &mut self,
+        tenant: TenantId,
+        name: &str,
+        at: DateTime<Utc>,
+    ) -> DomainId {
         let id = DomainId(Uuid::new_v4());
         self.append(
             tenant,
