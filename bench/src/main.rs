@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use system_tests::{Nats, Stack, StackOptions};
 use uuid::Uuid;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Serialize, Clone)]
 struct Figure {
     case: String,

@@ -13,6 +13,7 @@ use uuid::Uuid;
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 /// The four commands of the contract, and the service's own internal ones.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandType {
@@ -91,6 +92,7 @@ pub struct Command {
 }
 
 /// What the provider worker reports back, as a command on `provider_result`.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProviderResult {

@@ -15,6 +15,7 @@ use uuid::Uuid;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// What started a DNS check.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckTrigger {
@@ -23,6 +24,7 @@ pub enum CheckTrigger {
     Scheduled,
 }
 
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum EventData {
@@ -123,7 +125,8 @@ impl EventData {
 }
 
 /// One stored event, in the contract's envelope.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     pub event_id: EventId,
     pub tenant_id: TenantId,
@@ -143,6 +146,49 @@ fn schema_v1() -> u32 {
     1
 }
 
+/// The envelope as read: `data` stays raw until the type is known. (A derived
+/// `#[serde(flatten)]` would buffer the whole envelope first: every consumer reads
+/// every event, so this is the hot path of the service.)
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    event_id: EventId,
+    tenant_id: TenantId,
+    domain_id: DomainId,
+    domain: String,
+    version: u64,
+    occurred_at: DateTime<Utc>,
+    causation_id: CommandId,
+    correlation_id: Uuid,
+    #[serde(default = "schema_v1")]
+    schema_version: u32,
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let e = Envelope::deserialize(d)?;
+        let data = e.data.map(|r| r.get()).unwrap_or("{}");
+        let tagged = format!("{{\"type\":{},\"data\":{}}}", serde_json::to_string(&e.kind).map_err(D::Error::custom)?, data);
+        let data: EventData = serde_json::from_str(&tagged).map_err(D::Error::custom)?;
+        Ok(Event {
+            event_id: e.event_id,
+            tenant_id: e.tenant_id,
+            domain_id: e.domain_id,
+            domain: e.domain,
+            version: e.version,
+            occurred_at: e.occurred_at,
+            causation_id: e.causation_id,
+            correlation_id: e.correlation_id,
+            schema_version: e.schema_version,
+            data,
+        })
+    }
+}
+
 impl Event {
     /// The subject of this domain's stream of events.
     pub fn subject(&self) -> String {
@@ -153,11 +199,18 @@ impl Event {
         serde_json::to_vec(self).expect("events serialise")
     }
 
-    /// Reads a stored event of any schema version.
+    /// Reads a stored event of any schema version: today's form directly (the hot
+    /// path of every consumer), older forms through [`upcast`].
     pub fn from_json(bytes: &[u8]) -> Result<Event, serde_json::Error> {
+        if let Ok(event) = serde_json::from_slice::<Event>(bytes) {
+            if event.schema_version == SCHEMA_VERSION {
+                return Ok(event);
+            }
+        }
         let mut value: serde_json::Value = serde_json::from_slice(bytes)?;
         upcast(&mut value);
-        serde_json::from_value(value)
+        // Raw values borrow from bytes, not from a `Value`: read the upcast form as text.
+        serde_json::from_slice(&serde_json::to_vec(&value)?)
     }
 }
 

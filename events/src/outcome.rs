@@ -4,6 +4,7 @@ use crate::decide::Rejection;
 use crate::ids::{CommandId, DomainId};
 use serde::{Deserialize, Serialize};
 
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub command_id: Option<CommandId>,
@@ -15,6 +16,7 @@ pub struct Outcome {
     pub reason: Option<Reason>,
 }
 
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
@@ -22,6 +24,7 @@ pub enum Verdict {
     Rejected,
 }
 
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
     pub code: String,

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One DNS record the owner must (or may) add, with the verdict of the last check.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsRecord {
     /// `spf`, `dkim`, `return_path`, `dmarc`, `tracking`, or another provider purpose.
@@ -32,6 +33,7 @@ pub struct DnsRecord {
     pub diagnosis: Option<Diagnosis>,
 }
 
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DnsStatus {
@@ -43,6 +45,7 @@ pub enum DnsStatus {
     LookupFailed,
 }
 
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnosis {
     pub code: DiagnosisCode,
@@ -52,6 +55,7 @@ pub struct Diagnosis {
 
 /// Contract §4. The declaration order is the precedence order: the first code
 /// that fits wins.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiagnosisCode {

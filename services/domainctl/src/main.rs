@@ -1,6 +1,10 @@
 //! `domainctl`: see the library for the commands.
 #![forbid(unsafe_code)]
 
+/// glibc malloc was a third of the profile under load (many small JSON allocations).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use std::io::{IsTerminal, Write};
 

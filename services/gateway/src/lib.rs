@@ -1,0 +1,580 @@
+//! The gateway: the tenant's "Managed sending" page and the small JSON API behind it,
+//! plus signed, expiring, read-only share links for the tenant's DNS admin.
+//!
+//! It speaks the contract only: it publishes the contract's commands on
+//! `email_domains.commands.<type>` and waits (bounded) for their outcomes, and it
+//! reads the projections (`email_domains`, `tenant_email_settings`) and, for the
+//! timeline, the domain's events. Every API request carries a token the platform
+//! signs for one tenant (see [`token`]); a domain of another tenant is "not found".
+#![forbid(unsafe_code)]
+
+pub mod token;
+pub mod view;
+
+use async_nats::jetstream;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use email_domain_events::outcome::{Outcome, Verdict};
+use email_domain_events::tenant::TenantSettings;
+use email_domain_events::{Command, CommandId, CommandType, DomainId, TenantId};
+use futures::StreamExt;
+use runtime::outcomes::Outcomes;
+use runtime::store::EventStore;
+use runtime::{Config, Shutdown};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub use token::{Claims, Keys};
+
+pub const INDEX_HTML: &str = include_str!("assets/index.html");
+pub const SHARE_HTML: &str = include_str!("assets/share.html");
+pub const APP_JS: &str = include_str!("assets/app.js");
+pub const APP_CSS: &str = include_str!("assets/app.css");
+pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
+
+/// Every route the router serves, as (method, path) in axum/OpenAPI path syntax.
+/// `openapi.yaml` must describe exactly these (checked by a test).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/"),
+    ("get", "/app.js"),
+    ("get", "/app.css"),
+    ("get", "/openapi.yaml"),
+    ("get", "/healthz"),
+    ("get", "/share/{id}"),
+    ("get", "/api/v1/session"),
+    ("get", "/api/v1/domains"),
+    ("post", "/api/v1/domains"),
+    ("get", "/api/v1/domains/{id}"),
+    ("delete", "/api/v1/domains/{id}"),
+    ("post", "/api/v1/domains/{id}/dns-configured"),
+    ("post", "/api/v1/domains/{id}/refresh"),
+    ("get", "/api/v1/domains/{id}/timeline"),
+    ("post", "/api/v1/domains/{id}/share"),
+    ("get", "/api/v1/domains/{id}/records.csv"),
+    ("get", "/api/v1/domains/{id}/records.zone"),
+    ("get", "/api/v1/share/{id}"),
+    ("get", "/api/v1/share/{id}/records.csv"),
+    ("get", "/api/v1/share/{id}/records.zone"),
+];
+
+pub const PLAN_MESSAGE: &str =
+    "Managed sending is not available on your plan. It is part of the Enterprise edition; ask your account owner about upgrading.";
+
+/// The gateway's own settings (the NATS/Postgres ones come from [`Config`]).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub keys: Keys,
+    /// Base URL for share links (e.g. `https://mail-settings.example.com`); default:
+    /// `http://` + the request's Host header.
+    pub public_url: Option<String>,
+    /// How long a request waits for a command's outcome.
+    pub command_timeout: Duration,
+    /// Default lifetime of a share link.
+    pub share_ttl: Duration,
+}
+
+impl Options {
+    pub fn new(keys: Keys) -> Self {
+        Options { keys, public_url: None, command_timeout: Duration::from_secs(10), share_ttl: Duration::from_secs(7 * 86_400) }
+    }
+}
+
+struct Inner {
+    opts: Options,
+    config: Config,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    outcomes: Outcomes,
+    store: EventStore,
+    pool: PgPool,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// Connects to NATS and Postgres and builds the router.
+pub async fn app(config: Config, opts: Options) -> anyhow::Result<Router> {
+    let client = runtime::connect_nats(&config.nats_url, "gateway").await?;
+    let js = runtime::jetstream(client.clone());
+    // Idempotent: the gateway can start before the other services.
+    runtime::streams::ensure(&js, &Default::default()).await?;
+    let outcomes = Outcomes::open(&js).await?;
+    let store = EventStore::open(&js, config.snapshot_every).await?;
+    let pool = runtime::db::connect_and_migrate(&config.database_url, 8).await?;
+    let state = AppState(Arc::new(Inner { opts, config, client, js, outcomes, store, pool }));
+    Ok(router(state))
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: Shutdown) -> anyhow::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.wait().await }).await?;
+    Ok(())
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
+        .route("/openapi.yaml", get(|| async { asset("application/yaml; charset=utf-8", OPENAPI_YAML) }))
+        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .route("/share/{id}", get(share_page))
+        .route("/api/v1/session", get(session))
+        .route("/api/v1/domains", get(list_domains).post(register))
+        .route("/api/v1/domains/{id}", get(get_domain).delete(delete_domain))
+        .route("/api/v1/domains/{id}/dns-configured", post(dns_configured))
+        .route("/api/v1/domains/{id}/refresh", post(refresh))
+        .route("/api/v1/domains/{id}/timeline", get(timeline))
+        .route("/api/v1/domains/{id}/share", post(create_share))
+        .route("/api/v1/domains/{id}/records.csv", get(records_csv))
+        .route("/api/v1/domains/{id}/records.zone", get(records_zone))
+        .route("/api/v1/share/{id}", get(share_domain))
+        .route("/api/v1/share/{id}/records.csv", get(share_csv))
+        .route("/api/v1/share/{id}/records.zone", get(share_zone))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_such_route", "there is nothing here") })
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; frame-ancestors 'self'; base-uri 'none'; form-action 'self'"),
+    );
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    res
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+// ---------------------------------------------------------------------------------
+// errors
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+    fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such domain")
+    }
+    fn unavailable(e: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %e, "request failed");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable; try again in a moment")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": {"code": self.code, "message": view::scrub(&self.message)}}))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn now() -> i64 {
+    Utc::now().timestamp()
+}
+
+/// The caller's claims, from `Authorization: Bearer <token>`; 401 without a valid
+/// token, 403 (with the plan message) when the edition lacks managed sending.
+fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<Claims> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .unwrap_or("");
+    let claims = state.0.opts.keys.verify(token, now()).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            match e {
+                token::TokenError::Expired => "token_expired",
+                _ => "unauthorized",
+            },
+            e.message(),
+        )
+    })?;
+    if !claims.managed_sending() {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "plan_not_available", PLAN_MESSAGE));
+    }
+    Ok(claims)
+}
+
+// ---------------------------------------------------------------------------------
+// reading the projections
+
+async fn tenant_rows(pool: &PgPool, tenant: Uuid) -> ApiResult<Vec<Value>> {
+    sqlx::query_scalar("SELECT to_jsonb(d) FROM email_domains d WHERE tenant = $1 ORDER BY created_at, id")
+        .bind(tenant)
+        .fetch_all(pool)
+        .await
+        .map_err(ApiError::unavailable)
+}
+
+/// One row, only if it is the tenant's (another tenant's domain is "not found").
+async fn tenant_row(pool: &PgPool, tenant: Uuid, id: Uuid) -> ApiResult<Value> {
+    row_by_id(pool, id).await?.filter(|r| r["tenant"].as_str() == Some(&tenant.to_string())).ok_or_else(ApiError::not_found)
+}
+
+async fn row_by_id(pool: &PgPool, id: Uuid) -> ApiResult<Option<Value>> {
+    sqlx::query_scalar("SELECT to_jsonb(d) FROM email_domains d WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(ApiError::unavailable)
+}
+
+fn view_of(row: &Value) -> ApiResult<view::DomainView> {
+    view::domain_view(row).ok_or_else(|| ApiError::unavailable("unreadable row"))
+}
+
+async fn sender(state: &AppState, tenant: Uuid) -> ApiResult<Value> {
+    let default: Option<Option<String>> =
+        sqlx::query_scalar("SELECT default_from_domain FROM tenant_email_settings WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_optional(&state.0.pool)
+            .await
+            .map_err(ApiError::unavailable)?;
+    let settings = TenantSettings { default_from_domain: default.flatten(), ..Default::default() };
+    let s = settings.sender(&state.0.config.sender_local_part, &state.0.config.platform_from_address);
+    Ok(json!({"from": s.from, "domain": s.domain, "managed": s.managed}))
+}
+
+// ---------------------------------------------------------------------------------
+// commands
+
+/// Publishes a contract command and waits (bounded) for its outcome: subscribes to
+/// the outcome subject first, and also asks the outcome stream, so neither a quick
+/// answer nor a lost core-NATS delivery is missed.
+async fn send_command(state: &AppState, kind: CommandType, claims: &Claims, domain: &str, region: Option<String>) -> ApiResult<Outcome> {
+    let id = CommandId(Uuid::new_v4());
+    let command = Command {
+        command_type: kind,
+        command_id: id,
+        tenant_id: TenantId(claims.tenant_id),
+        domain: domain.to_string(),
+        requested_by: Some(claims.sub.clone().unwrap_or_else(|| "gateway".into())),
+        region,
+        domain_id: None,
+        reason: None,
+        provider_result: None,
+        correlation_id: None,
+    };
+    let inner = &state.0;
+    let mut sub = inner.client.subscribe(Outcome::subject(id)).await.map_err(ApiError::unavailable)?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id.to_string().as_str());
+    let body = serde_json::to_vec(&command.to_body()).map_err(ApiError::unavailable)?;
+    inner
+        .js
+        .publish_with_headers(command.subject(), headers, body.into())
+        .await
+        .map_err(ApiError::unavailable)?
+        .await
+        .map_err(ApiError::unavailable)?;
+    let deadline = tokio::time::Instant::now() + inner.opts.command_timeout;
+    loop {
+        tokio::select! {
+            m = sub.next() => {
+                if let Some(m) = m {
+                    if let Ok(o) = serde_json::from_slice::<Outcome>(&m.payload) { return Ok(o) }
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(750)) => {
+                if let Ok(Some(bytes)) = inner.outcomes.lookup(id).await {
+                    if let Ok(o) = serde_json::from_slice::<Outcome>(&bytes) { return Ok(o) }
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "still_processing",
+                "your request was received and is still being processed; this page updates when it is done",
+            ));
+        }
+    }
+}
+
+fn rejection(o: &Outcome) -> ApiError {
+    let (code, message) = o.reason.as_ref().map(|r| (r.code.as_str(), r.message.as_str())).unwrap_or(("rejected", "the request was refused"));
+    let (status, code): (StatusCode, &'static str) = match code {
+        "invalid_domain" => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_domain"),
+        "reserved_domain" => (StatusCode::UNPROCESSABLE_ENTITY, "reserved_domain"),
+        "domain_taken" => (StatusCode::CONFLICT, "domain_taken"),
+        "already_registered" => (StatusCode::CONFLICT, "already_registered"),
+        "domain_not_found" => (StatusCode::NOT_FOUND, "not_found"),
+        "invalid_command" => (StatusCode::BAD_REQUEST, "invalid_request"),
+        _ => (StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
+    };
+    ApiError::new(status, code, message)
+}
+
+// ---------------------------------------------------------------------------------
+// handlers: tenant API
+
+async fn session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let claims = authorize(&state, &headers)?;
+    Ok(Json(json!({
+        "tenant_id": claims.tenant_id,
+        "edition": claims.edition,
+        "managed_sending": true,
+        "expires_at": chrono::DateTime::from_timestamp(claims.exp, 0).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "sender": sender(&state, claims.tenant_id).await?,
+    })))
+}
+
+async fn list_domains(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let claims = authorize(&state, &headers)?;
+    let rows = tenant_rows(&state.0.pool, claims.tenant_id).await?;
+    let domains: Vec<_> = rows.iter().filter_map(view::domain_view).collect();
+    Ok(Json(json!({"sender": sender(&state, claims.tenant_id).await?, "domains": domains})))
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    domain: String,
+    #[serde(default)]
+    region: Option<String>,
+}
+
+async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<RegisterBody>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let claims = authorize(&state, &headers)?;
+    let Json(body) = body.map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "send a JSON object {\"domain\": \"example.com\"}")
+    })?;
+    if body.domain.trim().is_empty() || body.domain.len() > 300 {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_domain", "enter a domain name such as example.com"));
+    }
+    let o = send_command(&state, CommandType::RegisterDomain, &claims, body.domain.trim(), body.region).await?;
+    if o.outcome != Verdict::Accepted {
+        return Err(rejection(&o));
+    }
+    let id = o.domain_id.map(|d| d.0).ok_or_else(|| ApiError::unavailable("accepted without a domain id"))?;
+    // The projection follows the log within moments; wait briefly so the answer shows the row.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(row) = row_by_id(&state.0.pool, id).await? {
+            return Ok((StatusCode::CREATED, Json(json!({"domain": view_of(&row)?}))));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let domain = o.domain.clone().unwrap_or(body.domain);
+            let (b, label) = view::badge("created");
+            return Ok((
+                StatusCode::CREATED,
+                Json(json!({"domain": {"id": id, "domain": domain, "status": "created", "badge": b, "badge_label": label,
+                    "next_step": "We are preparing the DNS records for this domain; they appear here in a few seconds.",
+                    "records": []}})),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn get_domain(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let claims = authorize(&state, &headers)?;
+    let row = tenant_row(&state.0.pool, claims.tenant_id, parse_id(&id)?).await?;
+    Ok(Json(json!({"domain": view_of(&row)?})))
+}
+
+fn parse_id(id: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(id).map_err(|_| ApiError::not_found())
+}
+
+/// Sends a command about one of the tenant's live domains; returns the outcome and the fresh row.
+async fn domain_command(state: &AppState, headers: &HeaderMap, id: &str, kind: CommandType) -> ApiResult<Json<Value>> {
+    let claims = authorize(state, headers)?;
+    let id = parse_id(id)?;
+    let row = tenant_row(&state.0.pool, claims.tenant_id, id).await?;
+    if row["status"] == "deactivated" {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "this domain was removed"));
+    }
+    let name = row["domain_name"].as_str().unwrap_or_default().to_string();
+    let o = send_command(state, kind, &claims, &name, None).await?;
+    if o.outcome != Verdict::Accepted {
+        return Err(rejection(&o));
+    }
+    let row = tenant_row(&state.0.pool, claims.tenant_id, id).await?;
+    Ok(Json(json!({"outcome": "accepted", "domain": view_of(&row)?})))
+}
+
+async fn dns_configured(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+    Ok((StatusCode::ACCEPTED, domain_command(&state, &headers, &id, CommandType::DnsConfigured).await?))
+}
+
+async fn refresh(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+    Ok((StatusCode::ACCEPTED, domain_command(&state, &headers, &id, CommandType::RefreshStatus).await?))
+}
+
+async fn delete_domain(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    domain_command(&state, &headers, &id, CommandType::DeleteDomain).await
+}
+
+async fn timeline(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let claims = authorize(&state, &headers)?;
+    let id = parse_id(&id)?;
+    tenant_row(&state.0.pool, claims.tenant_id, id).await?;
+    let history = state.0.store.history(TenantId(claims.tenant_id), DomainId(id)).await.map_err(ApiError::unavailable)?;
+    let events: Vec<_> = history.into_iter().map(|(_, e)| e).collect();
+    let mut entries = view::timeline(&events);
+    entries.reverse(); // newest first
+    Ok(Json(json!({"entries": entries})))
+}
+
+#[derive(Deserialize, Default)]
+struct ShareBody {
+    /// Lifetime of the link in seconds (at most 30 days).
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(u) = &state.0.opts.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:8080");
+    format!("http://{host}")
+}
+
+async fn create_share(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<ShareBody>>,
+) -> ApiResult<Json<Value>> {
+    let claims = authorize(&state, &headers)?;
+    let id = parse_id(&id)?;
+    tenant_row(&state.0.pool, claims.tenant_id, id).await?;
+    let ttl = body
+        .and_then(|b| b.0.ttl_secs)
+        .unwrap_or(state.0.opts.share_ttl.as_secs())
+        .clamp(60, 30 * 86_400) as i64;
+    let exp = now() + ttl;
+    let sig = state.0.opts.keys.share_sig(id, exp);
+    let base = base_url(&state, &headers);
+    let q = format!("exp={exp}&sig={sig}");
+    Ok(Json(json!({
+        "url": format!("{base}/share/{id}?{q}"),
+        "csv_url": format!("{base}/api/v1/share/{id}/records.csv?{q}"),
+        "zone_url": format!("{base}/api/v1/share/{id}/records.zone?{q}"),
+        "expires_at": chrono::DateTime::from_timestamp(exp, 0).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    })))
+}
+
+fn download(view: &view::DomainView, zone: bool) -> Response {
+    let (body, ct, ext) = if zone {
+        (view::zone_file(view, Utc::now()), "text/dns; charset=utf-8", "zone")
+    } else {
+        (view::csv(view), "text/csv; charset=utf-8", "csv")
+    };
+    let disposition = format!("attachment; filename=\"{}-dns-records.{ext}\"", view.domain);
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(ct)), (header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).unwrap_or(HeaderValue::from_static("attachment")))],
+        body,
+    )
+        .into_response()
+}
+
+async fn records_csv(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+    let claims = authorize(&state, &headers)?;
+    let row = tenant_row(&state.0.pool, claims.tenant_id, parse_id(&id)?).await?;
+    Ok(download(&view_of(&row)?, false))
+}
+
+async fn records_zone(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+    let claims = authorize(&state, &headers)?;
+    let row = tenant_row(&state.0.pool, claims.tenant_id, parse_id(&id)?).await?;
+    Ok(download(&view_of(&row)?, true))
+}
+
+// ---------------------------------------------------------------------------------
+// share links: no login, HMAC over the domain id and the expiry
+
+#[derive(Deserialize)]
+struct ShareQuery {
+    exp: Option<i64>,
+    sig: Option<String>,
+}
+
+fn check_share(state: &AppState, id: &str, q: &ShareQuery) -> ApiResult<Uuid> {
+    let refused = || ApiError::new(StatusCode::FORBIDDEN, "invalid_link", "this link is not valid; ask the domain owner for a new one");
+    let id = Uuid::parse_str(id).map_err(|_| refused())?;
+    let (Some(exp), Some(sig)) = (q.exp, q.sig.as_deref()) else { return Err(refused()) };
+    match state.0.opts.keys.verify_share(id, exp, sig, now()) {
+        Ok(()) => Ok(id),
+        Err(token::TokenError::Expired) => {
+            Err(ApiError::new(StatusCode::GONE, "link_expired", "this link has expired; ask the domain owner for a new one"))
+        }
+        Err(_) => Err(refused()),
+    }
+}
+
+async fn shared_view(state: &AppState, id: &str, q: &ShareQuery) -> ApiResult<view::DomainView> {
+    let id = check_share(state, id, q)?;
+    let row = row_by_id(&state.0.pool, id).await?.ok_or_else(ApiError::not_found)?;
+    view_of(&row)
+}
+
+async fn share_page(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<ShareQuery>) -> Response {
+    match check_share(&state, &id, &q) {
+        Ok(_) => Html(SHARE_HTML).into_response(),
+        Err(e) => {
+            let page = REFUSED_HTML.replace("{{message}}", &e.message);
+            (e.status, Html(page)).into_response()
+        }
+    }
+}
+
+const REFUSED_HTML: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Link not valid – DNS records</title><link rel="stylesheet" href="/app.css"></head>
+<body><main class="page"><h1>DNS records</h1>
+<p class="refused" role="alert" id="refused">{{message}}</p></main></body></html>"#;
+
+async fn share_domain(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<ShareQuery>) -> ApiResult<Json<Value>> {
+    let view = shared_view(&state, &id, &q).await?;
+    let exp = q.exp.unwrap_or_default();
+    let qs = format!("exp={exp}&sig={}", q.sig.as_deref().unwrap_or(""));
+    Ok(Json(json!({
+        "domain": view,
+        "expires_at": chrono::DateTime::from_timestamp(exp, 0).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "csv_url": format!("/api/v1/share/{id}/records.csv?{qs}"),
+        "zone_url": format!("/api/v1/share/{id}/records.zone?{qs}"),
+    })))
+}
+
+async fn share_csv(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<ShareQuery>) -> ApiResult<Response> {
+    Ok(download(&shared_view(&state, &id, &q).await?, false))
+}
+
+async fn share_zone(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<ShareQuery>) -> ApiResult<Response> {
+    Ok(download(&shared_view(&state, &id, &q).await?, true))
+}

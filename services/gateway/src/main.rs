@@ -1,0 +1,88 @@
+//! `gateway`: the "Managed sending" page and its JSON API over HTTP.
+//!
+//! `gateway [serve]` serves; `gateway token --tenant T` prints a signed session token
+//! (for development and for platforms that want to sign with this tool).
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use gateway::token::{Claims, Keys, DEV_SECRET};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "gateway", about = "The tenant's 'Managed sending' page and JSON API")]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    listen: SocketAddr,
+    /// Shared secret the platform signs session tokens with (HMAC-SHA256); also signs share links.
+    #[arg(long, env = "GATEWAY_TOKEN_SECRET", default_value = DEV_SECRET, hide_env_values = true, hide_default_value = true, global = true)]
+    token_secret: String,
+    /// Base URL of share links (default: http://<Host header>).
+    #[arg(long, env = "GATEWAY_PUBLIC_URL", global = true)]
+    public_url: Option<String>,
+    /// Seconds a request waits for a command's outcome.
+    #[arg(long, env = "GATEWAY_COMMAND_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    command_timeout_secs: u64,
+    /// Default lifetime of a share link, in seconds.
+    #[arg(long, env = "GATEWAY_SHARE_TTL_SECS", default_value_t = 7 * 86_400, global = true)]
+    share_ttl_secs: u64,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the page and the API (the default).
+    Serve,
+    /// Print a signed session token.
+    Token {
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        #[arg(long, default_value = "enterprise")]
+        edition: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+        #[arg(long)]
+        sub: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let keys = Keys::new(&cli.token_secret);
+    if let Some(Cmd::Token { tenant, edition, ttl, sub }) = cli.command {
+        let claims = Claims { tenant_id: tenant, edition, exp: chrono::Utc::now().timestamp() + ttl, sub };
+        println!("{}", keys.sign(&claims));
+        return Ok(());
+    }
+    runtime::telemetry::init("gateway");
+    if keys.is_dev_default() {
+        tracing::warn!(
+            "!!! GATEWAY_TOKEN_SECRET is not set: using the development secret {DEV_SECRET:?}. Anyone can sign tokens for any tenant. Set GATEWAY_TOKEN_SECRET in every real deployment. !!!"
+        );
+    }
+    let config = runtime::Config::from_env()?;
+    let mut opts = gateway::Options::new(keys.clone());
+    opts.public_url = cli.public_url.clone();
+    opts.command_timeout = Duration::from_secs(cli.command_timeout_secs.max(1));
+    opts.share_ttl = Duration::from_secs(cli.share_ttl_secs.max(60));
+    let router = gateway::app(config, opts).await?;
+    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    let addr = listener.local_addr()?;
+    let base = cli.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    tracing::info!("managed sending page at {base}/ (API under {base}/api/v1, description at {base}/openapi.yaml)");
+    println!("gateway: {base}/");
+    if keys.is_dev_default() {
+        // A ready-to-open link for development: a fixed dev tenant, enterprise edition, 12 h.
+        let tenant = std::env::var("GATEWAY_DEV_TENANT")
+            .ok()
+            .and_then(|t| uuid::Uuid::parse_str(&t).ok())
+            .unwrap_or(uuid::Uuid::from_u128(0x00000000_0000_4000_8000_00000000d3f0));
+        let claims = Claims { tenant_id: tenant, edition: "enterprise".into(), exp: chrono::Utc::now().timestamp() + 12 * 3600, sub: Some("dev".into()) };
+        println!("gateway: dev link (tenant {tenant}): {base}/#token={}", keys.sign(&claims));
+    }
+    gateway::serve(listener, router, runtime::Shutdown::on_signals()).await
+}

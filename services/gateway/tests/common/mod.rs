@@ -1,0 +1,44 @@
+//! Shared by the gateway's integration tests: a whole stack (system-tests harness)
+//! with the gateway in-process on 127.0.0.1:0.
+#![allow(dead_code)]
+
+use gateway::token::{Claims, Keys};
+use runtime::Shutdown;
+use system_tests::Stack;
+use uuid::Uuid;
+
+pub const SECRET: &str = "test-secret-for-the-gateway";
+
+pub struct Gw {
+    pub stack: Stack,
+    pub base: String,
+    pub keys: Keys,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gw {
+    pub async fn start() -> Gw {
+        let stack = Stack::start().await;
+        let keys = Keys::new(SECRET);
+        let router = gateway::app(stack.config.clone(), gateway::Options::new(keys.clone())).await.expect("gateway starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = Shutdown::new();
+        let s = shutdown.clone();
+        let task = tokio::spawn(async move {
+            gateway::serve(listener, router, s).await.expect("gateway serves");
+        });
+        Gw { stack, base, keys, shutdown, task }
+    }
+
+    pub fn token(&self, tenant: Uuid, edition: &str, ttl_secs: i64) -> String {
+        self.keys.sign(&Claims { tenant_id: tenant, edition: edition.into(), exp: chrono::Utc::now().timestamp() + ttl_secs, sub: Some("test".into()) })
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+        self.stack.shutdown().await;
+    }
+}
