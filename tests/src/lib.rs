@@ -222,12 +222,25 @@ impl Stack {
             stack.spawn("provider-worker", provider_worker::run(config.clone(), stack.shutdown.clone()));
         }
         if opts.scheduler {
-            stack.spawn("scheduler", scheduler::run(config.clone(), stack.shutdown.clone()));
+            stack.start_scheduler();
         }
         stack.spawn("query", query::run(config.clone(), stack.shutdown.clone()));
         let _ = stack.start_projectors(opts.projector.clone());
         stack.wait_ready().await;
         stack
+    }
+
+    /// Starts one more scheduler instance; the returned signal stops just this one.
+    pub fn start_scheduler(&mut self) -> Shutdown {
+        let own = Shutdown::new();
+        let (all, mine) = (self.shutdown.clone(), own.clone());
+        tokio::spawn(async move {
+            all.wait().await;
+            mine.trigger();
+        });
+        let f = scheduler::run(self.config.clone(), own.clone());
+        self.spawn("scheduler", f);
+        own
     }
 
     /// Starts one more command handler instance (it stands by while another holds the lease).

@@ -153,6 +153,9 @@ fn event_data_schemas(event_schema: &Value) -> BTreeMap<String, Value> {
                             let name = r.trim_start_matches("#/definitions/");
                             d = defs.get(name).cloned().unwrap_or(d);
                         }
+                        if let (Some(desc), Some(obj)) = (b.get("description"), d.as_object_mut()) {
+                            obj.entry("description").or_insert_with(|| desc.clone());
+                        }
                         out.insert(t.to_string(), with_definitions(d, &defs));
                     }
                     _ => stack.push(b),
