@@ -11,7 +11,11 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a Postgres URL: {e}"))?
         // Times leave the database in UTC (contract: RFC 3339 in UTC).
-        .options([("timezone", "UTC")]);
+        // Every table here is derived from the event log, and each projector writes its
+        // checkpoint in the same transaction as its rows: a commit lost in a crash is
+        // lost together with its checkpoint and simply applied again. So commits need
+        // not wait for the WAL flush (a large share of projection latency otherwise).
+        .options([("timezone", "UTC"), ("synchronous_commit", "off")]);
     let db = options.get_database().unwrap_or("postgres").to_string();
     if let Err(first) = options.connect().await {
         // Try to create it from the maintenance database.

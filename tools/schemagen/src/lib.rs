@@ -2,11 +2,12 @@
 //! example messages serialised from real values.
 //!
 //! [`generate`] returns every file under `schemas/` that this crate owns
-//! (`json/*.schema.json` and `examples/<schema>/*.json`), keyed by its path relative
+//! (`json/*.schema.json`, `examples/<schema>/*.json` and `asyncapi.yaml`), keyed by its path relative
 //! to `schemas/`. The binary writes them (or, with `--check`, compares them); the
 //! drift test does the same in memory.
 #![forbid(unsafe_code)]
 
+pub mod asyncapi;
 pub mod examples;
 pub mod wire;
 
@@ -56,11 +57,18 @@ fn root_schema<T: JsonSchema>() -> Value {
     generator.into_root_schema_for::<T>().to_value()
 }
 
-/// Removes every `additionalProperties: false` / `unevaluatedProperties: false`: the
+/// A UUID in its hyphenated text form (the contract writes lower case; readers accept either).
+pub const UUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// Adds a UUID pattern beside every `format: uuid`, and removes every `additionalProperties: false` / `unevaluatedProperties: false`: the
 /// contract may grow, so readers must accept properties they do not know.
 fn open_up(v: &mut Value) {
     match v {
         Value::Object(m) => {
+            // `uuid` is not a draft-07 format: validators would ignore it, so say it with a pattern too.
+            if m.get("format") == Some(&json!("uuid")) {
+                m.insert("pattern".into(), json!(UUID_PATTERN));
+            }
             for key in ["additionalProperties", "unevaluatedProperties"] {
                 if m.get(key) == Some(&Value::Bool(false)) {
                     m.remove(key);
@@ -74,7 +82,7 @@ fn open_up(v: &mut Value) {
 }
 
 /// Keys sorted at every level, so the files are the same whatever serde_json's map is.
-fn canonical(v: &Value) -> Value {
+pub(crate) fn canonical(v: &Value) -> Value {
     match v {
         Value::Object(m) => {
             let sorted: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, canonical(v))).collect();
@@ -291,6 +299,7 @@ pub fn generate() -> BTreeMap<String, String> {
     for (kind, name, value) in examples::all() {
         files.insert(format!("examples/{kind}/{name}.json"), to_text(&canonical(&value)));
     }
+    files.insert("asyncapi.yaml".into(), asyncapi::document());
     files
 }
 

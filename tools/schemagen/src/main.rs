@@ -1,5 +1,5 @@
 //! `schemagen [--check]`: writes `schemas/json/*.schema.json` and
-//! `schemas/examples/**` from the Rust types; `--check` writes nothing and exits 1
+//! `schemas/examples/**` and `schemas/asyncapi.yaml` from the Rust types; `--check` writes nothing and exits 1
 //! with a summary when the checked-in files differ from the generated ones.
 #![forbid(unsafe_code)]
 
@@ -40,7 +40,8 @@ fn main() -> ExitCode {
         match std::fs::read_to_string(dir.join(path)) {
             Ok(current) if &current == text => {}
             Ok(current) => {
-                let changed = current.lines().zip(text.lines()).position(|(a, b)| a != b).unwrap_or(0) + 1;
+                let same = current.lines().zip(text.lines()).take_while(|(a, b)| a == b).count();
+                let changed = same + 1;
                 problems.push(format!("changed: schemas/{path} (first difference at line {changed})"));
             }
             Err(_) => problems.push(format!("missing: schemas/{path}")),
