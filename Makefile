@@ -18,6 +18,7 @@ test:
 	@bash scripts/ensure-infra.sh && if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
 
 bench:
+	cargo build --release -p scheduler
 	cargo run --release -p bench -- $(ARGS)
 
 fmt:

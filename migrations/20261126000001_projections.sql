@@ -58,4 +58,7 @@ CREATE TABLE IF NOT EXISTS scheduler_timers (
     fired_due_at timestamptz,
     fired_count  integer NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS scheduler_timers_due ON scheduler_timers (due_at);
+-- Only timers not yet fired for their due time: a fired timer leaves the index, so a
+-- tick never walks past the fired ones.
+CREATE INDEX IF NOT EXISTS scheduler_timers_due ON scheduler_timers (due_at)
+    WHERE fired_due_at IS DISTINCT FROM due_at;

@@ -37,6 +37,9 @@ struct Sizes {
     raw: usize,
     p1: usize,
     p2_secs: u64,
+    p3_domains: usize,
+    p4_timers: usize,
+    p4_due: usize,
     p5_domains: usize,
 }
 
@@ -45,9 +48,9 @@ async fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let sizes = if quick {
-        Sizes { raw: 50_000, p1: 5_000, p2_secs: 5, p5_domains: 3 }
+        Sizes { raw: 50_000, p1: 5_000, p2_secs: 5, p3_domains: 10_000, p4_timers: 100_000, p4_due: 5_000, p5_domains: 3 }
     } else {
-        Sizes { raw: 200_000, p1: 30_000, p2_secs: 20, p5_domains: 10 }
+        Sizes { raw: 200_000, p1: 30_000, p2_secs: 20, p3_domains: 100_000, p4_timers: 1_000_000, p4_due: 20_000, p5_domains: 10 }
     };
     let wants = |c: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == c));
     let mut figures = Vec::new();
@@ -114,6 +117,56 @@ async fn main() -> anyhow::Result<()> {
             ratio: None,
             target: "p99 ≤ 25 ms".into(),
             pass: Some(p99 <= 25.0),
+        });
+    }
+    if wants("P3") {
+        let events = sizes.p3_domains * 10;
+        eprintln!("P3: replay of both projections from {events} events ({} domains × 10)...", sizes.p3_domains);
+        let rate = p3_replay(sizes.p3_domains).await?;
+        let ratio = rate / raw_read;
+        figures.push(Figure {
+            case: "P3".into(),
+            measure: format!("replay email_domains + tenant_settings, {events} events, swap included"),
+            value: rate,
+            unit: "events/s".into(),
+            baseline: Some(raw_read),
+            ratio: Some(ratio),
+            target: "≥ 0.5 × raw ordered read".into(),
+            pass: Some(ratio >= 0.5),
+        });
+    }
+    if wants("P4") {
+        eprintln!("P4: scheduler with {} pending timers, {} falling due...", sizes.p4_timers, sizes.p4_due);
+        let (rss_mb, p99, max) = p4_timers(sizes.p4_timers, sizes.p4_due).await?;
+        figures.push(Figure {
+            case: "P4".into(),
+            measure: format!("scheduler peak RSS, {} pending timers", sizes.p4_timers),
+            value: rss_mb,
+            unit: "MB".into(),
+            baseline: None,
+            ratio: None,
+            target: "≤ 256 MB".into(),
+            pass: Some(rss_mb <= 256.0),
+        });
+        figures.push(Figure {
+            case: "P4".into(),
+            measure: "firing lag (publish − due), max".into(),
+            value: max,
+            unit: "ms".into(),
+            baseline: None,
+            ratio: None,
+            target: "-".into(),
+            pass: None,
+        });
+        figures.push(Figure {
+            case: "P4".into(),
+            measure: "firing lag (publish − due), p99".into(),
+            value: p99,
+            unit: "ms".into(),
+            baseline: None,
+            ratio: None,
+            target: "p99 ≤ 1000 ms".into(),
+            pass: Some(p99 <= 1000.0),
         });
     }
     if wants("P5") {
@@ -448,4 +501,128 @@ async fn p5_long_history(domains: usize) -> anyhow::Result<(f64, f64)> {
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     stack.shutdown().await;
     Ok((percentile(&lat, 0.5), *lat.last().unwrap()))
+}
+
+/// P3: `domainctl replay` of both projections from a log of `domains` × 10 events.
+async fn p3_replay(domains: usize) -> anyhow::Result<f64> {
+    let stack = Stack::start_with(StackOptions {
+        handlers: 0,
+        provider_worker: false,
+        scheduler: false,
+        projectors: false,
+        ..bench_options()
+    })
+    .await;
+    let start = chrono::Utc::now();
+    let tenants: Vec<TenantId> = (0..(domains / 10).max(1)).map(|_| TenantId(Uuid::new_v4())).collect();
+    let mut acks = std::collections::VecDeque::with_capacity(8192);
+    for d in 0..domains {
+        let name = format!("p3-{d}.test");
+        for e in system_tests::fixtures::domain_history(tenants[d % tenants.len()], &name, 10, start) {
+            let publish = PublishMessage::build().payload(e.to_json().into()).message_id(e.event_id.to_string());
+            acks.push_back(stack.js.send_publish(e.subject(), publish).await?);
+            if acks.len() >= 8192 {
+                acks.pop_front().unwrap().await?;
+            }
+        }
+    }
+    for a in acks {
+        a.await?;
+    }
+    let opts = domainctl::replay::ReplayOptions { progress: false, ..Default::default() };
+    let summary = domainctl::replay::replay(&stack.js, &stack.pool, &opts).await?;
+    eprintln!(
+        "  {} events in {:.2} s; phases: {}",
+        summary.events,
+        summary.seconds,
+        serde_json::to_string(&summary.phases).unwrap_or_default()
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM email_domains").fetch_one(&stack.pool).await?;
+    anyhow::ensure!(rows as usize == domains, "P3: {rows} rows after replay, expected {domains}");
+    stack.shutdown().await;
+    Ok(summary.events_per_sec)
+}
+
+/// Peak resident memory of a process, from /proc.
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// P4: the scheduler as its own process with `timers` pending, `due` of them falling
+/// due over the measurement window; lag = when the re-check was published − due time.
+async fn p4_timers(timers: usize, due: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let stack = Stack::start_with(StackOptions {
+        handlers: 0,
+        provider_worker: false,
+        scheduler: false,
+        projectors: false,
+        ..bench_options()
+    })
+    .await;
+    let window_secs = 10.0;
+    let t0 = chrono::Utc::now() + chrono::Duration::seconds(3);
+    // Far-future timers, then the ones that fall due, spread evenly over the window.
+    sqlx::query(
+        "INSERT INTO scheduler_timers (domain_id, tenant_id, domain, due_at)
+         SELECT gen_random_uuid(), gen_random_uuid(), 'far-' || i || '.test', $1 + (i || ' seconds')::interval
+         FROM generate_series(1, $2) AS i",
+    )
+    .bind(t0 + chrono::Duration::days(1))
+    .bind((timers - due) as i64)
+    .execute(&stack.pool)
+    .await?;
+    let mut due_at: HashMap<Uuid, chrono::DateTime<chrono::Utc>> = HashMap::with_capacity(due);
+    let (mut ids, mut tenants, mut names, mut dues) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..due {
+        let id = Uuid::new_v4();
+        let at = t0 + chrono::Duration::microseconds((window_secs * 1e6 * i as f64 / due as f64) as i64);
+        due_at.insert(id, at);
+        ids.push(id);
+        tenants.push(Uuid::new_v4());
+        names.push(format!("due-{i}.test"));
+        dues.push(at);
+    }
+    sqlx::query(
+        "INSERT INTO scheduler_timers (domain_id, tenant_id, domain, due_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])",
+    )
+    .bind(&ids)
+    .bind(&tenants)
+    .bind(&names)
+    .bind(&dues)
+    .execute(&stack.pool)
+    .await?;
+    sqlx::query("ANALYZE scheduler_timers").execute(&stack.pool).await?;
+    let mut fired = stack.client.subscribe("email_domains.commands.recheck").await?;
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/scheduler");
+    anyhow::ensure!(bin.exists(), "build the scheduler first: cargo build --release -p scheduler");
+    let mut child = tokio::process::Command::new(bin)
+        .env("NATS_URL", &stack.config.nats_url)
+        .env("DATABASE_URL", &stack.config.database_url)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let mut lags = Vec::with_capacity(due);
+    let deadline = Instant::now() + Duration::from_secs_f64(window_secs + 30.0);
+    while lags.len() < due && Instant::now() < deadline {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), fired.next()).await else { continue };
+        let now = chrono::Utc::now();
+        let body: serde_json::Value = serde_json::from_slice(&m.payload)?;
+        let id: Uuid = body["domain_id"].as_str().unwrap_or_default().parse().unwrap_or_default();
+        if let Some(at) = due_at.get(&id) {
+            lags.push((now - *at).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        }
+    }
+    let rss = peak_rss_mb(pid);
+    child.kill().await.ok();
+    anyhow::ensure!(lags.len() == due, "P4: {} of {due} due timers fired", lags.len());
+    lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    stack.shutdown().await;
+    Ok((rss, percentile(&lags, 0.99), *lags.last().unwrap()))
 }

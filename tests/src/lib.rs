@@ -18,6 +18,8 @@ use uuid::Uuid;
 
 pub use testdns::TestDns;
 
+pub mod fixtures;
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port()
 }
@@ -128,6 +130,7 @@ pub struct StackOptions {
     pub provider_worker: bool,
     pub scheduler: bool,
     pub handler_lanes: usize,
+    pub projectors: bool,
 }
 
 impl Default for StackOptions {
@@ -147,6 +150,7 @@ impl Default for StackOptions {
             provider_worker: true,
             scheduler: true,
             handler_lanes: 64,
+            projectors: true,
         }
     }
 }
@@ -225,7 +229,9 @@ impl Stack {
             stack.start_scheduler();
         }
         stack.spawn("query", query::run(config.clone(), stack.shutdown.clone()));
-        let _ = stack.start_projectors(opts.projector.clone());
+        if opts.projectors {
+            let _ = stack.start_projectors(opts.projector.clone());
+        }
         stack.wait_ready().await;
         stack
     }

@@ -94,7 +94,8 @@ try {
   const value = await card.locator("code.value").textContent();
   const copy = card.getByRole("button", { name: /Copy value/ });
   await copy.click();
-  check((await copy.getAttribute("data-copied")) === value, "the copy button copied the value (data-copied)");
+  await page.waitForFunction((v) => document.body.dataset.lastCopied === v, value, { timeout: 5000 });
+  check((await page.evaluate(() => document.body.dataset.lastCopied)) === value, "the copy button copied the value (data-last-copied)");
   let clip = null;
   try { clip = await page.evaluate(() => navigator.clipboard.readText()); } catch (e) { clip = null; }
   if (clip !== null) check(clip === value, "the clipboard holds the value");
@@ -172,6 +173,9 @@ try {
 
   // 10. Keyboard: the first Tab reaches the skip link, focus is visible.
   await page.bringToFront();
+  await page.reload();
+  await page.waitForSelector("body[data-loaded=true]");
+  check(await page.locator(`article[data-domain="${domain}"]`).count() === 1, "the session survives a reload");
   await page.keyboard.press("Tab");
   const focused = await page.evaluate(() => document.activeElement && document.activeElement.textContent);
   check(/Skip to your domains/.test(focused || ""), "the skip link is the first stop");

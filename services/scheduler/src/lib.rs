@@ -122,7 +122,7 @@ pub async fn fire_due(js: &jetstream::Context, pool: &PgPool, now: DateTime<Utc>
     let mut tx = pool.begin().await?;
     let due: Vec<(uuid::Uuid, uuid::Uuid, String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT domain_id, tenant_id, domain, due_at FROM scheduler_timers
-         WHERE due_at <= $1 AND (fired_due_at IS NULL OR fired_due_at <> due_at)
+         WHERE fired_due_at IS DISTINCT FROM due_at AND due_at <= $1
          ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(now)
