@@ -16,6 +16,8 @@ demo:
 
 test:
 	@bash scripts/ensure-infra.sh && if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
+	@bash scripts/check-schemas.sh
+	@bash scripts/check-k8s.sh
 
 bench:
 	cargo build --release -p scheduler

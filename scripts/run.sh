@@ -89,7 +89,7 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}"
 [[ "$BIN" == /* ]] || BIN="$ROOT/$BIN"
 BIN="$BIN/debug"
 
-need=(dev-dns command-handler provider-worker scheduler projector query)
+need=(dev-dns command-handler provider-worker scheduler projector query gateway)
 [[ $USE_DEV_PROVIDER == 1 ]] && need+=(dev-provider)
 for b in "${need[@]}"; do
     [[ -x "$BIN/$b" ]] || die "binary $BIN/$b is missing after the build"
@@ -195,6 +195,8 @@ start proj-domains "$BIN/projector" --projection email_domains
 start proj-settings "$BIN/projector" --projection tenant_settings
 start proj-analytics "$BIN/projector" --projection analytics
 start query "$BIN/query"
+export GATEWAY_LISTEN="${GATEWAY_LISTEN:-127.0.0.1:8080}"
+start gateway "$BIN/gateway"
 say "started ${#PIDS[@]} processes: ${NAMES[*]}"
 
 # --- readiness: an answer on email_domains.query.sender means the stack is up ----------
@@ -279,6 +281,7 @@ while true; do
 [run] ---------------------------------------------------------------------------
 [run] ready after $((SECONDS - started_at))s: the stack answers on email_domains.query.sender
 [run]   $hint
+[run]   The owner's page: http://${GATEWAY_LISTEN}/ (the gateway's log above prints a signed dev link)
 [run]   Ctrl-C stops everything.
 [run] ---------------------------------------------------------------------------
 EOF

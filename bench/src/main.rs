@@ -48,14 +48,33 @@ async fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let sizes = if quick {
-        Sizes { raw: 50_000, p1: 5_000, p2_secs: 5, p3_domains: 10_000, p4_timers: 100_000, p4_due: 5_000, p5_domains: 3 }
+        Sizes {
+            raw: 50_000,
+            p1: 5_000,
+            p2_secs: 5,
+            p3_domains: 10_000,
+            p4_timers: 100_000,
+            p4_due: 5_000,
+            p5_domains: 3,
+        }
     } else {
-        Sizes { raw: 200_000, p1: 30_000, p2_secs: 20, p3_domains: 100_000, p4_timers: 1_000_000, p4_due: 20_000, p5_domains: 10 }
+        Sizes {
+            raw: 200_000,
+            p1: 30_000,
+            p2_secs: 20,
+            p3_domains: 100_000,
+            p4_timers: 1_000_000,
+            p4_due: 20_000,
+            p5_domains: 10,
+        }
     };
     let wants = |c: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == c));
     let mut figures = Vec::new();
 
-    eprintln!("raw JetStream baselines ({} messages of 300 bytes)...", sizes.raw);
+    eprintln!(
+        "raw JetStream baselines ({} messages of 300 bytes)...",
+        sizes.raw
+    );
     let (raw_publish, raw_read) = raw_baselines(sizes.raw).await?;
     figures.push(Figure {
         case: "raw".into(),
@@ -79,7 +98,10 @@ async fn main() -> anyhow::Result<()> {
     });
 
     if wants("P1") {
-        eprintln!("P1: {} register_domain commands to awaiting_dns...", sizes.p1);
+        eprintln!(
+            "P1: {} register_domain commands to awaiting_dns...",
+            sizes.p1
+        );
         let rate = p1_throughput(sizes.p1).await?;
         let ratio = rate / raw_publish;
         figures.push(Figure {
@@ -94,7 +116,10 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     if wants("P2") {
-        eprintln!("P2: 500 commands/s for {} s, publish → row visible...", sizes.p2_secs);
+        eprintln!(
+            "P2: 500 commands/s for {} s, publish → row visible...",
+            sizes.p2_secs
+        );
         let (p50, p99, max) = p2_latency(sizes.p2_secs).await?;
         for (m, v) in [("p50", p50), ("max", max)] {
             figures.push(Figure {
@@ -121,12 +146,17 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("P3") {
         let events = sizes.p3_domains * 10;
-        eprintln!("P3: replay of both projections from {events} events ({} domains × 10)...", sizes.p3_domains);
+        eprintln!(
+            "P3: replay of both projections from {events} events ({} domains × 10)...",
+            sizes.p3_domains
+        );
         let rate = p3_replay(sizes.p3_domains).await?;
         let ratio = rate / raw_read;
         figures.push(Figure {
             case: "P3".into(),
-            measure: format!("replay email_domains + tenant_settings, {events} events, swap included"),
+            measure: format!(
+                "replay email_domains + tenant_settings, {events} events, swap included"
+            ),
             value: rate,
             unit: "events/s".into(),
             baseline: Some(raw_read),
@@ -136,7 +166,10 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     if wants("P4") {
-        eprintln!("P4: scheduler with {} pending timers, {} falling due...", sizes.p4_timers, sizes.p4_due);
+        eprintln!(
+            "P4: scheduler with {} pending timers, {} falling due...",
+            sizes.p4_timers, sizes.p4_due
+        );
         let (rss_mb, p99, max) = p4_timers(sizes.p4_timers, sizes.p4_due).await?;
         figures.push(Figure {
             case: "P4".into(),
@@ -170,7 +203,10 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     if wants("P5") {
-        eprintln!("P5: one command on {} domains with 10,015 past events each, cold handler...", sizes.p5_domains);
+        eprintln!(
+            "P5: one command on {} domains with 10,015 past events each, cold handler...",
+            sizes.p5_domains
+        );
         let (p50, max) = p5_long_history(sizes.p5_domains).await?;
         figures.push(Figure {
             case: "P5".into(),
@@ -256,7 +292,13 @@ async fn raw_baselines(n: usize) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
     let mut acks = Vec::with_capacity(4096);
     for i in 0..n {
-        acks.push(js.send_publish(format!("raw.{}", i % 1000), PublishMessage::build().payload(payload.clone())).await?);
+        acks.push(
+            js.send_publish(
+                format!("raw.{}", i % 1000),
+                PublishMessage::build().payload(payload.clone()),
+            )
+            .await?,
+        );
         if acks.len() == 4096 {
             for a in acks.drain(..) {
                 a.await?;
@@ -270,7 +312,10 @@ async fn raw_baselines(n: usize) -> anyhow::Result<(f64, f64)> {
 
     let started = Instant::now();
     let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig { deliver_policy: consumer::DeliverPolicy::All, ..Default::default() })
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
         .await?;
     let mut messages = consumer.messages().await?;
     let mut read = 0;
@@ -284,7 +329,10 @@ async fn raw_baselines(n: usize) -> anyhow::Result<(f64, f64)> {
 
 /// The stack as deployed: the default number of handler lanes.
 fn bench_options() -> StackOptions {
-    StackOptions { handler_lanes: 256, ..StackOptions::default() }
+    StackOptions {
+        handler_lanes: 256,
+        ..StackOptions::default()
+    }
 }
 
 async fn count_status(stack: &Stack, status: &str) -> i64 {
@@ -295,12 +343,18 @@ async fn count_status(stack: &Stack, status: &str) -> i64 {
         .unwrap_or(0)
 }
 
-async fn publish_command(js: &jetstream::Context, t: &str, body: serde_json::Value) -> anyhow::Result<jetstream::context::PublishAckFuture> {
+async fn publish_command(
+    js: &jetstream::Context,
+    t: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<jetstream::context::PublishAckFuture> {
     let id = body["command_id"].as_str().unwrap_or_default().to_string();
     Ok(js
         .send_publish(
             format!("email_domains.commands.{t}"),
-            PublishMessage::build().payload(serde_json::to_vec(&body)?.into()).message_id(id),
+            PublishMessage::build()
+                .payload(serde_json::to_vec(&body)?.into())
+                .message_id(id),
         )
         .await?)
 }
@@ -328,12 +382,15 @@ async fn p1_throughput(n: usize) -> anyhow::Result<f64> {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut last_report = Instant::now();
     loop {
-        if std::env::var("BENCH_TRACE").is_ok() && last_report.elapsed() > Duration::from_millis(500) {
+        if std::env::var("BENCH_TRACE").is_ok()
+            && last_report.elapsed() > Duration::from_millis(500)
+        {
             last_report = Instant::now();
-            let by_status: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM email_domains GROUP BY 1")
-                .fetch_all(&stack.pool)
-                .await
-                .unwrap_or_default();
+            let by_status: Vec<(String, i64)> =
+                sqlx::query_as("SELECT status, count(*) FROM email_domains GROUP BY 1")
+                    .fetch_all(&stack.pool)
+                    .await
+                    .unwrap_or_default();
             let mut pending = Vec::new();
             for (stream, consumer) in [
                 ("EMAIL_DOMAIN_COMMANDS", "command-handler"),
@@ -344,24 +401,41 @@ async fn p1_throughput(n: usize) -> anyhow::Result<f64> {
                 ("EMAIL_DOMAIN_EVENTS", "scheduler-timers"),
             ] {
                 if let Ok(s) = stack.js.get_stream(stream).await {
-                    if let Ok(mut c) = s.get_consumer::<async_nats::jetstream::consumer::pull::Config>(consumer).await {
+                    if let Ok(mut c) = s
+                        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(consumer)
+                        .await
+                    {
                         if let Ok(i) = c.info().await {
-                            pending.push(format!("{consumer}: pending {} ack-pending {}", i.num_pending, i.num_ack_pending));
+                            pending.push(format!(
+                                "{consumer}: pending {} ack-pending {}",
+                                i.num_pending, i.num_ack_pending
+                            ));
                         }
                     }
                 }
             }
-            eprintln!("  t={:.1}s {by_status:?} {}", started.elapsed().as_secs_f64(), pending.join("; "));
+            eprintln!(
+                "  t={:.1}s {by_status:?} {}",
+                started.elapsed().as_secs_f64(),
+                pending.join("; ")
+            );
         }
         let done = count_status(&stack, "awaiting_dns").await;
         if done as usize >= n {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "P1: only {done} of {n} reached awaiting_dns");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "P1: only {done} of {n} reached awaiting_dns"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
-    eprintln!("  published in {:.2} s, all awaiting_dns after {:.2} s", published.as_secs_f64(), elapsed.as_secs_f64());
+    eprintln!(
+        "  published in {:.2} s, all awaiting_dns after {:.2} s",
+        published.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
     stack.shutdown().await;
     Ok(n as f64 / elapsed.as_secs_f64())
 }
@@ -398,8 +472,13 @@ async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64)> {
         let (seen, done) = (seen.clone(), done.clone());
         tokio::spawn(async move {
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), listener.recv()).await {
-                    seen.lock().unwrap().entry(n.payload().to_string()).or_insert_with(Instant::now);
+                if let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(100), listener.recv()).await
+                {
+                    seen.lock()
+                        .unwrap()
+                        .entry(n.payload().to_string())
+                        .or_insert_with(Instant::now);
                 }
             }
         })
@@ -422,32 +501,62 @@ async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64)> {
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     poller.await?;
-    let published = published.lock().unwrap();
-    let seen = seen.lock().unwrap();
-    anyhow::ensure!(seen.len() >= n, "P2: only {} of {n} rows appeared", seen.len());
-    let mut lat: Vec<f64> = published
-        .iter()
-        .filter_map(|(name, at)| seen.get(name).map(|s| s.saturating_duration_since(*at).as_secs_f64() * 1000.0))
-        .collect();
+    let mut lat: Vec<f64> = {
+        let published = published.lock().unwrap();
+        let seen = seen.lock().unwrap();
+        anyhow::ensure!(
+            seen.len() >= n,
+            "P2: only {} of {n} rows appeared",
+            seen.len()
+        );
+        published
+            .iter()
+            .filter_map(|(name, at)| {
+                seen.get(name)
+                    .map(|s| s.saturating_duration_since(*at).as_secs_f64() * 1000.0)
+            })
+            .collect()
+    };
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    drop((published, seen));
     stack.shutdown().await;
-    Ok((percentile(&lat, 0.5), percentile(&lat, 0.99), *lat.last().unwrap_or(&f64::NAN)))
+    Ok((
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        *lat.last().unwrap_or(&f64::NAN),
+    ))
 }
 
 /// P5: a command on a domain with a long history, the handler started cold just before.
 async fn p5_long_history(domains: usize) -> anyhow::Result<(f64, f64)> {
     const HISTORY: u64 = 10_015;
-    let mut stack = Stack::start_with(StackOptions { handlers: 0, provider_worker: false, scheduler: false, ..bench_options() }).await;
+    let mut stack = Stack::start_with(StackOptions {
+        handlers: 0,
+        provider_worker: false,
+        scheduler: false,
+        ..bench_options()
+    })
+    .await;
     let store = runtime::store::EventStore::open(&stack.js, stack.config.snapshot_every).await?;
-    let names = runtime::names::NameIndex::new(stack.js.get_key_value(runtime::streams::NAMES_BUCKET).await?);
+    let names = runtime::names::NameIndex::new(
+        stack
+            .js
+            .get_key_value(runtime::streams::NAMES_BUCKET)
+            .await?,
+    );
     let tenant = TenantId(Uuid::new_v4());
     let mut targets = Vec::new();
     for d in 0..domains {
         let domain_id = DomainId(Uuid::new_v4());
         let name = format!("p5-{d}.test");
         names
-            .claim(&name, runtime::names::Holder { tenant_id: tenant, domain_id }, None)
+            .claim(
+                &name,
+                runtime::names::Holder {
+                    tenant_id: tenant,
+                    domain_id,
+                },
+                None,
+            )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut state = None;
@@ -460,7 +569,9 @@ async fn p5_long_history(domains: usize) -> anyhow::Result<(f64, f64)> {
                     deadline_at: chrono::Utc::now() + chrono::Duration::days(7),
                 }
             } else {
-                EventData::CheckRequested { trigger: email_domain_events::event::CheckTrigger::DnsConfigured }
+                EventData::CheckRequested {
+                    trigger: email_domain_events::event::CheckTrigger::DnsConfigured,
+                }
             };
             let event = Event {
                 event_id: EventId(Uuid::new_v4()),
@@ -474,7 +585,10 @@ async fn p5_long_history(domains: usize) -> anyhow::Result<(f64, f64)> {
                 schema_version: SCHEMA_VERSION,
                 data,
             };
-            seq = store.append(&event, seq).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            seq = store
+                .append(&event, seq)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             state = evolve(state, &event);
             // Snapshots as the handler writes them.
             store.maybe_snapshot(state.as_ref().unwrap(), seq);
@@ -482,18 +596,30 @@ async fn p5_long_history(domains: usize) -> anyhow::Result<(f64, f64)> {
         targets.push(name);
     }
     tokio::time::sleep(Duration::from_millis(500)).await; // let the last snapshots land
-    // A cold handler: started now, warmed only on another domain (lease, consumer).
+                                                          // A cold handler: started now, warmed only on another domain (lease, consumer).
     stack.start_handler();
-    let warm = stack.send("register_domain", Uuid::new_v4(), "p5-warmup.test").await;
-    anyhow::ensure!(warm.outcome == email_domain_events::outcome::Verdict::Accepted, "warm-up failed");
+    let warm = stack
+        .send("register_domain", Uuid::new_v4(), "p5-warmup.test")
+        .await;
+    anyhow::ensure!(
+        warm.outcome == email_domain_events::outcome::Verdict::Accepted,
+        "warm-up failed"
+    );
     let mut lat = Vec::new();
     for name in &targets {
         let id = Uuid::new_v4();
-        let mut sub = stack.client.subscribe(format!("email_domains.outcomes.{id}")).await?;
+        let mut sub = stack
+            .client
+            .subscribe(format!("email_domains.outcomes.{id}"))
+            .await?;
         let body = json!({"command_id": id, "tenant_id": tenant.0, "domain": name});
         let started = Instant::now();
-        publish_command(&stack.js, "dns_configured", body).await?.await?;
-        let m = tokio::time::timeout(Duration::from_secs(10), sub.next()).await?.expect("outcome");
+        publish_command(&stack.js, "dns_configured", body)
+            .await?
+            .await?;
+        let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await?
+            .expect("outcome");
         lat.push(started.elapsed().as_secs_f64() * 1000.0);
         let o: serde_json::Value = serde_json::from_slice(&m.payload)?;
         anyhow::ensure!(o["outcome"] == "accepted", "P5 command rejected: {o}");
@@ -514,12 +640,18 @@ async fn p3_replay(domains: usize) -> anyhow::Result<f64> {
     })
     .await;
     let start = chrono::Utc::now();
-    let tenants: Vec<TenantId> = (0..(domains / 10).max(1)).map(|_| TenantId(Uuid::new_v4())).collect();
+    let tenants: Vec<TenantId> = (0..(domains / 10).max(1))
+        .map(|_| TenantId(Uuid::new_v4()))
+        .collect();
     let mut acks = std::collections::VecDeque::with_capacity(8192);
     for d in 0..domains {
         let name = format!("p3-{d}.test");
-        for e in system_tests::fixtures::domain_history(tenants[d % tenants.len()], &name, 10, start) {
-            let publish = PublishMessage::build().payload(e.to_json().into()).message_id(e.event_id.to_string());
+        for e in
+            system_tests::fixtures::domain_history(tenants[d % tenants.len()], &name, 10, start)
+        {
+            let publish = PublishMessage::build()
+                .payload(e.to_json().into())
+                .message_id(e.event_id.to_string());
             acks.push_back(stack.js.send_publish(e.subject(), publish).await?);
             if acks.len() >= 8192 {
                 acks.pop_front().unwrap().await?;
@@ -529,7 +661,10 @@ async fn p3_replay(domains: usize) -> anyhow::Result<f64> {
     for a in acks {
         a.await?;
     }
-    let opts = domainctl::replay::ReplayOptions { progress: false, ..Default::default() };
+    let opts = domainctl::replay::ReplayOptions {
+        progress: false,
+        ..Default::default()
+    };
     let summary = domainctl::replay::replay(&stack.js, &stack.pool, &opts).await?;
     eprintln!(
         "  {} events in {:.2} s; phases: {}",
@@ -537,8 +672,13 @@ async fn p3_replay(domains: usize) -> anyhow::Result<f64> {
         summary.seconds,
         serde_json::to_string(&summary.phases).unwrap_or_default()
     );
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM email_domains").fetch_one(&stack.pool).await?;
-    anyhow::ensure!(rows as usize == domains, "P3: {rows} rows after replay, expected {domains}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM email_domains")
+        .fetch_one(&stack.pool)
+        .await?;
+    anyhow::ensure!(
+        rows as usize == domains,
+        "P3: {rows} rows after replay, expected {domains}"
+    );
     stack.shutdown().await;
     Ok(summary.events_per_sec)
 }
@@ -547,8 +687,16 @@ async fn p3_replay(domains: usize) -> anyhow::Result<f64> {
 fn peak_rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -577,10 +725,12 @@ async fn p4_timers(timers: usize, due: usize) -> anyhow::Result<(f64, f64, f64)>
     .execute(&stack.pool)
     .await?;
     let mut due_at: HashMap<Uuid, chrono::DateTime<chrono::Utc>> = HashMap::with_capacity(due);
-    let (mut ids, mut tenants, mut names, mut dues) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut tenants, mut names, mut dues) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..due {
         let id = Uuid::new_v4();
-        let at = t0 + chrono::Duration::microseconds((window_secs * 1e6 * i as f64 / due as f64) as i64);
+        let at =
+            t0 + chrono::Duration::microseconds((window_secs * 1e6 * i as f64 / due as f64) as i64);
         due_at.insert(id, at);
         ids.push(id);
         tenants.push(Uuid::new_v4());
@@ -597,10 +747,18 @@ async fn p4_timers(timers: usize, due: usize) -> anyhow::Result<(f64, f64, f64)>
     .bind(&dues)
     .execute(&stack.pool)
     .await?;
-    sqlx::query("ANALYZE scheduler_timers").execute(&stack.pool).await?;
-    let mut fired = stack.client.subscribe("email_domains.commands.recheck").await?;
+    sqlx::query("ANALYZE scheduler_timers")
+        .execute(&stack.pool)
+        .await?;
+    let mut fired = stack
+        .client
+        .subscribe("email_domains.commands.recheck")
+        .await?;
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/scheduler");
-    anyhow::ensure!(bin.exists(), "build the scheduler first: cargo build --release -p scheduler");
+    anyhow::ensure!(
+        bin.exists(),
+        "build the scheduler first: cargo build --release -p scheduler"
+    );
     let mut child = tokio::process::Command::new(bin)
         .env("NATS_URL", &stack.config.nats_url)
         .env("DATABASE_URL", &stack.config.database_url)
@@ -611,17 +769,27 @@ async fn p4_timers(timers: usize, due: usize) -> anyhow::Result<(f64, f64, f64)>
     let mut lags = Vec::with_capacity(due);
     let deadline = Instant::now() + Duration::from_secs_f64(window_secs + 30.0);
     while lags.len() < due && Instant::now() < deadline {
-        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), fired.next()).await else { continue };
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), fired.next()).await else {
+            continue;
+        };
         let now = chrono::Utc::now();
         let body: serde_json::Value = serde_json::from_slice(&m.payload)?;
-        let id: Uuid = body["domain_id"].as_str().unwrap_or_default().parse().unwrap_or_default();
+        let id: Uuid = body["domain_id"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or_default();
         if let Some(at) = due_at.get(&id) {
             lags.push((now - *at).num_microseconds().unwrap_or(0) as f64 / 1000.0);
         }
     }
     let rss = peak_rss_mb(pid);
     child.kill().await.ok();
-    anyhow::ensure!(lags.len() == due, "P4: {} of {due} due timers fired", lags.len());
+    anyhow::ensure!(
+        lags.len() == due,
+        "P4: {} of {due} due timers fired",
+        lags.len()
+    );
     lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
     stack.shutdown().await;
     Ok((rss, percentile(&lags, 0.99), *lags.last().unwrap()))

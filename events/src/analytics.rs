@@ -9,11 +9,18 @@ use serde_json::{json, Value};
 pub fn names(event: &Event) -> Vec<&'static str> {
     match &event.data {
         EventData::DomainRegistered { .. } => vec!["registered"],
-        EventData::DomainProvisioned { cleanup_required: false, .. } => vec!["provisioned"],
+        EventData::DomainProvisioned {
+            cleanup_required: false,
+            ..
+        } => vec!["provisioned"],
         EventData::DomainProvisioned { .. } => vec![],
         EventData::CheckRequested { .. } => vec![],
         EventData::ProvisioningFailed { .. } => vec!["failed"],
-        EventData::DnsChecked { drift_detected, drift_resolved, .. } => {
+        EventData::DnsChecked {
+            drift_detected,
+            drift_resolved,
+            ..
+        } => {
             let mut v = vec!["dns_checked"];
             if *drift_detected {
                 v.push("dns_drift");
@@ -23,7 +30,11 @@ pub fn names(event: &Event) -> Vec<&'static str> {
             }
             v
         }
-        EventData::ProviderPolled { verified: true, activates: true, .. } => vec!["verified", "activated"],
+        EventData::ProviderPolled {
+            verified: true,
+            activates: true,
+            ..
+        } => vec!["verified", "activated"],
         EventData::ProviderPolled { verified: true, .. } => vec!["verified"],
         EventData::ProviderPolled { .. } => vec![],
         EventData::VerificationFailed { .. } => vec!["failed"],
@@ -50,12 +61,21 @@ pub fn cloud_event(event: &Event, name: &str) -> Value {
         "version": event.version,
     });
     let extra = match &event.data {
-        EventData::DnsChecked { records, all_required_found, trigger, .. } => json!({
+        EventData::DnsChecked {
+            records,
+            all_required_found,
+            trigger,
+            ..
+        } => json!({
             "trigger": trigger,
             "all_required_found": all_required_found,
             "records": records.iter().map(|r| json!({"purpose": r.purpose, "type": r.record_type, "name": r.name, "dns_status": r.dns_status, "diagnosis": r.diagnosis.as_ref().map(|d| d.code)})).collect::<Vec<_>>(),
         }),
-        EventData::VerificationFailed { reason, by_operator, .. } => json!({"reason": reason, "by_operator": by_operator}),
+        EventData::VerificationFailed {
+            reason,
+            by_operator,
+            ..
+        } => json!({"reason": reason, "by_operator": by_operator}),
         EventData::ProvisioningFailed { reason } => json!({"reason": reason}),
         EventData::DomainRegistered { region, .. } => json!({"region": region}),
         _ => json!({}),

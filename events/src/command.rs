@@ -175,11 +175,17 @@ fn uuid_of(v: &serde_json::Value) -> Option<Uuid> {
     v.as_str().and_then(|s| Uuid::parse_str(s).ok())
 }
 
-fn opt_string(v: &Option<serde_json::Value>, field: &str, max: usize) -> Result<Option<String>, String> {
+fn opt_string(
+    v: &Option<serde_json::Value>,
+    field: &str,
+    max: usize,
+) -> Result<Option<String>, String> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
-        Some(serde_json::Value::String(_)) => Err(format!("`{field}` is longer than {max} characters")),
+        Some(serde_json::Value::String(_)) => {
+            Err(format!("`{field}` is longer than {max} characters"))
+        }
         Some(_) => Err(format!("`{field}` must be a string")),
     }
 }
@@ -189,11 +195,17 @@ pub fn decode(type_token: &str, body: &[u8]) -> Result<Command, DecodeFailure> {
     if body.len() > MAX_COMMAND_BYTES {
         return Err(DecodeFailure::unreadable(
             Unreadable::TooLarge,
-            format!("the body is {} bytes; commands are at most {MAX_COMMAND_BYTES} bytes", body.len()),
+            format!(
+                "the body is {} bytes; commands are at most {MAX_COMMAND_BYTES} bytes",
+                body.len()
+            ),
         ));
     }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        DecodeFailure::unreadable(Unreadable::UnreadableJson, format!("the body is not JSON: {e}"))
+        DecodeFailure::unreadable(
+            Unreadable::UnreadableJson,
+            format!("the body is not JSON: {e}"),
+        )
     })?;
     if !value.is_object() {
         return Err(DecodeFailure::unreadable(
@@ -202,7 +214,10 @@ pub fn decode(type_token: &str, body: &[u8]) -> Result<Command, DecodeFailure> {
         ));
     }
     let raw: Body = serde_json::from_value(value).map_err(|e| {
-        DecodeFailure::unreadable(Unreadable::UnreadableJson, format!("the body could not be read: {e}"))
+        DecodeFailure::unreadable(
+            Unreadable::UnreadableJson,
+            format!("the body could not be read: {e}"),
+        )
     })?;
     let command_id = match raw.command_id.as_ref() {
         None | Some(serde_json::Value::Null) => {
@@ -219,7 +234,10 @@ pub fn decode(type_token: &str, body: &[u8]) -> Result<Command, DecodeFailure> {
         })?,
     };
     let tenant_id = raw.tenant_id.as_ref().and_then(uuid_of).map(TenantId);
-    let domain = raw.domain.as_ref().and_then(|v| v.as_str().map(str::to_owned));
+    let domain = raw
+        .domain
+        .as_ref()
+        .and_then(|v| v.as_str().map(str::to_owned));
     let invalid = |error: String| DecodeFailure {
         dead_letter_reason: "invalid_command",
         error,
@@ -249,7 +267,11 @@ pub fn decode(type_token: &str, body: &[u8]) -> Result<Command, DecodeFailure> {
     let reason = opt_string(&raw.reason, "reason", 2048).map_err(invalid)?;
     let domain_id = match &raw.domain_id {
         None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(DomainId(uuid_of(v).ok_or_else(|| invalid("`domain_id` is not a UUID".into()))?)),
+        Some(v) => {
+            Some(DomainId(uuid_of(v).ok_or_else(|| {
+                invalid("`domain_id` is not a UUID".into())
+            })?))
+        }
     };
     let correlation_id = raw.correlation_id.as_ref().and_then(uuid_of);
     let provider_result = match raw.provider_result {
@@ -261,10 +283,15 @@ pub fn decode(type_token: &str, body: &[u8]) -> Result<Command, DecodeFailure> {
     };
     match command_type {
         CommandType::Recheck | CommandType::ProviderResult if domain_id.is_none() => {
-            return Err(invalid(format!("`{}` needs a `domain_id`", command_type.as_str())))
+            return Err(invalid(format!(
+                "`{}` needs a `domain_id`",
+                command_type.as_str()
+            )))
         }
         CommandType::ProviderResult if provider_result.is_none() => {
-            return Err(invalid("`provider_result` needs a `provider_result`".into()))
+            return Err(invalid(
+                "`provider_result` needs a `provider_result`".into(),
+            ))
         }
         _ => {}
     }
@@ -298,8 +325,16 @@ impl Command {
         put("region", self.region.clone().map(Into::into));
         put("domain_id", self.domain_id.map(|d| d.to_string().into()));
         put("reason", self.reason.clone().map(Into::into));
-        put("provider_result", self.provider_result.as_ref().map(|p| serde_json::to_value(p).expect("serialisable")));
-        put("correlation_id", self.correlation_id.map(|c| c.to_string().into()));
+        put(
+            "provider_result",
+            self.provider_result
+                .as_ref()
+                .map(|p| serde_json::to_value(p).expect("serialisable")),
+        );
+        put(
+            "correlation_id",
+            self.correlation_id.map(|c| c.to_string().into()),
+        );
         serde_json::Value::Object(m)
     }
 
@@ -317,12 +352,18 @@ mod tests {
 
     #[test]
     fn a_valid_register_command_decodes() {
-        let body = format!(r#"{{"command_id":"{ID}","tenant_id":"{TENANT}","domain":"Acme.com.","region":"eu-west-1","extra":1}}"#);
+        let body = format!(
+            r#"{{"command_id":"{ID}","tenant_id":"{TENANT}","domain":"Acme.com.","region":"eu-west-1","extra":1}}"#
+        );
         let c = decode("register_domain", body.as_bytes()).unwrap();
         assert_eq!(c.command_type, CommandType::RegisterDomain);
         assert_eq!(c.domain, "Acme.com.");
         assert_eq!(c.region.as_deref(), Some("eu-west-1"));
-        let again = decode("register_domain", serde_json::to_vec(&c.to_body()).unwrap().as_slice()).unwrap();
+        let again = decode(
+            "register_domain",
+            serde_json::to_vec(&c.to_body()).unwrap().as_slice(),
+        )
+        .unwrap();
         assert_eq!(again, c);
     }
 
@@ -331,14 +372,23 @@ mod tests {
         let reason = |t: &str, b: &[u8]| decode(t, b).unwrap_err().dead_letter_reason;
         assert_eq!(reason("register_domain", b"{nope"), "unreadable_json");
         assert_eq!(reason("register_domain", b"[1,2]"), "not_an_object");
-        assert_eq!(reason("register_domain", b"{\"tenant_id\":\"x\"}"), "missing_command_id");
-        assert_eq!(reason("register_domain", b"{\"command_id\":\"not-a-uuid\"}"), "missing_command_id");
+        assert_eq!(
+            reason("register_domain", b"{\"tenant_id\":\"x\"}"),
+            "missing_command_id"
+        );
+        assert_eq!(
+            reason("register_domain", b"{\"command_id\":\"not-a-uuid\"}"),
+            "missing_command_id"
+        );
         let big = vec![b' '; MAX_COMMAND_BYTES + 1];
         assert_eq!(reason("register_domain", &big), "too_large");
         let body = format!(r#"{{"command_id":"{ID}","tenant_id":"{TENANT}","domain":"a.com"}}"#);
         let f = decode("transfer_domain", body.as_bytes()).unwrap_err();
         assert_eq!(f.dead_letter_reason, "unknown_command");
-        assert!(f.command_id.is_some(), "an unknown command with a readable id still gets an outcome");
+        assert!(
+            f.command_id.is_some(),
+            "an unknown command with a readable id still gets an outcome"
+        );
     }
 
     #[test]
@@ -348,8 +398,20 @@ mod tests {
         assert_eq!(f.dead_letter_reason, "invalid_command");
         assert_eq!(f.command_id.unwrap().to_string(), ID);
         let body = format!(r#"{{"command_id":"{ID}","tenant_id":"{TENANT}","domain":42}}"#);
-        assert_eq!(decode("dns_configured", body.as_bytes()).unwrap_err().dead_letter_reason, "invalid_command");
-        let body = format!(r#"{{"command_id":"{ID}","tenant_id":"{TENANT}","domain":"a.com","region":7}}"#);
-        assert_eq!(decode("register_domain", body.as_bytes()).unwrap_err().dead_letter_reason, "invalid_command");
+        assert_eq!(
+            decode("dns_configured", body.as_bytes())
+                .unwrap_err()
+                .dead_letter_reason,
+            "invalid_command"
+        );
+        let body = format!(
+            r#"{{"command_id":"{ID}","tenant_id":"{TENANT}","domain":"a.com","region":7}}"#
+        );
+        assert_eq!(
+            decode("register_domain", body.as_bytes())
+                .unwrap_err()
+                .dead_letter_reason,
+            "invalid_command"
+        );
     }
 }

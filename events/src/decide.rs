@@ -50,7 +50,10 @@ impl RejectionCode {
 
 impl Rejection {
     pub fn new(code: RejectionCode, message: impl Into<String>) -> Self {
-        Rejection { code, message: message.into() }
+        Rejection {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn not_found(domain: &str) -> Self {
@@ -109,7 +112,10 @@ pub fn decide_register(
         Some(h) if h.tenant_id == tenant => {
             return Err(Rejection::new(
                 RejectionCode::AlreadyRegistered,
-                format!("you have registered `{name}` already (status {})", h.status.as_str()),
+                format!(
+                    "you have registered `{name}` already (status {})",
+                    h.status.as_str()
+                ),
             ))
         }
         Some(h) if h.status == Status::Failed => Some(EventData::DomainReleased {
@@ -124,7 +130,10 @@ pub fn decide_register(
             ))
         }
     };
-    Ok(RegisterPlan { release, registered })
+    Ok(RegisterPlan {
+        release,
+        registered,
+    })
 }
 
 /// Whether the shell must run a DNS check before calling [`decide`] for this command.
@@ -138,8 +147,10 @@ pub fn needs_dns_check(state: &DomainState, cmd: &Command, now: DateTime<Utc>) -
             Status::AwaitingDns | Status::Verifying | Status::Verified | Status::Failed
         ),
         CommandType::Recheck => {
-            matches!(state.status, Status::AwaitingDns | Status::Verifying | Status::Verified)
-                && recheck_due(state, now)
+            matches!(
+                state.status,
+                Status::AwaitingDns | Status::Verifying | Status::Verified
+            ) && recheck_due(state, now)
         }
         _ => false,
     }
@@ -151,7 +162,9 @@ const TIMER_TOLERANCE_SECS: i64 = 2;
 
 fn recheck_due(state: &DomainState, now: DateTime<Utc>) -> bool {
     match (state.status, state.next_check_at) {
-        (Status::Created, _) => state.deadline_at.is_some_and(|d| now + Duration::seconds(TIMER_TOLERANCE_SECS) >= d),
+        (Status::Created, _) => state
+            .deadline_at
+            .is_some_and(|d| now + Duration::seconds(TIMER_TOLERANCE_SECS) >= d),
         (_, Some(at)) => now + Duration::seconds(TIMER_TOLERANCE_SECS) >= at,
         _ => false,
     }
@@ -199,10 +212,14 @@ pub fn decide(
             };
             match (state.status, dns) {
                 (S::Created, _) => Ok(Decision::Append(EventData::CheckRequested { trigger })),
-                (S::Failed, _) if !state.is_provisioned() => Ok(Decision::Append(EventData::WindowReopened {
-                    deadline_at: now + policy.verification_deadline,
-                })),
-                (_, Some(records)) => Ok(Decision::Append(after_check(state, trigger, records, now, policy))),
+                (S::Failed, _) if !state.is_provisioned() => {
+                    Ok(Decision::Append(EventData::WindowReopened {
+                        deadline_at: now + policy.verification_deadline,
+                    }))
+                }
+                (_, Some(records)) => Ok(Decision::Append(after_check(
+                    state, trigger, records, now, policy,
+                ))),
                 (_, None) => Err(Rejection::new(
                     RejectionCode::InvalidCommand,
                     "internal: a DNS check was needed and not run",
@@ -231,7 +248,10 @@ pub fn decide(
         }
         C::ProviderResult => {
             let Some(result) = &cmd.provider_result else {
-                return Err(Rejection::new(RejectionCode::InvalidCommand, "provider_result is missing"));
+                return Err(Rejection::new(
+                    RejectionCode::InvalidCommand,
+                    "provider_result is missing",
+                ));
             };
             Ok(decide_provider_result(state, result, now, policy))
         }
@@ -245,7 +265,12 @@ fn decide_provider_result(
     policy: &Policy,
 ) -> Decision {
     match result {
-        ProviderResult::Created { provider_id, provider_domain_id, region, records } => {
+        ProviderResult::Created {
+            provider_id,
+            provider_domain_id,
+            region,
+            records,
+        } => {
             if state.is_provisioned() {
                 return Decision::Nothing;
             }
@@ -257,7 +282,13 @@ fn decide_provider_result(
             } else if state.check_requested {
                 Some(now)
             } else {
-                Some(next_check(policy, state.domain_id, 0, now, state.deadline_at))
+                Some(next_check(
+                    policy,
+                    state.domain_id,
+                    0,
+                    now,
+                    state.deadline_at,
+                ))
             };
             Decision::Append(EventData::DomainProvisioned {
                 provider_id: provider_id.clone(),
@@ -281,7 +312,8 @@ fn decide_provider_result(
                 return Decision::Nothing;
             }
             let verified = provider_status == "verified";
-            let provider_failed = !verified && provider_status == "failed" && state.status == Status::Verifying;
+            let provider_failed =
+                !verified && provider_status == "failed" && state.status == Status::Verifying;
             let next = if verified {
                 Some(now + policy.monitor_interval)
             } else {
@@ -306,7 +338,10 @@ fn decide_provider_result(
 }
 
 fn all_required_found(records: &[DnsRecord]) -> bool {
-    records.iter().filter(|r| r.required).all(|r| r.dns_status == DnsStatus::Found)
+    records
+        .iter()
+        .filter(|r| r.required)
+        .all(|r| r.dns_status == DnsStatus::Found)
 }
 
 /// A required record is definitely wrong (not merely unreadable): drift, or a reason
@@ -327,7 +362,11 @@ fn after_check(
 ) -> EventData {
     let owner_asked = trigger != CheckTrigger::Scheduled;
     let found = all_required_found(&records);
-    let attempt = if owner_asked { 0 } else { state.attempt.saturating_add(1) };
+    let attempt = if owner_asked {
+        0
+    } else {
+        state.attempt.saturating_add(1)
+    };
     let mut new_deadline_at = None;
     let mut deadline = state.deadline_at;
     if state.status == Status::Failed {
@@ -359,7 +398,13 @@ fn after_check(
                 all_required_found: found,
                 request_verification: false,
                 poll_provider: false,
-                next_check_at: Some(next_check(policy, state.domain_id, attempt, now, Some(drift_deadline))),
+                next_check_at: Some(next_check(
+                    policy,
+                    state.domain_id,
+                    attempt,
+                    now,
+                    Some(drift_deadline),
+                )),
                 new_deadline_at: None,
                 attempt,
                 drift_detected,
@@ -372,7 +417,13 @@ fn after_check(
         // never past the end of its window.
         let (next_check_at, attempt) = match state.drift_since {
             Some(since) if !found => (
-                next_check(policy, state.domain_id, attempt, now, Some(since + policy.verification_deadline)),
+                next_check(
+                    policy,
+                    state.domain_id,
+                    attempt,
+                    now,
+                    Some(since + policy.verification_deadline),
+                ),
                 attempt,
             ),
             _ => (now + policy.monitor_interval, 0),
@@ -476,7 +527,9 @@ pub fn records_to_enter(zone: &str, provider_records: &[DnsRecord]) -> Vec<DnsRe
     let mut out: Vec<DnsRecord> = provider_records
         .iter()
         .map(|r| (r, full_name(zone, &r.name)))
-        .filter(|(r, name)| !(r.record_type.eq_ignore_ascii_case("MX") && name.eq_ignore_ascii_case(zone)))
+        .filter(|(r, name)| {
+            !(r.record_type.eq_ignore_ascii_case("MX") && name.eq_ignore_ascii_case(zone))
+        })
         .map(|(r, name)| DnsRecord {
             purpose: r.purpose.to_ascii_lowercase(),
             record_type: r.record_type.to_ascii_uppercase(),

@@ -37,7 +37,10 @@ pub struct NameRejection {
 
 impl NameRejection {
     fn new(problem: NameProblem, message: impl Into<String>) -> Self {
-        NameRejection { problem, message: message.into() }
+        NameRejection {
+            problem,
+            message: message.into(),
+        }
     }
 
     /// The contract's rejection code: `reserved_domain` or `invalid_domain`.
@@ -76,7 +79,12 @@ impl ReservedDomains {
     pub fn covers(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
-            .find(|r| name == r.as_str() || name.strip_suffix(r.as_str()).is_some_and(|p| p.ends_with('.')))
+            .find(|r| {
+                name == r.as_str()
+                    || name
+                        .strip_suffix(r.as_str())
+                        .is_some_and(|p| p.ends_with('.'))
+            })
             .map(String::as_str)
     }
 }
@@ -87,9 +95,13 @@ impl DomainName {
         let trimmed = input.trim();
         let without_dot = trimmed.strip_suffix('.').unwrap_or(trimmed);
         if without_dot.is_empty() {
-            return Err(NameRejection::new(NameProblem::Empty, "the domain is empty"));
+            return Err(NameRejection::new(
+                NameProblem::Empty,
+                "the domain is empty",
+            ));
         }
-        if without_dot.ends_with('.') || without_dot.starts_with('.') || without_dot.contains("..") {
+        if without_dot.ends_with('.') || without_dot.starts_with('.') || without_dot.contains("..")
+        {
             return Err(NameRejection::new(
                 NameProblem::Syntax,
                 format!("`{input}` has an empty label (two dots in a row, or a leading dot)"),
@@ -118,22 +130,34 @@ impl DomainName {
         if ascii.len() > 253 {
             return Err(NameRejection::new(
                 NameProblem::TooLong,
-                format!("the domain is {} characters long; the limit is 253", ascii.len()),
+                format!(
+                    "the domain is {} characters long; the limit is 253",
+                    ascii.len()
+                ),
             ));
         }
         if let Some(label) = ascii.split('.').find(|l| l.len() > 63) {
             return Err(NameRejection::new(
                 NameProblem::LabelTooLong,
-                format!("the label `{label}` is {} characters long; the limit is 63", label.len()),
+                format!(
+                    "the label `{label}` is {} characters long; the limit is 63",
+                    label.len()
+                ),
             ));
         }
-        if !ascii.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.') {
+        if !ascii
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        {
             return Err(NameRejection::new(
                 NameProblem::Syntax,
                 format!("`{input}` is not a valid host name (letters, digits and hyphens, separated by dots)"),
             ));
         }
-        if ascii.split('.').any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-')) {
+        if ascii
+            .split('.')
+            .any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-'))
+        {
             return Err(NameRejection::new(
                 NameProblem::Syntax,
                 format!("`{input}` has a label that starts or ends with a hyphen"),
@@ -145,7 +169,10 @@ impl DomainName {
                 format!("`{ascii}` is a single label; register a domain such as `{ascii}.com`"),
             ));
         }
-        if let Some(tld) = SPECIAL_USE.iter().find(|s| ascii == **s || ascii.ends_with(&format!(".{s}"))) {
+        if let Some(tld) = SPECIAL_USE
+            .iter()
+            .find(|s| ascii == **s || ascii.ends_with(&format!(".{s}")))
+        {
             return Err(NameRejection::new(
                 NameProblem::SpecialUse,
                 format!("names under `.{tld}` are special-use and can never receive or send mail"),
@@ -154,7 +181,9 @@ impl DomainName {
         if is_public_suffix(&ascii) {
             return Err(NameRejection::new(
                 NameProblem::PublicSuffix,
-                format!("`{ascii}` is a public suffix shared by many owners; register a name under it"),
+                format!(
+                    "`{ascii}` is a public suffix shared by many owners; register a name under it"
+                ),
             ));
         }
         if let Some(r) = reserved.covers(&ascii) {
@@ -178,7 +207,10 @@ impl DomainName {
 
 fn looks_like_ipv4(s: &str) -> bool {
     let parts: Vec<&str> = s.split('.').collect();
-    parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+    parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// True when `name` is itself a suffix of the Public Suffix List (ICANN and private
@@ -209,8 +241,11 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<DomainName, NameProblem> {
-        DomainName::parse(s, &ReservedDomains::parse("platform.example.com, Mail.Platform.io."))
-            .map_err(|e| e.problem)
+        DomainName::parse(
+            s,
+            &ReservedDomains::parse("platform.example.com, Mail.Platform.io."),
+        )
+        .map_err(|e| e.problem)
     }
 
     #[test]
@@ -239,7 +274,10 @@ mod tests {
         assert_eq!(parse("ac me.com"), Err(NameProblem::Syntax));
         assert_eq!(parse("-acme.com"), Err(NameProblem::Syntax));
         assert_eq!(parse("acme!.com"), Err(NameProblem::Syntax));
-        assert_eq!(parse(&format!("{}.com", "a".repeat(64))), Err(NameProblem::LabelTooLong));
+        assert_eq!(
+            parse(&format!("{}.com", "a".repeat(64))),
+            Err(NameProblem::LabelTooLong)
+        );
         let long = vec!["abcdefghij"; 25].join(".") + ".com";
         assert_eq!(parse(&long), Err(NameProblem::TooLong));
         assert_eq!(parse("192.168.1.10"), Err(NameProblem::IpLiteral));
@@ -248,7 +286,11 @@ mod tests {
         assert_eq!(parse("localhost"), Err(NameProblem::SingleLabel));
         assert_eq!(parse("acme"), Err(NameProblem::SingleLabel));
         assert_eq!(parse("co.uk"), Err(NameProblem::PublicSuffix));
-        assert_eq!(parse("github.io"), Err(NameProblem::PublicSuffix), "private section counts");
+        assert_eq!(
+            parse("github.io"),
+            Err(NameProblem::PublicSuffix),
+            "private section counts"
+        );
         assert_eq!(parse("_dmarc.acme.com"), Err(NameProblem::Underscore));
         assert_eq!(parse("acme.invalid"), Err(NameProblem::SpecialUse));
         assert_eq!(parse("host.localhost"), Err(NameProblem::SpecialUse));
@@ -263,8 +305,14 @@ mod tests {
     fn a_registrable_name_under_a_public_suffix_is_fine() {
         assert!(parse("acme.co.uk").is_ok());
         assert!(parse("acme.github.io").is_ok());
-        assert!(parse("mail.acme.com").is_ok(), "a subdomain is a name of its own");
-        assert!(parse("notplatform.io").is_ok(), "reserved covers subdomains, not look-alikes");
+        assert!(
+            parse("mail.acme.com").is_ok(),
+            "a subdomain is a name of its own"
+        );
+        assert!(
+            parse("notplatform.io").is_ok(),
+            "reserved covers subdomains, not look-alikes"
+        );
     }
 
     #[test]

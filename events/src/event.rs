@@ -85,7 +85,11 @@ pub enum EventData {
         next_check_at: Option<DateTime<Utc>>,
     },
     /// The deadline passed (or an operator failed it): the domain is `failed`.
-    VerificationFailed { reason: String, records: Vec<DnsRecord>, by_operator: bool },
+    VerificationFailed {
+        reason: String,
+        records: Vec<DnsRecord>,
+        by_operator: bool,
+    },
     /// A failed domain's window reopened but it never reached the provider: provision again.
     WindowReopened { deadline_at: DateTime<Utc> },
     /// The tenant deleted the domain: `deactivated`; the provider clean-up follows.
@@ -172,7 +176,11 @@ impl<'de> Deserialize<'de> for Event {
         use serde::de::Error;
         let e = Envelope::deserialize(d)?;
         let data = e.data.map(|r| r.get()).unwrap_or("{}");
-        let tagged = format!("{{\"type\":{},\"data\":{}}}", serde_json::to_string(&e.kind).map_err(D::Error::custom)?, data);
+        let tagged = format!(
+            "{{\"type\":{},\"data\":{}}}",
+            serde_json::to_string(&e.kind).map_err(D::Error::custom)?,
+            data
+        );
         let data: EventData = serde_json::from_str(&tagged).map_err(D::Error::custom)?;
         Ok(Event {
             event_id: e.event_id,
@@ -221,8 +229,13 @@ pub fn subject(tenant: TenantId, domain: DomainId) -> String {
 /// Brings an event of an older schema version to today's form. Version 1 is today's;
 /// a change of an event's data adds a step here, never an edit of stored events.
 pub fn upcast(value: &mut serde_json::Value) {
-    let Some(obj) = value.as_object_mut() else { return };
-    let version = obj.get("schema_version").and_then(|v| v.as_u64()).unwrap_or(1);
+    let Some(obj) = value.as_object_mut() else {
+        return;
+    };
+    let version = obj
+        .get("schema_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(1);
     if version < 1 {
         obj.insert("schema_version".into(), 1.into());
     }

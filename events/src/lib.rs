@@ -21,7 +21,9 @@ pub mod tenant;
 pub mod verdict;
 
 pub use command::{Command, CommandType, ProviderResult};
-pub use decide::{decide, decide_register, needs_dns_check, Decision, RegisterPlan, Rejection, RejectionCode};
+pub use decide::{
+    decide, decide_register, needs_dns_check, Decision, RegisterPlan, Rejection, RejectionCode,
+};
 pub use domain_name::{DomainName, ReservedDomains};
 pub use event::{Event, EventData};
 pub use ids::{CommandId, DomainId, EventId, TenantId};

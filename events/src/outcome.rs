@@ -32,7 +32,12 @@ pub struct Reason {
 }
 
 impl Outcome {
-    pub fn accepted(command_id: CommandId, tenant: String, domain: String, domain_id: DomainId) -> Self {
+    pub fn accepted(
+        command_id: CommandId,
+        tenant: String,
+        domain: String,
+        domain_id: DomainId,
+    ) -> Self {
         Outcome {
             command_id: Some(command_id),
             tenant_id: Some(tenant),
@@ -56,7 +61,10 @@ impl Outcome {
             domain,
             domain_id,
             outcome: Verdict::Rejected,
-            reason: Some(Reason { code: rejection.code.as_str().to_string(), message: rejection.message.clone() }),
+            reason: Some(Reason {
+                code: rejection.code.as_str().to_string(),
+                message: rejection.message.clone(),
+            }),
         }
     }
 

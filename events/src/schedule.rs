@@ -28,7 +28,12 @@ impl Default for Policy {
 /// A stable 64-bit mix of the domain id and the attempt (FNV-1a then splitmix).
 fn mix(domain: DomainId, attempt: u32) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in domain.0.as_bytes().iter().chain(attempt.to_le_bytes().iter()) {
+    for b in domain
+        .0
+        .as_bytes()
+        .iter()
+        .chain(attempt.to_le_bytes().iter())
+    {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -45,7 +50,9 @@ fn mix(domain: DomainId, attempt: u32) -> u64 {
 pub fn recheck_delay(policy: &Policy, domain: DomainId, attempt: u32) -> Duration {
     let initial_ms = policy.recheck_initial.num_milliseconds().max(1);
     let max_ms = policy.recheck_max.num_milliseconds().max(initial_ms);
-    let base = initial_ms.saturating_mul(1i64 << attempt.min(30)).min(max_ms);
+    let base = initial_ms
+        .saturating_mul(1i64 << attempt.min(30))
+        .min(max_ms);
     // jitter in [-10 %, +10 %)
     let unit = (mix(domain, attempt) % 2001) as i64 - 1000; // -1000..=1000
     let jitter = base / 10 * unit / 1000;
@@ -86,7 +93,11 @@ pub fn timer_change(event: &Event) -> TimerChange {
         // A domain waiting for the provider still has a deadline.
         EventData::DomainRegistered { deadline_at, .. } => TimerChange::Set(*deadline_at),
         EventData::WindowReopened { deadline_at } => TimerChange::Set(*deadline_at),
-        EventData::DomainProvisioned { next_check_at, cleanup_required, .. } => {
+        EventData::DomainProvisioned {
+            next_check_at,
+            cleanup_required,
+            ..
+        } => {
             if *cleanup_required {
                 TimerChange::Clear
             } else {
@@ -103,6 +114,12 @@ pub fn timer_change(event: &Event) -> TimerChange {
     }
 }
 
+/// Times in events are kept to the microsecond, the precision Postgres stores, so a
+/// row rebuilt from the log equals the row projected live, to the last digit.
+pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,7 +133,11 @@ mod tests {
         assert!((270.0..=330.0).contains(&secs(0)), "{}", secs(0));
         assert!((540.0..=660.0).contains(&secs(1)), "{}", secs(1));
         assert!((3240.0..=3960.0).contains(&secs(5)), "{}", secs(5));
-        assert!((3240.0..=3960.0).contains(&secs(40)), "capped: {}", secs(40));
+        assert!(
+            (3240.0..=3960.0).contains(&secs(40)),
+            "capped: {}",
+            secs(40)
+        );
     }
 
     #[test]
@@ -133,14 +154,13 @@ mod tests {
     #[test]
     fn the_next_check_never_passes_the_deadline() {
         let p = Policy::default();
-        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let deadline = now + Duration::seconds(10);
-        assert_eq!(next_check(&p, DomainId(Uuid::nil()), 3, now, Some(deadline)), deadline);
+        assert_eq!(
+            next_check(&p, DomainId(Uuid::nil()), 3, now, Some(deadline)),
+            deadline
+        );
     }
-}
-
-/// Times in events are kept to the microsecond, the precision Postgres stores, so a
-/// row rebuilt from the log equals the row projected live, to the last digit.
-pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }

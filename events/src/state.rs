@@ -150,7 +150,11 @@ pub fn evolve(state: Option<DomainState>, event: &Event) -> Option<DomainState> 
     s.recent_causations.push_back(event.causation_id);
 
     match &event.data {
-        EventData::DomainRegistered { region, requested_by, deadline_at } => {
+        EventData::DomainRegistered {
+            region,
+            requested_by,
+            deadline_at,
+        } => {
             s.region = region.clone();
             s.requested_by = requested_by.clone();
             s.deadline_at = Some(*deadline_at);
@@ -216,7 +220,13 @@ pub fn evolve(state: Option<DomainState>, event: &Event) -> Option<DomainState> 
                 s.drift_since = None;
             }
         }
-        EventData::ProviderPolled { provider_status, verified, provider_failed, next_check_at, .. } => {
+        EventData::ProviderPolled {
+            provider_status,
+            verified,
+            provider_failed,
+            next_check_at,
+            ..
+        } => {
             s.provider_status = Some(provider_status.clone());
             s.next_check_at = *next_check_at;
             if *verified {
@@ -229,7 +239,9 @@ pub fn evolve(state: Option<DomainState>, event: &Event) -> Option<DomainState> 
                 s.status = Status::AwaitingDns;
             }
         }
-        EventData::VerificationFailed { reason, records, .. } => {
+        EventData::VerificationFailed {
+            reason, records, ..
+        } => {
             s.status = Status::Failed;
             s.failure_reason = Some(reason.clone());
             if !records.is_empty() {
@@ -243,13 +255,17 @@ pub fn evolve(state: Option<DomainState>, event: &Event) -> Option<DomainState> 
             s.deadline_at = Some(*deadline_at);
             s.failure_reason = None;
         }
-        EventData::DomainDeleted { cleanup_required, .. } => {
+        EventData::DomainDeleted {
+            cleanup_required, ..
+        } => {
             s.status = Status::Deactivated;
             s.deactivation_reason = Some("deleted".into());
             s.cleanup_pending = *cleanup_required;
             s.next_check_at = None;
         }
-        EventData::DomainReleased { cleanup_required, .. } => {
+        EventData::DomainReleased {
+            cleanup_required, ..
+        } => {
             s.status = Status::Deactivated;
             s.deactivation_reason = Some("released".into());
             s.cleanup_pending = *cleanup_required;

@@ -19,9 +19,14 @@ impl TenantSettings {
     pub fn apply(&mut self, event: &Event) -> bool {
         let before = self.clone();
         match &event.data {
-            EventData::ProviderPolled { verified: true, activates, .. } => {
+            EventData::ProviderPolled {
+                verified: true,
+                activates,
+                ..
+            } => {
                 self.verified.insert(event.domain_id, event.domain.clone());
-                if *activates && self.default_from_domain.as_deref() != Some(event.domain.as_str()) {
+                if *activates && self.default_from_domain.as_deref() != Some(event.domain.as_str())
+                {
                     self.previous_from_domain = self.default_from_domain.take();
                     self.default_from_domain = Some(event.domain.clone());
                 }
@@ -30,7 +35,12 @@ impl TenantSettings {
             | EventData::DomainDeleted { .. }
             | EventData::DomainReleased { .. }
             | EventData::ProvisioningFailed { .. } => {
-                if self.verified.remove(&event.domain_id).is_some() || self.default_from_domain.as_deref() == Some(&event.domain) {
+                let was_verified = self.verified.remove(&event.domain_id).is_some();
+                let was_default =
+                    self.default_from_domain.as_deref() == Some(event.domain.as_str());
+                let was_previous =
+                    self.previous_from_domain.as_deref() == Some(event.domain.as_str());
+                if was_verified || was_default || was_previous {
                     self.withdraw(&event.domain);
                 }
             }
@@ -54,8 +64,16 @@ impl TenantSettings {
     /// The sender address (contract §2.5 `email_domains.query.sender`).
     pub fn sender(&self, local_part: &str, platform_from: &str) -> Sender {
         match &self.default_from_domain {
-            Some(d) => Sender { from: format!("{local_part}@{d}"), domain: Some(d.clone()), managed: true },
-            None => Sender { from: platform_from.to_string(), domain: None, managed: false },
+            Some(d) => Sender {
+                from: format!("{local_part}@{d}"),
+                domain: Some(d.clone()),
+                managed: true,
+            },
+            None => Sender {
+                from: platform_from.to_string(),
+                domain: None,
+                managed: false,
+            },
         }
     }
 }

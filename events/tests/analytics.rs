@@ -15,20 +15,45 @@ fn story() -> Vec<Event> {
     let d = in_verified(NAME);
     let due = d.state().next_check_at.unwrap();
     let missing = found_except(&d.state().records, "spf", DnsStatus::Missing, &[]);
-    let d = d.when_command(CommandType::Recheck).at(due).dns(missing).then();
+    let d = d
+        .when_command(CommandType::Recheck)
+        .at(due)
+        .dns(missing)
+        .then();
     let due = d.state().next_check_at.unwrap();
-    let d = d.when_command(CommandType::Recheck).at(due).dns(d.dns_all_found()).then();
+    let d = d
+        .when_command(CommandType::Recheck)
+        .at(due)
+        .dns(d.dns_all_found())
+        .then();
     let d = d.when_command(CommandType::FailDomain).then();
     let mut events = d.events.clone();
-    events.extend(in_verified("other.test").when_command(CommandType::DeleteDomain).then().events);
+    events.extend(
+        in_verified("other.test")
+            .when_command(CommandType::DeleteDomain)
+            .then()
+            .events,
+    );
     let mut released = in_failed("third.test");
-    released.record(at(40 * DAY), fresh_command_id(), EventData::DomainReleased { to_tenant: tenant_b(), cleanup_required: true, provider_domain_id: Some("rs-third.test".into()) });
+    released.record(
+        at(40 * DAY),
+        fresh_command_id(),
+        EventData::DomainReleased {
+            to_tenant: tenant_b(),
+            cleanup_required: true,
+            provider_domain_id: Some("rs-third.test".into()),
+        },
+    );
     events.extend(released.events);
     events
 }
 
 fn names_of(story: &[Event], type_name: &str) -> Vec<Vec<&'static str>> {
-    story.iter().filter(|e| e.data.type_name() == type_name).map(names).collect()
+    story
+        .iter()
+        .filter(|e| e.data.type_name() == type_name)
+        .map(names)
+        .collect()
 }
 
 #[test]
@@ -36,12 +61,18 @@ fn each_event_type_maps_to_its_analytics_names() {
     let s = story();
     assert_eq!(names_of(&s, "domain_registered")[0], ["registered"]);
     assert_eq!(names_of(&s, "domain_provisioned")[0], ["provisioned"]);
-    assert_eq!(names_of(&s, "provider_polled")[0], ["verified", "activated"]);
+    assert_eq!(
+        names_of(&s, "provider_polled")[0],
+        ["verified", "activated"]
+    );
     assert_eq!(names_of(&s, "verification_failed")[0], ["failed"]);
     assert_eq!(names_of(&s, "domain_deleted")[0], ["deleted"]);
     assert_eq!(names_of(&s, "domain_released")[0], ["released"]);
     let checks = names_of(&s, "dns_checked");
-    assert!(checks.iter().all(|n| n[0] == "dns_checked"), "every DNS check is a dns_checked: {checks:?}");
+    assert!(
+        checks.iter().all(|n| n[0] == "dns_checked"),
+        "every DNS check is a dns_checked: {checks:?}"
+    );
     assert!(checks.contains(&vec!["dns_checked", "dns_drift"]));
     assert!(checks.contains(&vec!["dns_checked", "dns_restored"]));
     assert!(checks.contains(&vec!["dns_checked"]));
@@ -50,7 +81,14 @@ fn each_event_type_maps_to_its_analytics_names() {
 #[test]
 fn the_contracts_minimum_names_all_occur_in_a_domains_life() {
     let all: HashSet<&str> = story().iter().flat_map(names).collect();
-    for name in ["registered", "dns_checked", "verified", "activated", "failed", "deleted"] {
+    for name in [
+        "registered",
+        "dns_checked",
+        "verified",
+        "activated",
+        "failed",
+        "deleted",
+    ] {
         assert!(all.contains(name), "{name} missing from {all:?}");
     }
 }
@@ -67,9 +105,17 @@ fn a_provisioning_refusal_is_a_failure_and_a_pending_poll_is_no_analytics_event(
 
 #[test]
 fn a_provisioning_after_delete_is_no_provisioned_event() {
-    let d = in_created(NAME).when_command(CommandType::DeleteDomain).then();
+    let d = in_created(NAME)
+        .when_command(CommandType::DeleteDomain)
+        .then();
     let d = d.when_provider(created(NAME)).then();
-    assert!(matches!(d.last().data, EventData::DomainProvisioned { cleanup_required: true, .. }));
+    assert!(matches!(
+        d.last().data,
+        EventData::DomainProvisioned {
+            cleanup_required: true,
+            ..
+        }
+    ));
     assert!(names(d.last()).is_empty());
 }
 
@@ -96,7 +142,9 @@ fn a_cloud_event_has_the_contracts_shape() {
             assert_eq!(ce["datacontenttype"], "application/json");
             let time = ce["time"].as_str().expect("time is a string");
             assert_eq!(
-                chrono::DateTime::parse_from_rfc3339(time).unwrap().with_timezone(&chrono::Utc),
+                chrono::DateTime::parse_from_rfc3339(time)
+                    .unwrap()
+                    .with_timezone(&chrono::Utc),
                 e.occurred_at
             );
             assert_eq!(ce["data"]["domain"], e.domain);
@@ -109,11 +157,20 @@ fn a_cloud_event_has_the_contracts_shape() {
 fn a_dns_checked_cloud_event_carries_the_verdicts() {
     let d = in_awaiting_dns(NAME);
     let missing = found_except(&d.state().records, "dkim", DnsStatus::Missing, &[]);
-    let d = d.when_command(CommandType::DnsConfigured).dns(missing).then();
+    let d = d
+        .when_command(CommandType::DnsConfigured)
+        .dns(missing)
+        .then();
     let ce = cloud_event(d.last(), "dns_checked");
     assert_eq!(ce["data"]["all_required_found"], false);
     assert_eq!(ce["data"]["trigger"], "dns_configured");
-    let dkim = ce["data"]["records"].as_array().unwrap().iter().find(|r| r["purpose"] == "dkim").unwrap().clone();
+    let dkim = ce["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["purpose"] == "dkim")
+        .unwrap()
+        .clone();
     assert_eq!(dkim["dns_status"], "missing");
 }
 
@@ -125,7 +182,11 @@ fn a_cloud_event_id_is_the_same_on_every_derivation() {
         for name in names(&e) {
             assert_eq!(cloud_event_id(&e, name), cloud_event_id(&e, name));
             assert_eq!(cloud_event_id(&e, name), cloud_event_id(&reread, name));
-            assert_eq!(cloud_event(&e, name), cloud_event(&reread, name), "the whole CloudEvent is reproducible");
+            assert_eq!(
+                cloud_event(&e, name),
+                cloud_event(&reread, name),
+                "the whole CloudEvent is reproducible"
+            );
             assert!(uuid::Uuid::parse_str(&cloud_event_id(&e, name)).is_ok());
         }
     }
@@ -143,6 +204,12 @@ fn cloud_event_ids_differ_per_name_and_per_source_event() {
     }
     assert!(count > 8);
     assert_eq!(seen.len(), count, "every (event, name) has its own id");
-    let polled = story().into_iter().find(|e| e.data.type_name() == "provider_polled").unwrap();
-    assert_ne!(cloud_event_id(&polled, "verified"), cloud_event_id(&polled, "activated"));
+    let polled = story()
+        .into_iter()
+        .find(|e| e.data.type_name() == "provider_polled")
+        .unwrap();
+    assert_ne!(
+        cloud_event_id(&polled, "verified"),
+        cloud_event_id(&polled, "activated")
+    );
 }

@@ -27,17 +27,32 @@ const ENVELOPE: [&str; 11] = [
 /// One event of (almost) every type, as the decider writes them.
 fn every_event() -> Vec<Event> {
     let mut out = Vec::new();
-    let d = in_created(NAME).when_command(CommandType::DnsConfigured).then(); // check_requested
+    let d = in_created(NAME)
+        .when_command(CommandType::DnsConfigured)
+        .then(); // check_requested
     let d = d.when_provider(created(NAME)).then(); // domain_provisioned
-    let d = d.when_command(CommandType::RefreshStatus).dns(d.dns_all_found()).then(); // dns_checked
+    let d = d
+        .when_command(CommandType::RefreshStatus)
+        .dns(d.dns_all_found())
+        .then(); // dns_checked
     let d = d.when_provider(polled("verified")).then(); // provider_polled
     let d = d.when_command(CommandType::FailDomain).then(); // verification_failed
     let d = d.when_command(CommandType::DeleteDomain).then(); // domain_deleted
     out.extend(d.events);
-    let f = in_failed_unprovisioned("b.test").when_command(CommandType::RefreshStatus).then(); // provisioning_failed, window_reopened
+    let f = in_failed_unprovisioned("b.test")
+        .when_command(CommandType::RefreshStatus)
+        .then(); // provisioning_failed, window_reopened
     out.extend(f.events);
     let mut r = in_failed("c.test");
-    r.record(at(30 * DAY), fresh_command_id(), EventData::DomainReleased { to_tenant: tenant_b(), cleanup_required: true, provider_domain_id: Some("rs-c.test".into()) });
+    r.record(
+        at(30 * DAY),
+        fresh_command_id(),
+        EventData::DomainReleased {
+            to_tenant: tenant_b(),
+            cleanup_required: true,
+            provider_domain_id: Some("rs-c.test".into()),
+        },
+    );
     out.extend(r.events);
     out
 }
@@ -90,7 +105,13 @@ fn the_envelope_values_are_in_the_contracts_forms() {
         assert!(v["data"].is_object(), "{}", e.data.type_name());
         let occurred = v["occurred_at"].as_str().unwrap();
         assert!(occurred.ends_with('Z'), "RFC 3339 in UTC: {occurred}");
-        for id in ["event_id", "tenant_id", "domain_id", "causation_id", "correlation_id"] {
+        for id in [
+            "event_id",
+            "tenant_id",
+            "domain_id",
+            "causation_id",
+            "correlation_id",
+        ] {
             let s = v[id].as_str().unwrap();
             assert_eq!(s, s.to_ascii_lowercase());
             assert_eq!(s.len(), 36, "hyphenated: {s}");
@@ -101,7 +122,12 @@ fn the_envelope_values_are_in_the_contracts_forms() {
 #[test]
 fn every_event_reads_back_as_it_was_written() {
     for e in every_event() {
-        assert_eq!(Event::from_json(&e.to_json()).unwrap(), e, "{}", e.data.type_name());
+        assert_eq!(
+            Event::from_json(&e.to_json()).unwrap(),
+            e,
+            "{}",
+            e.data.type_name()
+        );
     }
 }
 
@@ -119,7 +145,10 @@ fn an_event_without_a_schema_version_reads_as_version_one() {
 fn a_dns_check_written_before_drift_monitoring_reads_without_drift() {
     let d = in_awaiting_dns(NAME);
     let missing = found_except(&d.state().records, "dkim", DnsStatus::Missing, &["p=OLD"]);
-    let d = d.when_command(CommandType::DnsConfigured).dns(missing).then();
+    let d = d
+        .when_command(CommandType::DnsConfigured)
+        .dns(missing)
+        .then();
     let mut v: serde_json::Value = serde_json::from_slice(&d.last().to_json()).unwrap();
     let data = v["data"].as_object_mut().unwrap();
     data.remove("drift_detected");
@@ -127,7 +156,13 @@ fn a_dns_check_written_before_drift_monitoring_reads_without_drift() {
     data.remove("provider_domain_id");
     let read = Event::from_json(v.to_string().as_bytes()).unwrap();
     match read.data {
-        EventData::DnsChecked { drift_detected, drift_resolved, provider_domain_id, records, .. } => {
+        EventData::DnsChecked {
+            drift_detected,
+            drift_resolved,
+            provider_domain_id,
+            records,
+            ..
+        } => {
             assert!(!drift_detected && !drift_resolved);
             assert_eq!(provider_domain_id, None);
             assert_eq!(records, d.state().records);
@@ -138,25 +173,60 @@ fn a_dns_check_written_before_drift_monitoring_reads_without_drift() {
 
 #[test]
 fn a_deletion_written_before_provider_ids_were_recorded_still_reads() {
-    let d = in_awaiting_dns(NAME).when_command(CommandType::DeleteDomain).then();
+    let d = in_awaiting_dns(NAME)
+        .when_command(CommandType::DeleteDomain)
+        .then();
     let mut v: serde_json::Value = serde_json::from_slice(&d.last().to_json()).unwrap();
-    v["data"].as_object_mut().unwrap().remove("provider_domain_id");
+    v["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("provider_domain_id");
     let read = Event::from_json(v.to_string().as_bytes()).unwrap();
-    assert!(matches!(read.data, EventData::DomainDeleted { cleanup_required: true, provider_domain_id: None, .. }));
+    assert!(matches!(
+        read.data,
+        EventData::DomainDeleted {
+            cleanup_required: true,
+            provider_domain_id: None,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn dns_records_in_events_use_the_contracts_record_form() {
     let d = in_awaiting_dns(NAME);
     let missing = found_except(&d.state().records, "dkim", DnsStatus::Mismatch, &["p=OLD"]);
-    let d = d.when_command(CommandType::DnsConfigured).dns(missing).then();
+    let d = d
+        .when_command(CommandType::DnsConfigured)
+        .dns(missing)
+        .then();
     let v: serde_json::Value = serde_json::from_slice(&d.last().to_json()).unwrap();
     assert_eq!(v["data"]["trigger"], "dns_configured");
-    let dkim = v["data"]["records"].as_array().unwrap().iter().find(|r| r["purpose"] == "dkim").unwrap();
-    let keys: BTreeSet<&str> = dkim.as_object().unwrap().keys().map(String::as_str).collect();
+    let dkim = v["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["purpose"] == "dkim")
+        .unwrap();
+    let keys: BTreeSet<&str> = dkim
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
         keys,
-        BTreeSet::from(["purpose", "type", "name", "value", "priority", "required", "dns_status", "observed", "diagnosis"])
+        BTreeSet::from([
+            "purpose",
+            "type",
+            "name",
+            "value",
+            "priority",
+            "required",
+            "dns_status",
+            "observed",
+            "diagnosis"
+        ])
     );
     assert_eq!(dkim["type"], "TXT");
     assert_eq!(dkim["dns_status"], "mismatch");
@@ -167,13 +237,23 @@ fn dns_records_in_events_use_the_contracts_record_form() {
 #[test]
 fn the_event_subject_names_tenant_and_domain() {
     let d = in_created(NAME);
-    assert_eq!(d.last().subject(), format!("email_domains.events.{}.{}", d.tenant, d.id));
+    assert_eq!(
+        d.last().subject(),
+        format!("email_domains.events.{}.{}", d.tenant, d.id)
+    );
 }
 
 #[test]
 fn a_check_requested_event_keeps_its_trigger() {
-    let d = in_created(NAME).when_command(CommandType::RefreshStatus).then();
+    let d = in_created(NAME)
+        .when_command(CommandType::RefreshStatus)
+        .then();
     let v: serde_json::Value = serde_json::from_slice(&d.last().to_json()).unwrap();
     assert_eq!(v["data"], serde_json::json!({"trigger": "refresh_status"}));
-    assert_eq!(d.last().data, EventData::CheckRequested { trigger: CheckTrigger::RefreshStatus });
+    assert_eq!(
+        d.last().data,
+        EventData::CheckRequested {
+            trigger: CheckTrigger::RefreshStatus
+        }
+    );
 }

@@ -8,7 +8,8 @@ use email_domain_events::event::CheckTrigger;
 use email_domain_events::schedule::{next_check, recheck_delay};
 use email_domain_events::state::{evolve, RECENT_CAUSATIONS};
 use email_domain_events::{
-    decide_register, CommandType, DnsStatus, DomainName, Event, EventData, EventId, ProviderResult, Status,
+    decide_register, CommandType, DnsStatus, DomainName, Event, EventData, EventId, ProviderResult,
+    Status,
 };
 
 const NAME: &str = "acme.test";
@@ -17,19 +18,34 @@ const NAME: &str = "acme.test";
 
 #[test]
 fn provisioning_tells_the_owner_full_names_required_flags_and_dmarc_advice_but_never_an_apex_mx() {
-    let d = in_created(NAME).when_provider(created(NAME)).at(at(MIN)).then();
+    let d = in_created(NAME)
+        .when_provider(created(NAME))
+        .at(at(MIN))
+        .then();
     let records = d.state().records;
 
     let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
     for r in &records {
-        assert!(r.name == NAME || r.name.ends_with(".acme.test"), "full name: {}", r.name);
+        assert!(
+            r.name == NAME || r.name.ends_with(".acme.test"),
+            "full name: {}",
+            r.name
+        );
         assert!(!r.name.ends_with('.'), "no trailing dot: {}", r.name);
         assert_eq!(r.name, r.name.to_ascii_lowercase());
         assert_eq!(r.record_type, r.record_type.to_ascii_uppercase());
         assert_eq!(r.dns_status, DnsStatus::Pending);
-        assert!(!(r.record_type == "MX" && r.name == NAME), "an MX at the apex would take the owner's mail: {names:?}");
+        assert!(
+            !(r.record_type == "MX" && r.name == NAME),
+            "an MX at the apex would take the owner's mail: {names:?}"
+        );
     }
-    let by = |purpose: &str| records.iter().find(|r| r.purpose == purpose).unwrap_or_else(|| panic!("no {purpose} in {names:?}"));
+    let by = |purpose: &str| {
+        records
+            .iter()
+            .find(|r| r.purpose == purpose)
+            .unwrap_or_else(|| panic!("no {purpose} in {names:?}"))
+    };
     assert_eq!(by("spf").name, "send.acme.test");
     assert_eq!(by("spf").record_type, "TXT");
     assert!(by("spf").required);
@@ -37,19 +53,33 @@ fn provisioning_tells_the_owner_full_names_required_flags_and_dmarc_advice_but_n
     assert_eq!(by("dkim").name, "resend._domainkey.acme.test");
     assert!(by("return_path").required);
     assert_eq!(by("return_path").priority, Some(10));
-    assert!(!by("tracking").required, "tracking records are not required");
+    assert!(
+        !by("tracking").required,
+        "tracking records are not required"
+    );
     let dmarc = by("dmarc");
     assert_eq!(dmarc.name, "_dmarc.acme.test");
     assert_eq!(dmarc.record_type, "TXT");
     assert!(dmarc.value.starts_with("v=DMARC1"));
     assert!(!dmarc.required, "DMARC is advice");
-    assert_eq!(records.len(), 5, "spf, return path, dkim, tracking, dmarc: {names:?}");
+    assert_eq!(
+        records.len(),
+        5,
+        "spf, return path, dkim, tracking, dmarc: {names:?}"
+    );
 }
 
 #[test]
 fn a_dmarc_record_the_provider_asks_for_is_kept_once_and_not_required() {
     let mut provider = provider_records(NAME);
-    provider.push(record("dmarc", "TXT", "_dmarc.acme.test", "v=DMARC1; p=quarantine;", None, true));
+    provider.push(record(
+        "dmarc",
+        "TXT",
+        "_dmarc.acme.test",
+        "v=DMARC1; p=quarantine;",
+        None,
+        true,
+    ));
     let records = email_domain_events::decide::records_to_enter(NAME, &provider);
     let dmarcs: Vec<_> = records.iter().filter(|r| r.purpose == "dmarc").collect();
     assert_eq!(dmarcs.len(), 1);
@@ -60,13 +90,34 @@ fn a_dmarc_record_the_provider_asks_for_is_kept_once_and_not_required() {
 #[test]
 fn records_the_provider_names_relative_to_the_zone_are_entered_with_their_full_names() {
     let provider = vec![
-        record("spf", "TXT", "send", "v=spf1 include:amazonses.com ~all", None, false),
+        record(
+            "spf",
+            "TXT",
+            "send",
+            "v=spf1 include:amazonses.com ~all",
+            None,
+            false,
+        ),
         record("dkim", "TXT", "resend._domainkey", "p=KEY", None, false),
-        record("receiving", "MX", "@", "inbound-smtp.us-east-1.amazonaws.com", Some(10), false),
+        record(
+            "receiving",
+            "MX",
+            "@",
+            "inbound-smtp.us-east-1.amazonaws.com",
+            Some(10),
+            false,
+        ),
     ];
     let records = email_domain_events::decide::records_to_enter(NAME, &provider);
     let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["send.acme.test", "resend._domainkey.acme.test", "_dmarc.acme.test"]);
+    assert_eq!(
+        names,
+        [
+            "send.acme.test",
+            "resend._domainkey.acme.test",
+            "_dmarc.acme.test"
+        ]
+    );
 }
 
 #[test]
@@ -74,7 +125,15 @@ fn a_domain_goes_from_registration_to_verified_and_is_activated() {
     // Registered.
     let mut d = Domain::named(NAME);
     let reg = d.command(CommandType::RegisterDomain);
-    let plan = decide_register(d.tenant, &DomainName::from_trusted(NAME), &reg, None, t0(), &policy()).unwrap();
+    let plan = decide_register(
+        d.tenant,
+        &DomainName::from_trusted(NAME),
+        &reg,
+        None,
+        t0(),
+        &policy(),
+    )
+    .unwrap();
     d.record(t0(), reg.command_id, plan.registered);
     assert_eq!(d.status(), Status::Created);
     assert_eq!(d.state().deadline_at, Some(at(DEADLINE)));
@@ -83,10 +142,16 @@ fn a_domain_goes_from_registration_to_verified_and_is_activated() {
     let d = d.when_provider(created(NAME)).at(at(MIN)).then();
     let s = d.state();
     assert_eq!(s.status, Status::AwaitingDns);
-    assert_eq!(s.next_check_at, Some(next_check(&policy(), d.id, 0, at(MIN), Some(at(DEADLINE)))));
+    assert_eq!(
+        s.next_check_at,
+        Some(next_check(&policy(), d.id, 0, at(MIN), Some(at(DEADLINE))))
+    );
 
     // The owner says DNS is in place; every required record is found: verify.
-    let when = d.when_command(CommandType::DnsConfigured).at(at(10 * MIN)).dns(d.dns_all_found());
+    let when = d
+        .when_command(CommandType::DnsConfigured)
+        .at(at(10 * MIN))
+        .dns(d.dns_all_found());
     let c = as_checked(when.then_appends());
     assert!(c.all_required_found && c.request_verification && !c.poll_provider);
     let d = when.then();
@@ -97,15 +162,28 @@ fn a_domain_goes_from_registration_to_verified_and_is_activated() {
     let d = d.when_provider(polled("pending")).at(at(11 * MIN)).then();
     assert_eq!(d.status(), Status::Verifying);
     assert_eq!(d.state().provider_status.as_deref(), Some("pending"));
-    let d = d.when_provider(polled("partially_verified")).at(at(12 * MIN)).then();
+    let d = d
+        .when_provider(polled("partially_verified"))
+        .at(at(12 * MIN))
+        .then();
     assert_eq!(d.status(), Status::Verifying);
 
     // The provider says verified: verified and activated.
     let when = d.when_provider(polled("verified")).at(at(20 * MIN));
     match when.then_appends() {
-        EventData::ProviderPolled { verified, activates, provider_failed, next_check_at, .. } => {
+        EventData::ProviderPolled {
+            verified,
+            activates,
+            provider_failed,
+            next_check_at,
+            ..
+        } => {
             assert!(verified && activates && !provider_failed);
-            assert_eq!(next_check_at, Some(at(20 * MIN) + policy().monitor_interval), "verified domains are monitored");
+            assert_eq!(
+                next_check_at,
+                Some(at(20 * MIN) + policy().monitor_interval),
+                "verified domains are monitored"
+            );
         }
         other => panic!("expected provider_polled, got {other:?}"),
     }
@@ -120,7 +198,13 @@ fn a_provider_failure_while_verifying_waits_for_dns_and_then_asks_again() {
     let d = in_verifying(NAME);
     let when = d.when_provider(polled("failed")).at(at(20 * MIN));
     match when.then_appends() {
-        EventData::ProviderPolled { verified, activates, provider_failed, next_check_at, .. } => {
+        EventData::ProviderPolled {
+            verified,
+            activates,
+            provider_failed,
+            next_check_at,
+            ..
+        } => {
             assert!(!verified && !activates && provider_failed);
             assert!(next_check_at.is_some(), "re-checks go on");
         }
@@ -139,7 +223,10 @@ fn a_provider_failure_while_verifying_waits_for_dns_and_then_asks_again() {
 
     // Once DNS is right again, verification is requested again.
     let due = d.state().next_check_at.unwrap();
-    let when = d.when_command(CommandType::Recheck).at(due).dns(d.dns_all_found());
+    let when = d
+        .when_command(CommandType::Recheck)
+        .at(due)
+        .dns(d.dns_all_found());
     assert!(as_checked(when.then_appends()).request_verification);
     assert_eq!(when.then().status(), Status::Verifying);
 }
@@ -147,8 +234,17 @@ fn a_provider_failure_while_verifying_waits_for_dns_and_then_asks_again() {
 #[test]
 fn a_lookup_failure_of_a_required_record_is_not_all_found() {
     let d = in_awaiting_dns(NAME);
-    let dns = found_except(&d.state().records, "return_path", DnsStatus::LookupFailed, &[]);
-    let c = as_checked(d.when_command(CommandType::DnsConfigured).dns(dns).then_appends());
+    let dns = found_except(
+        &d.state().records,
+        "return_path",
+        DnsStatus::LookupFailed,
+        &[],
+    );
+    let c = as_checked(
+        d.when_command(CommandType::DnsConfigured)
+            .dns(dns)
+            .then_appends(),
+    );
     assert!(!c.all_required_found);
     assert!(!c.request_verification);
 }
@@ -157,7 +253,11 @@ fn a_lookup_failure_of_a_required_record_is_not_all_found() {
 fn a_record_that_is_not_required_does_not_hold_verification_back() {
     let d = in_awaiting_dns(NAME);
     let dns = found_except(&d.state().records, "dmarc", DnsStatus::Missing, &[]);
-    let c = as_checked(d.when_command(CommandType::DnsConfigured).dns(dns).then_appends());
+    let c = as_checked(
+        d.when_command(CommandType::DnsConfigured)
+            .dns(dns)
+            .then_appends(),
+    );
     assert!(c.all_required_found);
     assert!(c.request_verification);
 }
@@ -167,47 +267,104 @@ fn a_record_that_is_not_required_does_not_hold_verification_back() {
 #[test]
 fn a_scheduled_check_at_the_deadline_with_records_missing_fails_naming_what_is_wrong() {
     let d = in_awaiting_dns(NAME);
-    let mut dns = found_except(&d.state().records, "dkim", DnsStatus::Mismatch, &["p=SOMEOLDKEY"]);
+    let mut dns = found_except(
+        &d.state().records,
+        "dkim",
+        DnsStatus::Mismatch,
+        &["p=SOMEOLDKEY"],
+    );
     for r in dns.iter_mut().filter(|r| r.purpose == "spf") {
         r.dns_status = DnsStatus::Missing;
     }
     // A re-check scheduled exactly at the deadline.
     let mut d = d;
-    d.record(at(DEADLINE - HOUR), fresh_command_id(), checked_event(dns.clone(), CheckTrigger::Scheduled, false, false, at(DEADLINE), 9));
-    let when = d.when_command(CommandType::Recheck).at(at(DEADLINE)).dns(dns.clone());
+    d.record(
+        at(DEADLINE - HOUR),
+        fresh_command_id(),
+        checked_event(
+            dns.clone(),
+            CheckTrigger::Scheduled,
+            false,
+            false,
+            at(DEADLINE),
+            9,
+        ),
+    );
+    let when = d
+        .when_command(CommandType::Recheck)
+        .at(at(DEADLINE))
+        .dns(dns.clone());
     match when.then_appends() {
-        EventData::VerificationFailed { reason, records, by_operator } => {
+        EventData::VerificationFailed {
+            reason,
+            records,
+            by_operator,
+        } => {
             assert!(!by_operator);
             assert_eq!(records, dns, "the failure keeps the check that proved it");
-            assert!(reason.contains("resend._domainkey.acme.test"), "names the DKIM record: {reason}");
-            assert!(reason.contains("p=SOMEOLDKEY"), "says what was observed: {reason}");
-            assert!(reason.contains("send.acme.test"), "names the SPF record: {reason}");
+            assert!(
+                reason.contains("resend._domainkey.acme.test"),
+                "names the DKIM record: {reason}"
+            );
+            assert!(
+                reason.contains("p=SOMEOLDKEY"),
+                "says what was observed: {reason}"
+            );
+            assert!(
+                reason.contains("send.acme.test"),
+                "names the SPF record: {reason}"
+            );
             assert!(reason.contains("missing"), "{reason}");
-            assert!(!reason.contains("links.acme.test"), "found records are not listed: {reason}");
+            assert!(
+                !reason.contains("links.acme.test"),
+                "found records are not listed: {reason}"
+            );
         }
         other => panic!("expected verification_failed, got {other:?}"),
     }
     let s = when.then().state();
     assert_eq!(s.status, Status::Failed);
     assert_eq!(s.next_check_at, None);
-    assert!(s.failure_reason.unwrap().contains("resend._domainkey.acme.test"));
+    assert!(s
+        .failure_reason
+        .unwrap()
+        .contains("resend._domainkey.acme.test"));
 }
 
 #[test]
 fn a_scheduled_check_after_the_deadline_fails_even_when_the_timer_fired_late() {
     let d = in_awaiting_dns(NAME);
     let dns = found_except(&d.state().records, "spf", DnsStatus::Missing, &[]);
-    let data = d.when_command(CommandType::Recheck).at(at(DEADLINE + DAY)).dns(dns).then_appends();
-    assert!(matches!(data, EventData::VerificationFailed { by_operator: false, .. }), "{data:?}");
+    let data = d
+        .when_command(CommandType::Recheck)
+        .at(at(DEADLINE + DAY))
+        .dns(dns)
+        .then_appends();
+    assert!(
+        matches!(
+            data,
+            EventData::VerificationFailed {
+                by_operator: false,
+                ..
+            }
+        ),
+        "{data:?}"
+    );
 }
 
 #[test]
 fn a_created_domain_the_provider_never_set_up_fails_at_its_deadline() {
     let d = in_created(NAME);
-    d.when_command(CommandType::Recheck).at(at(DEADLINE - MIN)).then_nothing();
+    d.when_command(CommandType::Recheck)
+        .at(at(DEADLINE - MIN))
+        .then_nothing();
     let when = d.when_command(CommandType::Recheck).at(at(DEADLINE));
     match when.then_appends() {
-        EventData::VerificationFailed { reason, records, by_operator } => {
+        EventData::VerificationFailed {
+            reason,
+            records,
+            by_operator,
+        } => {
             assert!(!by_operator);
             assert!(records.is_empty());
             assert!(reason.contains("provider"), "{reason}");
@@ -221,9 +378,14 @@ fn a_created_domain_the_provider_never_set_up_fails_at_its_deadline() {
 fn a_stale_recheck_before_the_next_check_does_nothing() {
     let d = in_awaiting_dns(NAME);
     let due = d.state().next_check_at.unwrap();
-    d.when_command(CommandType::Recheck).at(due - chrono::Duration::seconds(30)).then_nothing();
+    d.when_command(CommandType::Recheck)
+        .at(due - chrono::Duration::seconds(30))
+        .then_nothing();
     // A timer a moment early (clock skew) still counts.
-    d.when_command(CommandType::Recheck).at(due - chrono::Duration::seconds(1)).dns(d.dns_all_found()).then_appends();
+    d.when_command(CommandType::Recheck)
+        .at(due - chrono::Duration::seconds(1))
+        .dns(d.dns_all_found())
+        .then_appends();
 }
 
 #[test]
@@ -233,24 +395,49 @@ fn scheduled_rechecks_back_off_and_an_owner_command_resets_the_cadence() {
     let mut delays = Vec::new();
     for expected_attempt in 1..=4u32 {
         let due = d.state().next_check_at.unwrap();
-        let when = d.when_command(CommandType::Recheck).at(due).dns(missing.clone());
+        let when = d
+            .when_command(CommandType::Recheck)
+            .at(due)
+            .dns(missing.clone());
         let c = as_checked(when.then_appends());
         assert_eq!(c.trigger, CheckTrigger::Scheduled);
         assert_eq!(c.attempt, expected_attempt);
-        assert_eq!(c.next_check_at, Some(due + recheck_delay(&policy(), d.id, expected_attempt)));
+        assert_eq!(
+            c.next_check_at,
+            Some(due + recheck_delay(&policy(), d.id, expected_attempt))
+        );
         delays.push((c.next_check_at.unwrap() - due).num_seconds());
         d = when.then();
         assert_eq!(d.state().attempt, expected_attempt);
     }
-    assert!(delays.windows(2).all(|w| w[1] > w[0]), "the delay grows: {delays:?}");
-    assert!(delays[3] <= 3960, "capped at RECHECK_MAX_SECS + jitter: {delays:?}");
+    assert!(
+        delays.windows(2).all(|w| w[1] > w[0]),
+        "the delay grows: {delays:?}"
+    );
+    assert!(
+        delays[3] <= 3960,
+        "capped at RECHECK_MAX_SECS + jitter: {delays:?}"
+    );
 
     let now = d.state().next_check_at.unwrap() - chrono::Duration::seconds(100);
-    let c = as_checked(d.when_command(CommandType::DnsConfigured).at(now).dns(missing.clone()).then_appends());
+    let c = as_checked(
+        d.when_command(CommandType::DnsConfigured)
+            .at(now)
+            .dns(missing.clone())
+            .then_appends(),
+    );
     assert_eq!(c.attempt, 0);
-    assert_eq!(c.next_check_at, Some(now + recheck_delay(&policy(), d.id, 0)));
+    assert_eq!(
+        c.next_check_at,
+        Some(now + recheck_delay(&policy(), d.id, 0))
+    );
     assert_fast_cadence(now, c.next_check_at);
-    let c = as_checked(d.when_command(CommandType::RefreshStatus).at(now).dns(missing).then_appends());
+    let c = as_checked(
+        d.when_command(CommandType::RefreshStatus)
+            .at(now)
+            .dns(missing)
+            .then_appends(),
+    );
     assert_eq!(c.attempt, 0);
 }
 
@@ -262,8 +449,14 @@ fn the_next_check_is_never_after_the_deadline_so_the_deadline_is_noticed_on_time
     let mut checks = 0;
     loop {
         let due = d.state().next_check_at.expect("a live domain has a timer");
-        assert!(due <= deadline, "next check {due} is after the deadline {deadline}");
-        let when = d.when_command(CommandType::Recheck).at(due).dns(missing.clone());
+        assert!(
+            due <= deadline,
+            "next check {due} is after the deadline {deadline}"
+        );
+        let when = d
+            .when_command(CommandType::Recheck)
+            .at(due)
+            .dns(missing.clone());
         let data = when.then_appends();
         d = when.then();
         if let EventData::VerificationFailed { .. } = data {
@@ -282,13 +475,26 @@ fn a_new_window_on_a_failed_domain_counts_its_deadline_from_the_refresh() {
     let d = in_failed(NAME);
     let now = at(20 * DAY);
     let missing = found_except(&d.state().records, "dkim", DnsStatus::Missing, &[]);
-    let d = d.when_command(CommandType::RefreshStatus).at(now).dns(missing.clone()).then();
+    let d = d
+        .when_command(CommandType::RefreshStatus)
+        .at(now)
+        .dns(missing.clone())
+        .then();
     let deadline = now + policy().verification_deadline;
     assert_eq!(d.state().deadline_at, Some(deadline));
     // A day later (long past the first deadline) the domain is still waiting.
-    let c = as_checked(d.when_command(CommandType::Recheck).at(now + chrono::Duration::days(1)).dns(missing.clone()).then_appends());
+    let c = as_checked(
+        d.when_command(CommandType::Recheck)
+            .at(now + chrono::Duration::days(1))
+            .dns(missing.clone())
+            .then_appends(),
+    );
     assert!(c.next_check_at.unwrap() <= deadline);
-    let data = d.when_command(CommandType::Recheck).at(deadline).dns(missing).then_appends();
+    let data = d
+        .when_command(CommandType::Recheck)
+        .at(deadline)
+        .dns(missing)
+        .then_appends();
     assert!(matches!(data, EventData::VerificationFailed { .. }));
 }
 
@@ -323,7 +529,10 @@ fn a_verified_domain_whose_required_record_disappears_is_in_drift_at_the_fast_ca
 fn a_drift_restored_is_resolved_and_the_domain_back_to_monitoring() {
     let (d, _) = drifted();
     let due = d.state().next_check_at.unwrap();
-    let when = d.when_command(CommandType::Recheck).at(due).dns(d.dns_all_found());
+    let when = d
+        .when_command(CommandType::Recheck)
+        .at(due)
+        .dns(d.dns_all_found());
     let c = as_checked(when.then_appends());
     assert!(c.drift_resolved);
     assert!(!c.drift_detected);
@@ -342,7 +551,11 @@ fn a_drift_still_there_is_detected_only_once_and_backs_off() {
     let c = as_checked(when.then_appends());
     assert!(!c.drift_detected, "already known");
     assert_eq!(c.attempt, 1);
-    assert_eq!(when.then().state().drift_since, Some(since), "the window counts from detection");
+    assert_eq!(
+        when.then().state().drift_since,
+        Some(since),
+        "the window counts from detection"
+    );
 }
 
 #[test]
@@ -353,7 +566,12 @@ fn a_drift_not_restored_within_the_window_from_detection_fails_the_domain() {
     assert!(end > at(DEADLINE), "the registration deadline is long gone");
 
     // Just before the end of the window: still a drift check, scheduled no later than the end.
-    let c = as_checked(d.when_command(CommandType::Recheck).at(end - chrono::Duration::minutes(1)).dns(missing.clone()).then_appends());
+    let c = as_checked(
+        d.when_command(CommandType::Recheck)
+            .at(end - chrono::Duration::minutes(1))
+            .dns(missing.clone())
+            .then_appends(),
+    );
     assert!(c.next_check_at.unwrap() <= end);
 
     // Walk the timers to the end of the window.
@@ -361,7 +579,10 @@ fn a_drift_not_restored_within_the_window_from_detection_fails_the_domain() {
     loop {
         let due = d.state().next_check_at.unwrap();
         assert!(due <= end);
-        let when = d.when_command(CommandType::Recheck).at(due).dns(missing.clone());
+        let when = d
+            .when_command(CommandType::Recheck)
+            .at(due)
+            .dns(missing.clone());
         if let EventData::VerificationFailed { reason, .. } = when.then_appends() {
             assert_eq!(due, end);
             assert!(reason.contains("send.acme.test"), "{reason}");
@@ -385,9 +606,15 @@ fn a_drift_whose_record_cannot_be_looked_up_stays_at_the_fast_cadence_within_its
     let now = end - chrono::Duration::hours(2);
     let when = d.when_command(CommandType::Recheck).at(now).dns(unreadable);
     let c = as_checked(when.then_appends());
-    assert!(!c.drift_resolved, "an unreadable record is no proof the drift is over");
+    assert!(
+        !c.drift_resolved,
+        "an unreadable record is no proof the drift is over"
+    );
     let next = c.next_check_at.unwrap();
-    assert!(next <= end, "the next check {next} must not pass the end of the drift window {end}");
+    assert!(
+        next <= end,
+        "the next check {next} must not pass the end of the drift window {end}"
+    );
     assert_eq!(when.then().state().drift_since, Some(since));
 }
 
@@ -398,20 +625,35 @@ fn evolve_ignores_an_event_at_or_below_the_state_version() {
     let d = in_verified(NAME);
     let state = d.state();
     let mut stale = d.last().clone();
-    stale.data = EventData::DomainDeleted { requested_by: None, cleanup_required: true, provider_domain_id: None };
+    stale.data = EventData::DomainDeleted {
+        requested_by: None,
+        cleanup_required: true,
+        provider_domain_id: None,
+    };
     for version in [state.version, state.version - 1, 1] {
         stale.version = version;
-        assert_eq!(evolve(Some(state.clone()), &stale), Some(state.clone()), "version {version}");
+        assert_eq!(
+            evolve(Some(state.clone()), &stale),
+            Some(state.clone()),
+            "version {version}"
+        );
     }
     // The same event at the next version does apply (so the test above could fail).
     stale.version = state.version + 1;
-    assert_eq!(evolve(Some(state), &stale).unwrap().status, Status::Deactivated);
+    assert_eq!(
+        evolve(Some(state), &stale).unwrap().status,
+        Status::Deactivated
+    );
 }
 
 #[test]
 fn a_redelivered_log_folds_to_the_same_state() {
     let d = in_verified(NAME);
-    let twice: Vec<Event> = d.events.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
+    let twice: Vec<Event> = d
+        .events
+        .iter()
+        .flat_map(|e| [e.clone(), e.clone()])
+        .collect();
     let folded = twice.iter().fold(None, evolve).unwrap();
     assert_eq!(folded, d.state());
 }
@@ -431,7 +673,10 @@ fn the_state_remembers_the_commands_that_caused_its_recent_events() {
     let d = d.when(cmd).dns(d.dns_all_found()).then();
     assert!(d.state().has_seen(id));
     assert_eq!(d.last().causation_id, id);
-    assert_eq!(d.last().event_id, EventId::for_command(id, d.id, d.last().version));
+    assert_eq!(
+        d.last().event_id,
+        EventId::for_command(id, d.id, d.last().version)
+    );
     assert!(!d.state().has_seen(fresh_command_id()));
 }
 
@@ -440,7 +685,13 @@ fn the_memory_of_causations_is_bounded_and_forgets_the_oldest() {
     let mut d = in_created(NAME);
     let first = d.events[0].causation_id;
     for i in 0..RECENT_CAUSATIONS as i64 {
-        d.record(at(i + 1), fresh_command_id(), EventData::CheckRequested { trigger: CheckTrigger::DnsConfigured });
+        d.record(
+            at(i + 1),
+            fresh_command_id(),
+            EventData::CheckRequested {
+                trigger: CheckTrigger::DnsConfigured,
+            },
+        );
     }
     let s = d.state();
     assert_eq!(s.recent_causations.len(), RECENT_CAUSATIONS);
@@ -453,7 +704,10 @@ fn the_memory_of_causations_is_bounded_and_forgets_the_oldest() {
 fn a_redelivered_provider_create_for_a_provisioned_domain_changes_nothing() {
     let d = in_created(NAME);
     let first = d.when_provider(created(NAME)).at(at(MIN)).then();
-    first.when_provider(created(NAME)).at(at(2 * MIN)).then_nothing();
+    first
+        .when_provider(created(NAME))
+        .at(at(2 * MIN))
+        .then_nothing();
     // Also when the provider adopted the domain under another id after a lost response.
     first
         .when_provider(ProviderResult::Created {
@@ -467,7 +721,10 @@ fn a_redelivered_provider_create_for_a_provisioned_domain_changes_nothing() {
 
 #[test]
 fn a_provider_create_after_delete_only_asks_for_cleanup() {
-    let d = in_created(NAME).when_command(CommandType::DeleteDomain).at(at(MIN)).then();
+    let d = in_created(NAME)
+        .when_command(CommandType::DeleteDomain)
+        .at(at(MIN))
+        .then();
     let d = d.when_provider(created(NAME)).at(at(2 * MIN)).then();
     let s = d.state();
     assert_eq!(s.status, Status::Deactivated);
@@ -484,13 +741,28 @@ fn a_provider_create_after_delete_only_asks_for_cleanup() {
 fn the_schedulers_timer_follows_each_event() {
     use email_domain_events::schedule::{timer_change, TimerChange};
     let d = in_created(NAME);
-    assert_eq!(timer_change(d.last()), TimerChange::Set(at(DEADLINE)), "a created domain still has its deadline");
+    assert_eq!(
+        timer_change(d.last()),
+        TimerChange::Set(at(DEADLINE)),
+        "a created domain still has its deadline"
+    );
     let d = d.when_provider(created(NAME)).at(at(MIN)).then();
-    assert_eq!(timer_change(d.last()), TimerChange::Set(d.state().next_check_at.unwrap()));
+    assert_eq!(
+        timer_change(d.last()),
+        TimerChange::Set(d.state().next_check_at.unwrap())
+    );
     let f = d.when_command(CommandType::FailDomain).then();
     assert_eq!(timer_change(f.last()), TimerChange::Clear);
     let x = d.when_command(CommandType::DeleteDomain).then();
     assert_eq!(timer_change(x.last()), TimerChange::Clear);
-    let late = in_created(NAME).when_command(CommandType::DeleteDomain).then().when_provider(created(NAME)).then();
-    assert_eq!(timer_change(late.last()), TimerChange::Clear, "a deleted domain gets no timer from a late create");
+    let late = in_created(NAME)
+        .when_command(CommandType::DeleteDomain)
+        .then()
+        .when_provider(created(NAME))
+        .then();
+    assert_eq!(
+        timer_change(late.last()),
+        TimerChange::Clear,
+        "a deleted domain gets no timer from a late create"
+    );
 }

@@ -28,15 +28,26 @@ fn failed_by_drift(d: &Domain) -> Domain {
     // Drift detected, then not restored within the window.
     let due = d.state().next_check_at.unwrap();
     let missing = found_except(&d.state().records, "dkim", DnsStatus::Missing, &[]);
-    let d = d.when_command(CommandType::Recheck).at(due).dns(missing.clone()).then();
+    let d = d
+        .when_command(CommandType::Recheck)
+        .at(due)
+        .dns(missing.clone())
+        .then();
     let end = d.state().drift_since.unwrap() + policy().verification_deadline;
-    let d = d.when_command(CommandType::Recheck).at(end).dns(missing).then();
+    let d = d
+        .when_command(CommandType::Recheck)
+        .at(end)
+        .dns(missing)
+        .then();
     assert_eq!(d.status(), Status::Failed);
     d
 }
 
 fn default_and_previous(s: &TenantSettings) -> (Option<&str>, Option<&str>) {
-    (s.default_from_domain.as_deref(), s.previous_from_domain.as_deref())
+    (
+        s.default_from_domain.as_deref(),
+        s.previous_from_domain.as_deref(),
+    )
 }
 
 #[test]
@@ -93,7 +104,11 @@ fn deleting_the_previous_domain_then_the_default_leaves_no_default() {
     let b = in_verified("b.test");
     let mut s = settings_after(&[&a, &b]);
     s.apply(deleted(&a).last());
-    assert_eq!(default_and_previous(&s), (Some("b.test"), None), "a deleted previous can never be rolled back to");
+    assert_eq!(
+        default_and_previous(&s),
+        (Some("b.test"), None),
+        "a deleted previous can never be rolled back to"
+    );
     s.apply(deleted(&b).last());
     assert_eq!(default_and_previous(&s), (None, None));
 }
@@ -131,14 +146,32 @@ fn a_drift_and_its_recovery_change_no_default() {
 
     let due = a.state().next_check_at.unwrap();
     let missing = found_except(&a.state().records, "spf", DnsStatus::Missing, &[]);
-    let a = a.when_command(CommandType::Recheck).at(due).dns(missing).then();
+    let a = a
+        .when_command(CommandType::Recheck)
+        .at(due)
+        .dns(missing)
+        .then();
     assert!(!s.apply(a.last()), "drift detected changes nothing");
     let due = a.state().next_check_at.unwrap();
-    let a = a.when_command(CommandType::Recheck).at(due).dns(a.dns_all_found()).then();
-    assert!(matches!(a.last().data, EventData::DnsChecked { drift_resolved: true, .. }));
+    let a = a
+        .when_command(CommandType::Recheck)
+        .at(due)
+        .dns(a.dns_all_found())
+        .then();
+    assert!(matches!(
+        a.last().data,
+        EventData::DnsChecked {
+            drift_resolved: true,
+            ..
+        }
+    ));
     assert!(!s.apply(a.last()), "drift resolved changes nothing");
     assert_eq!(s, before);
-    assert_eq!(default_and_previous(&s), (Some("b.test"), Some("a.test")), "the recovered domain does not take over");
+    assert_eq!(
+        default_and_previous(&s),
+        (Some("b.test"), Some("a.test")),
+        "the recovered domain does not take over"
+    );
 }
 
 #[test]
@@ -150,8 +183,15 @@ fn a_domain_verified_again_in_a_new_window_becomes_the_default_again() {
     assert_eq!(default_and_previous(&s), (Some("a.test"), None));
 
     let now = b_failed.last().occurred_at + chrono::Duration::hours(1);
-    let b_again = b_failed.when_command(CommandType::RefreshStatus).at(now).dns(b_failed.dns_all_found()).then();
-    let b_again = b_again.when_provider(polled("verified")).at(now + chrono::Duration::minutes(5)).then();
+    let b_again = b_failed
+        .when_command(CommandType::RefreshStatus)
+        .at(now)
+        .dns(b_failed.dns_all_found())
+        .then();
+    let b_again = b_again
+        .when_provider(polled("verified"))
+        .at(now + chrono::Duration::minutes(5))
+        .then();
     apply_all(&mut s, &b_again.events[b_failed.events.len()..]);
     assert_eq!(default_and_previous(&s), (Some("b.test"), Some("a.test")));
 }
@@ -186,7 +226,11 @@ fn the_sender_is_the_local_part_at_the_default_domain() {
     let s = settings_after(&[&in_verified("acme.example")]);
     assert_eq!(
         s.sender("notifications", "notifications@platform.invalid"),
-        Sender { from: "notifications@acme.example".into(), domain: Some("acme.example".into()), managed: true }
+        Sender {
+            from: "notifications@acme.example".into(),
+            domain: Some("acme.example".into()),
+            managed: true
+        }
     );
 }
 
@@ -195,10 +239,17 @@ fn without_a_default_the_sender_is_the_platform_address_and_not_managed() {
     let s = TenantSettings::default();
     assert_eq!(
         s.sender("notifications", "notifications@platform.invalid"),
-        Sender { from: "notifications@platform.invalid".into(), domain: None, managed: false }
+        Sender {
+            from: "notifications@platform.invalid".into(),
+            domain: None,
+            managed: false
+        }
     );
     let a = in_verified("a.test");
     let mut s = settings_after(&[&a]);
     s.apply(deleted(&a).last());
-    assert_eq!(s.sender("hello", "noreply@platform.invalid").from, "noreply@platform.invalid");
+    assert_eq!(
+        s.sender("hello", "noreply@platform.invalid").from,
+        "noreply@platform.invalid"
+    );
 }

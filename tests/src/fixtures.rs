@@ -6,22 +6,54 @@ use email_domain_events::{CommandId, DnsRecord, DnsStatus, DomainId, EventId, Te
 use uuid::Uuid;
 
 fn records(name: &str, status: DnsStatus) -> Vec<DnsRecord> {
-    let r = |purpose: &str, t: &str, n: String, v: &str, p: Option<u16>, required: bool| DnsRecord {
-        purpose: purpose.into(),
-        record_type: t.into(),
-        name: n,
-        value: v.into(),
-        priority: p,
-        required,
-        dns_status: status,
-        observed: Vec::new(),
-        diagnosis: None,
-    };
+    let r =
+        |purpose: &str, t: &str, n: String, v: &str, p: Option<u16>, required: bool| DnsRecord {
+            purpose: purpose.into(),
+            record_type: t.into(),
+            name: n,
+            value: v.into(),
+            priority: p,
+            required,
+            dns_status: status,
+            observed: Vec::new(),
+            diagnosis: None,
+        };
     vec![
-        r("return_path", "MX", format!("send.{name}"), "feedback-smtp.us-east-1.amazonses.com", Some(10), true),
-        r("spf", "TXT", format!("send.{name}"), "v=spf1 include:amazonses.com ~all", None, true),
-        r("dkim", "TXT", format!("resend._domainkey.{name}"), &format!("p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQ{}", "A".repeat(180)), None, true),
-        r("dmarc", "TXT", format!("_dmarc.{name}"), "v=DMARC1; p=none;", None, false),
+        r(
+            "return_path",
+            "MX",
+            format!("send.{name}"),
+            "feedback-smtp.us-east-1.amazonses.com",
+            Some(10),
+            true,
+        ),
+        r(
+            "spf",
+            "TXT",
+            format!("send.{name}"),
+            "v=spf1 include:amazonses.com ~all",
+            None,
+            true,
+        ),
+        r(
+            "dkim",
+            "TXT",
+            format!("resend._domainkey.{name}"),
+            &format!(
+                "p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQ{}",
+                "A".repeat(180)
+            ),
+            None,
+            true,
+        ),
+        r(
+            "dmarc",
+            "TXT",
+            format!("_dmarc.{name}"),
+            "v=DMARC1; p=none;",
+            None,
+            false,
+        ),
     ]
 }
 
@@ -31,7 +63,11 @@ pub fn domain_history(tenant: TenantId, name: &str, n: u64, start: DateTime<Utc>
     (1..=n)
         .map(|v| {
             let data = match v {
-                1 => EventData::DomainRegistered { region: None, requested_by: Some("bench".into()), deadline_at: start + Duration::days(7) },
+                1 => EventData::DomainRegistered {
+                    region: None,
+                    requested_by: Some("bench".into()),
+                    deadline_at: start + Duration::days(7),
+                },
                 2 => EventData::DomainProvisioned {
                     provider_id: "resend".into(),
                     provider_domain_id: format!("pd-{id}"),
@@ -49,7 +85,14 @@ pub fn domain_history(tenant: TenantId, name: &str, n: u64, start: DateTime<Utc>
                 },
                 v => EventData::DnsChecked {
                     trigger: CheckTrigger::Scheduled,
-                    records: records(name, if v == n - 1 { DnsStatus::Found } else { DnsStatus::Missing }),
+                    records: records(
+                        name,
+                        if v == n - 1 {
+                            DnsStatus::Found
+                        } else {
+                            DnsStatus::Missing
+                        },
+                    ),
                     all_required_found: v == n - 1,
                     request_verification: v == n - 1,
                     poll_provider: false,

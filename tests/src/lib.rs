@@ -21,7 +21,11 @@ pub use testdns::TestDns;
 pub mod fixtures;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn init_logs() {
@@ -45,14 +49,25 @@ impl Nats {
     pub fn start() -> Nats {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let mut n = Nats { child: None, port, dir };
+        let mut n = Nats {
+            child: None,
+            port,
+            dir,
+        };
         n.spawn();
         n
     }
 
     fn spawn(&mut self) {
         let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -97,7 +112,8 @@ pub struct Db {
 
 impl Db {
     pub fn create() -> Db {
-        let host = std::env::var("TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let host = std::env::var("TEST_PG")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
         let name = format!("edtest_{}", Uuid::new_v4().simple());
         // The services create it themselves (contract: created if missing); we only name it.
         Db { name, admin: host }
@@ -111,7 +127,11 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         let _ = Command::new("psql")
-            .args([&format!("{}/postgres", self.admin), "-qc", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)])
+            .args([
+                &format!("{}/postgres", self.admin),
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -178,7 +198,9 @@ impl Stack {
         init_logs();
         let nats = Nats::start();
         let db = Db::create();
-        let dns = TestDns::start("127.0.0.1:0".parse().unwrap()).await.expect("test DNS");
+        let dns = TestDns::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("test DNS");
         let (provider_addr, _provider) = dev_provider::spawn(dev_provider::DevProviderConfig {
             dns_nameservers: vec![dns.addr()],
             ..Default::default()
@@ -196,16 +218,25 @@ impl Stack {
             reserved_domains: ReservedDomains::parse(opts.reserved),
             provider_rate_limit: opts.provider_rate_limit,
             handler_lanes: opts.handler_lanes,
-            snapshot_every: 16,
+            snapshot_every: 4,
             lease_ttl: Duration::from_millis(1500),
             command_dedup_window: opts.command_dedup_window,
         };
-        let client = runtime::connect_nats(&config.nats_url, "test").await.unwrap();
-        let js = runtime::jetstream(client.clone());
-        runtime::streams::ensure(&js, &runtime::streams::StreamSettings { command_dedup_window: opts.command_dedup_window })
+        let client = runtime::connect_nats(&config.nats_url, "test")
             .await
             .unwrap();
-        let pool = runtime::db::connect_and_migrate(&config.database_url, 4).await.unwrap();
+        let js = runtime::jetstream(client.clone());
+        runtime::streams::ensure(
+            &js,
+            &runtime::streams::StreamSettings {
+                command_dedup_window: opts.command_dedup_window,
+            },
+        )
+        .await
+        .unwrap();
+        let pool = runtime::db::connect_and_migrate(&config.database_url, 4)
+            .await
+            .unwrap();
         let mut stack = Stack {
             nats,
             db,
@@ -223,7 +254,10 @@ impl Stack {
             stack.start_handler();
         }
         if opts.provider_worker {
-            stack.spawn("provider-worker", provider_worker::run(config.clone(), stack.shutdown.clone()));
+            stack.spawn(
+                "provider-worker",
+                provider_worker::run(config.clone(), stack.shutdown.clone()),
+            );
         }
         if opts.scheduler {
             stack.start_scheduler();
@@ -255,7 +289,11 @@ impl Stack {
         self.spawn("command-handler", f);
     }
 
-    fn spawn(&mut self, name: &'static str, f: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static) {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        f: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
         self.tasks.push(tokio::spawn(async move {
             if let Err(e) = f.await {
                 tracing::error!(service = name, error = %e, "service ended with an error");
@@ -265,15 +303,29 @@ impl Stack {
 
     /// (Re)starts the three projectors, as separate services, with their own shutdown
     /// signal. Returns each one's count of redelivered events skipped by its checkpoint.
-    pub fn start_projectors(&mut self, options: projector::Options) -> Vec<(projector::Projection, Arc<AtomicI64>)> {
+    pub fn start_projectors(
+        &mut self,
+        options: projector::Options,
+    ) -> Vec<(projector::Projection, Arc<AtomicI64>)> {
         self.projector_shutdown = Shutdown::new();
         let mut counters = Vec::new();
         for p in projector::Projection::ALL {
             let skipped = Arc::new(AtomicI64::new(0));
             counters.push((p, skipped.clone()));
-            let crash = options.crash_after_commit.as_ref().map(|n| crash_after(n.load(std::sync::atomic::Ordering::SeqCst)));
-            let options = projector::Options { skipped: Some(skipped), crash_after_commit: crash };
-            let f = projector::run(self.config.clone(), vec![p], self.projector_shutdown.clone(), options);
+            let crash = options
+                .crash_after_commit
+                .as_ref()
+                .map(|n| crash_after(n.load(std::sync::atomic::Ordering::SeqCst)));
+            let options = projector::Options {
+                skipped: Some(skipped),
+                crash_after_commit: crash,
+            };
+            let f = projector::run(
+                self.config.clone(),
+                vec![p],
+                self.projector_shutdown.clone(),
+                options,
+            );
             self.spawn(p.name(), f);
         }
         counters
@@ -290,7 +342,10 @@ impl Stack {
             let req = json!({"tenant_id": Uuid::nil()});
             if let Ok(Ok(_)) = tokio::time::timeout(
                 Duration::from_millis(500),
-                self.client.request("email_domains.query.sender", serde_json::to_vec(&req).unwrap().into()),
+                self.client.request(
+                    "email_domains.query.sender",
+                    serde_json::to_vec(&req).unwrap().into(),
+                ),
             )
             .await
             {
@@ -307,11 +362,19 @@ impl Stack {
         let mut headers = async_nats::HeaderMap::new();
         let id = msg_id
             .map(str::to_string)
-            .or_else(|| body.get("command_id").and_then(|v| v.as_str()).map(str::to_string))
+            .or_else(|| {
+                body.get("command_id")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| Uuid::new_v4().to_string());
         headers.insert("Nats-Msg-Id", id.as_str());
         self.js
-            .publish_with_headers(format!("email_domains.commands.{command_type}"), headers, serde_json::to_vec(body).unwrap().into())
+            .publish_with_headers(
+                format!("email_domains.commands.{command_type}"),
+                headers,
+                serde_json::to_vec(body).unwrap().into(),
+            )
             .await
             .unwrap()
             .await
@@ -326,7 +389,11 @@ impl Stack {
 
     pub async fn send_body(&self, command_type: &str, body: &Value) -> Outcome {
         let id = body["command_id"].as_str().expect("command_id").to_string();
-        let mut sub = self.client.subscribe(format!("email_domains.outcomes.{id}")).await.unwrap();
+        let mut sub = self
+            .client
+            .subscribe(format!("email_domains.outcomes.{id}"))
+            .await
+            .unwrap();
         self.publish(command_type, body, None).await;
         self.next_outcome(&mut sub, &id).await
     }
@@ -341,7 +408,10 @@ impl Stack {
     /// The stored outcome of a command id (from the outcome stream).
     pub async fn stored_outcome(&self, id: &str) -> Option<Value> {
         let stream = self.js.get_stream("EMAIL_DOMAIN_OUTCOMES").await.unwrap();
-        match stream.direct_get_last_for_subject(format!("email_domains.outcomes.{id}")).await {
+        match stream
+            .direct_get_last_for_subject(format!("email_domains.outcomes.{id}"))
+            .await
+        {
             Ok(m) => Some(serde_json::from_slice(&m.payload).unwrap()),
             Err(_) => None,
         }
@@ -350,37 +420,57 @@ impl Stack {
     /// The tenant's rows through the contract's query.
     pub async fn domains(&self, tenant: Uuid) -> Vec<Value> {
         let req = serde_json::to_vec(&json!({"tenant_id": tenant})).unwrap();
-        let reply = self.client.request("email_domains.query.domains", req.into()).await.unwrap();
+        let reply = self
+            .client
+            .request("email_domains.query.domains", req.into())
+            .await
+            .unwrap();
         let v: Value = serde_json::from_slice(&reply.payload).unwrap();
         v["domains"].as_array().cloned().unwrap_or_default()
     }
 
     pub async fn sender(&self, tenant: Uuid) -> Value {
         let req = serde_json::to_vec(&json!({"tenant_id": tenant})).unwrap();
-        let reply = self.client.request("email_domains.query.sender", req.into()).await.unwrap();
+        let reply = self
+            .client
+            .request("email_domains.query.sender", req.into())
+            .await
+            .unwrap();
         serde_json::from_slice(&reply.payload).unwrap()
     }
 
     /// Waits until the tenant's row for `domain` satisfies `pred`, and returns it.
-    pub async fn wait_row(&self, tenant: Uuid, domain: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_row(
+        &self,
+        tenant: Uuid,
+        domain: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let rows = self.domains(tenant).await;
-            let newest = rows.iter().filter(|r| r["domain_name"] == domain).last().cloned();
+            let newest = rows.iter().rfind(|r| r["domain_name"] == domain).cloned();
             if let Some(r) = &newest {
                 if pred(r) {
                     return r.clone();
                 }
             }
             if Instant::now() > deadline {
-                panic!("{domain}: waited 30 s for {what}; last row: {}", newest.map(|r| r.to_string()).unwrap_or("none".into()));
+                panic!(
+                    "{domain}: waited 30 s for {what}; last row: {}",
+                    newest.map(|r| r.to_string()).unwrap_or("none".into())
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn wait_status(&self, tenant: Uuid, domain: &str, status: &str) -> Value {
-        self.wait_row(tenant, domain, &format!("status {status}"), |r| r["status"] == status).await
+        self.wait_row(tenant, domain, &format!("status {status}"), |r| {
+            r["status"] == status
+        })
+        .await
     }
 
     /// Puts a row's records into the test DNS server, as the owner would at their DNS host.
@@ -388,7 +478,13 @@ impl Stack {
         self.dns.add_zone(zone, 60);
         for r in row["dns_records"].as_array().expect("records") {
             let priority = r["priority"].as_u64().map(|p| p as u16);
-            self.dns.add(r["name"].as_str().unwrap(), r["type"].as_str().unwrap(), r["value"].as_str().unwrap(), priority, 60);
+            self.dns.add(
+                r["name"].as_str().unwrap(),
+                r["type"].as_str().unwrap(),
+                r["value"].as_str().unwrap(),
+                priority,
+                60,
+            );
         }
     }
 
@@ -397,7 +493,10 @@ impl Stack {
         let stream = self.js.get_stream("EMAIL_DOMAIN_EVENTS").await.unwrap();
         let mut out = Vec::new();
         let mut seq = 1;
-        while let Ok(m) = stream.direct_get_next_for_subject("email_domains.events.>", Some(seq)).await {
+        while let Ok(m) = stream
+            .direct_get_next_for_subject("email_domains.events.>", Some(seq))
+            .await
+        {
             out.push(email_domain_events::Event::from_json(&m.payload).unwrap());
             seq = m.sequence + 1;
         }
@@ -409,7 +508,10 @@ impl Stack {
         let stream = self.js.get_stream("EMAIL_DOMAIN_ANALYTICS").await.unwrap();
         let mut out = Vec::new();
         let mut seq = 1;
-        while let Ok(m) = stream.direct_get_next_for_subject("analytics.email_domain.>", Some(seq)).await {
+        while let Ok(m) = stream
+            .direct_get_next_for_subject("analytics.email_domain.>", Some(seq))
+            .await
+        {
             out.push(serde_json::from_slice(&m.payload).unwrap());
             seq = m.sequence + 1;
         }

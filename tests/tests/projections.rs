@@ -8,17 +8,31 @@ use uuid::Uuid;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_projector_killed_between_commit_and_ack_applies_no_event_twice() {
     // The projectors stop right after committing their first batch, before the ack.
-    let options = projector::Options { crash_after_commit: Some(crash_after(1)), skipped: None };
-    let mut stack = Stack::start_with(StackOptions { projector: options, ..Default::default() }).await;
+    let options = projector::Options {
+        crash_after_commit: Some(crash_after(1)),
+        skipped: None,
+    };
+    let mut stack = Stack::start_with(StackOptions {
+        projector: options,
+        ..Default::default()
+    })
+    .await;
     let tenant = Uuid::new_v4();
     for i in 0..5 {
-        let o = stack.send("register_domain", tenant, &format!("crash{i}.test")).await;
+        let o = stack
+            .send("register_domain", tenant, &format!("crash{i}.test"))
+            .await;
         assert_eq!(o.outcome, Verdict::Accepted);
     }
     // Wait until the handler and provider worker are done with these domains.
     let events = loop {
         let events = stack.events().await;
-        if events.iter().filter(|e| e.data.type_name() == "domain_provisioned").count() == 5 {
+        if events
+            .iter()
+            .filter(|e| e.data.type_name() == "domain_provisioned")
+            .count()
+            == 5
+        {
             break events;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -38,58 +52,84 @@ async fn a_projector_killed_between_commit_and_ack_applies_no_event_twice() {
     assert!(before > 0, "the first batch was committed");
     // ... and not acknowledged: the durable consumer's ack floor is behind the checkpoint.
     let stream = stack.js.get_stream("EMAIL_DOMAIN_EVENTS").await.unwrap();
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-        stream.get_consumer("projector-email-domains").await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer("projector-email-domains")
+        .await
+        .unwrap();
     let floor = consumer.info().await.unwrap().ack_floor.stream_sequence as i64;
-    assert!(floor < before, "crashed between commit ({before}) and ack (floor {floor})");
+    assert!(
+        floor < before,
+        "crashed between commit ({before}) and ack (floor {floor})"
+    );
     // Restart: the unacknowledged events come again and must be skipped, not re-applied.
     stack.stop_projectors();
     let skipped = stack.start_projectors(projector::Options::default());
     for i in 0..5 {
-        stack.wait_status(tenant, &format!("crash{i}.test"), "awaiting_dns").await;
+        stack
+            .wait_status(tenant, &format!("crash{i}.test"), "awaiting_dns")
+            .await;
     }
     for i in 0..5 {
         let name = format!("crash{i}.test");
-        let version: i64 = sqlx::query_scalar("SELECT version FROM email_domains WHERE domain_name = $1")
-            .bind(&name)
-            .fetch_one(&stack.pool)
-            .await
-            .unwrap();
+        let version: i64 =
+            sqlx::query_scalar("SELECT version FROM email_domains WHERE domain_name = $1")
+                .bind(&name)
+                .fetch_one(&stack.pool)
+                .await
+                .unwrap();
         let count = events.iter().filter(|e| e.domain == name).count() as i64;
-        assert_eq!(version, count, "{name}: row version equals its number of events");
+        assert_eq!(
+            version, count,
+            "{name}: row version equals its number of events"
+        );
     }
     let last_seq = {
         let stream = stack.js.get_stream("EMAIL_DOMAIN_EVENTS").await.unwrap();
         let mut s = stream.clone();
         s.info().await.unwrap().state.last_sequence as i64
     };
-    let checkpoint: i64 = sqlx::query_scalar("SELECT stream_seq FROM projection_checkpoints WHERE projection = 'email_domains'")
-        .fetch_one(&stack.pool)
-        .await
-        .unwrap();
-    assert_eq!(checkpoint, last_seq, "the checkpoint reached the end of the log");
+    let checkpoint: i64 = sqlx::query_scalar(
+        "SELECT stream_seq FROM projection_checkpoints WHERE projection = 'email_domains'",
+    )
+    .fetch_one(&stack.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        checkpoint, last_seq,
+        "the checkpoint reached the end of the log"
+    );
     // The rows equal a fresh fold of the log, computed here without the projector.
     for i in 0..5 {
         let name = format!("crash{i}.test");
-        let expected = email_domain_events::state::replay(events.iter().filter(|e| e.domain == name)).unwrap();
-        let row: serde_json::Value = sqlx::query_scalar("SELECT to_jsonb(d) FROM email_domains d WHERE domain_name = $1")
-            .bind(&name)
+        let expected =
+            email_domain_events::state::replay(events.iter().filter(|e| e.domain == name)).unwrap();
+        let row: serde_json::Value =
+            sqlx::query_scalar("SELECT to_jsonb(d) FROM email_domains d WHERE domain_name = $1")
+                .bind(&name)
+                .fetch_one(&stack.pool)
+                .await
+                .unwrap();
+        let row: projector::email_domains::Row = serde_json::from_value(row).unwrap();
+        assert_eq!(
+            row,
+            projector::email_domains::Row::from_state(&expected),
+            "{name}"
+        );
+    }
+    drop(skipped);
+    let tenant_row: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenant_email_settings WHERE tenant = $1")
+            .bind(tenant)
             .fetch_one(&stack.pool)
             .await
             .unwrap();
-        let row: projector::email_domains::Row = serde_json::from_value(row).unwrap();
-        assert_eq!(row, projector::email_domains::Row::from_state(&expected), "{name}");
-    }
-    drop(skipped);
-    let tenant_row: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_email_settings WHERE tenant = $1")
-        .bind(tenant)
-        .fetch_one(&stack.pool)
-        .await
-        .unwrap();
     assert_eq!(tenant_row, 1);
     // Each analytics event exactly once despite the analytics emitter's crash.
     let analytics = stack.analytics().await;
-    let registered = analytics.iter().filter(|a| a["type"] == "email_domain.registered").count();
+    let registered = analytics
+        .iter()
+        .filter(|a| a["type"] == "email_domain.registered")
+        .count();
     assert_eq!(registered, 5);
     stack.shutdown().await;
 }

@@ -41,7 +41,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A fresh, never-repeated UUID for commands and domain ids.
 pub fn fresh_uuid() -> Uuid {
-    Uuid::from_u128(0x5eed_0000_0000_0000_0000_0000_0000_0000u128 + u128::from(NEXT_ID.fetch_add(1, Ordering::Relaxed)))
+    Uuid::from_u128(
+        0x5eed_0000_0000_0000_0000_0000_0000_0000u128
+            + u128::from(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+    )
 }
 
 pub fn fresh_command_id() -> CommandId {
@@ -60,7 +63,14 @@ pub fn tenant_b() -> TenantId {
 // Records
 // ---------------------------------------------------------------------------------
 
-pub fn record(purpose: &str, rtype: &str, name: &str, value: &str, priority: Option<u16>, required: bool) -> DnsRecord {
+pub fn record(
+    purpose: &str,
+    rtype: &str,
+    name: &str,
+    value: &str,
+    priority: Option<u16>,
+    required: bool,
+) -> DnsRecord {
     DnsRecord {
         purpose: purpose.into(),
         record_type: rtype.into(),
@@ -78,7 +88,14 @@ pub fn record(purpose: &str, rtype: &str, name: &str, value: &str, priority: Opt
 /// inbound MX at the apex that must never reach the owner.
 pub fn provider_records(zone: &str) -> Vec<DnsRecord> {
     vec![
-        record("SPF", "txt", &format!("Send.{zone}."), "v=spf1 include:amazonses.com ~all", None, false),
+        record(
+            "SPF",
+            "txt",
+            &format!("Send.{zone}."),
+            "v=spf1 include:amazonses.com ~all",
+            None,
+            false,
+        ),
         record(
             "return_path",
             "mx",
@@ -87,9 +104,30 @@ pub fn provider_records(zone: &str) -> Vec<DnsRecord> {
             Some(10),
             false,
         ),
-        record("dkim", "TXT", &format!("resend._domainkey.{zone}"), "p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC", None, false),
-        record("receiving", "MX", zone, "inbound-smtp.us-east-1.amazonaws.com", Some(10), false),
-        record("tracking", "CNAME", &format!("links.{zone}"), "links1.resend-dns.com", None, false),
+        record(
+            "dkim",
+            "TXT",
+            &format!("resend._domainkey.{zone}"),
+            "p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC",
+            None,
+            false,
+        ),
+        record(
+            "receiving",
+            "MX",
+            zone,
+            "inbound-smtp.us-east-1.amazonaws.com",
+            Some(10),
+            false,
+        ),
+        record(
+            "tracking",
+            "CNAME",
+            &format!("links.{zone}"),
+            "links1.resend-dns.com",
+            None,
+            false,
+        ),
     ]
 }
 
@@ -102,7 +140,10 @@ pub fn entered_records(zone: &str) -> Vec<DnsRecord> {
 pub fn all_with(records: &[DnsRecord], status: DnsStatus) -> Vec<DnsRecord> {
     records
         .iter()
-        .map(|r| DnsRecord { dns_status: status, ..r.clone() })
+        .map(|r| DnsRecord {
+            dns_status: status,
+            ..r.clone()
+        })
         .collect()
 }
 
@@ -111,8 +152,16 @@ pub fn all_found(records: &[DnsRecord]) -> Vec<DnsRecord> {
 }
 
 /// Every record found but the one of `purpose`, which has `status` and `observed`.
-pub fn found_except(records: &[DnsRecord], purpose: &str, status: DnsStatus, observed: &[&str]) -> Vec<DnsRecord> {
-    assert!(records.iter().any(|r| r.purpose == purpose), "no record of purpose {purpose}");
+pub fn found_except(
+    records: &[DnsRecord],
+    purpose: &str,
+    status: DnsStatus,
+    observed: &[&str],
+) -> Vec<DnsRecord> {
+    assert!(
+        records.iter().any(|r| r.purpose == purpose),
+        "no record of purpose {purpose}"
+    );
     records
         .iter()
         .map(|r| {
@@ -123,7 +172,10 @@ pub fn found_except(records: &[DnsRecord], purpose: &str, status: DnsStatus, obs
                     ..r.clone()
                 }
             } else {
-                DnsRecord { dns_status: DnsStatus::Found, ..r.clone() }
+                DnsRecord {
+                    dns_status: DnsStatus::Found,
+                    ..r.clone()
+                }
             }
         })
         .collect()
@@ -149,7 +201,12 @@ impl Domain {
     }
 
     pub fn of(tenant: TenantId, name: &str) -> Self {
-        Domain { tenant, id: DomainId(fresh_uuid()), name: name.into(), events: Vec::new() }
+        Domain {
+            tenant,
+            id: DomainId(fresh_uuid()),
+            name: name.into(),
+            events: Vec::new(),
+        }
     }
 
     /// Appends `data` as the next event, caused by `causation`, at `when`.
@@ -206,11 +263,20 @@ impl Domain {
     }
 
     pub fn provider_command(&self, result: ProviderResult) -> Command {
-        Command { provider_result: Some(result), ..self.command(CommandType::ProviderResult) }
+        Command {
+            provider_result: Some(result),
+            ..self.command(CommandType::ProviderResult)
+        }
     }
 
     pub fn when(&self, cmd: Command) -> When<'_> {
-        When { domain: self, cmd, dns: None, now: self.events.last().map_or(t0(), |e| e.occurred_at) + Duration::seconds(1), policy: policy() }
+        When {
+            domain: self,
+            cmd,
+            dns: None,
+            now: self.events.last().map_or(t0(), |e| e.occurred_at) + Duration::seconds(1),
+            policy: policy(),
+        }
     }
 
     pub fn when_command(&self, ty: CommandType) -> When<'_> {
@@ -238,7 +304,9 @@ pub fn created(zone: &str) -> ProviderResult {
 }
 
 pub fn polled(status: &str) -> ProviderResult {
-    ProviderResult::Polled { provider_status: status.into() }
+    ProviderResult::Polled {
+        provider_status: status.into(),
+    }
 }
 
 // Canonical histories, one per status. Each is built from the events the decider
@@ -263,10 +331,23 @@ pub fn provisioned_event(zone: &str) -> EventData {
     }
 }
 
-pub fn checked_event(records: Vec<DnsRecord>, trigger: CheckTrigger, request_verification: bool, poll: bool, next: DateTime<Utc>, attempt: u32) -> EventData {
-    let all_required_found = records.iter().filter(|r| r.required).all(|r| r.dns_status == DnsStatus::Found);
+pub fn checked_event(
+    records: Vec<DnsRecord>,
+    trigger: CheckTrigger,
+    request_verification: bool,
+    poll: bool,
+    next: DateTime<Utc>,
+    attempt: u32,
+) -> EventData {
+    let all_required_found = records
+        .iter()
+        .filter(|r| r.required)
+        .all(|r| r.dns_status == DnsStatus::Found);
     // The zone, from the DMARC advice record every provisioned domain holds.
-    let zone = records.iter().find_map(|r| r.name.strip_prefix("_dmarc.")).map(str::to_owned);
+    let zone = records
+        .iter()
+        .find_map(|r| r.name.strip_prefix("_dmarc."))
+        .map(str::to_owned);
     EventData::DnsChecked {
         trigger,
         records,
@@ -298,7 +379,17 @@ pub fn in_awaiting_dns(name: &str) -> Domain {
 pub fn in_verifying(name: &str) -> Domain {
     let d = in_awaiting_dns(name);
     let records = all_found(&d.state().records);
-    let d = d.given(at(10 * MIN), checked_event(records, CheckTrigger::DnsConfigured, true, false, at(15 * MIN), 0));
+    let d = d.given(
+        at(10 * MIN),
+        checked_event(
+            records,
+            CheckTrigger::DnsConfigured,
+            true,
+            false,
+            at(15 * MIN),
+            0,
+        ),
+    );
     assert_eq!(d.status(), Status::Verifying);
     d
 }
@@ -324,7 +415,11 @@ pub fn in_failed(name: &str) -> Domain {
     let records = found_except(&d.state().records, "dkim", DnsStatus::Missing, &[]);
     let d = d.given(
         at(DEADLINE),
-        EventData::VerificationFailed { reason: "The domain was not verified before the deadline.".into(), records, by_operator: false },
+        EventData::VerificationFailed {
+            reason: "The domain was not verified before the deadline.".into(),
+            records,
+            by_operator: false,
+        },
     );
     assert_eq!(d.status(), Status::Failed);
     d
@@ -332,14 +427,26 @@ pub fn in_failed(name: &str) -> Domain {
 
 /// The provider refused it: failed and never provisioned.
 pub fn in_failed_unprovisioned(name: &str) -> Domain {
-    let d = in_created(name).given(at(MIN), EventData::ProvisioningFailed { reason: "refused".into() });
+    let d = in_created(name).given(
+        at(MIN),
+        EventData::ProvisioningFailed {
+            reason: "refused".into(),
+        },
+    );
     assert_eq!(d.status(), Status::Failed);
     assert!(!d.state().is_provisioned());
     d
 }
 
 pub fn in_deactivated(name: &str) -> Domain {
-    let d = in_awaiting_dns(name).given(at(HOUR), EventData::DomainDeleted { requested_by: None, cleanup_required: true, provider_domain_id: Some(format!("rs-{name}")) });
+    let d = in_awaiting_dns(name).given(
+        at(HOUR),
+        EventData::DomainDeleted {
+            requested_by: None,
+            cleanup_required: true,
+            provider_domain_id: Some(format!("rs-{name}")),
+        },
+    );
     assert_eq!(d.status(), Status::Deactivated);
     d
 }
@@ -356,7 +463,13 @@ pub fn in_status(status: Status, name: &str) -> Domain {
     }
 }
 
-pub const LIVE: [Status; 5] = [Status::Created, Status::AwaitingDns, Status::Verifying, Status::Verified, Status::Failed];
+pub const LIVE: [Status; 5] = [
+    Status::Created,
+    Status::AwaitingDns,
+    Status::Verifying,
+    Status::Verified,
+    Status::Failed,
+];
 
 // ---------------------------------------------------------------------------------
 // When / then
@@ -400,7 +513,11 @@ impl<'a> When<'a> {
             self.cmd.command_type,
             state.status.as_str(),
             self.now,
-            if self.dns.is_some() { "gave" } else { "gave no" },
+            if self.dns.is_some() {
+                "gave"
+            } else {
+                "gave no"
+            },
         );
         decide(&state, &self.cmd, self.dns.clone(), self.now, &self.policy)
     }
@@ -457,7 +574,11 @@ impl<'a> When<'a> {
 
 /// `register_domain` of `name` by `tenant`, with `holder` the registration that holds
 /// the name now.
-pub fn when_registering(tenant: TenantId, name: &str, holder: Option<&Domain>) -> Result<RegisterPlan, Rejection> {
+pub fn when_registering(
+    tenant: TenantId,
+    name: &str,
+    holder: Option<&Domain>,
+) -> Result<RegisterPlan, Rejection> {
     let cmd = Command {
         command_type: CommandType::RegisterDomain,
         command_id: fresh_command_id(),
@@ -471,7 +592,14 @@ pub fn when_registering(tenant: TenantId, name: &str, holder: Option<&Domain>) -
         correlation_id: None,
     };
     let holder_state = holder.map(Domain::state);
-    decide_register(tenant, &DomainName::from_trusted(name), &cmd, holder_state.as_ref(), at(30 * DAY), &policy())
+    decide_register(
+        tenant,
+        &DomainName::from_trusted(name),
+        &cmd,
+        holder_state.as_ref(),
+        at(30 * DAY),
+        &policy(),
+    )
 }
 
 /// The data of a `dns_checked` event, or a panic naming what it was instead.
@@ -524,5 +652,8 @@ pub fn as_checked(data: EventData) -> Checked {
 pub fn assert_fast_cadence(now: DateTime<Utc>, next: Option<DateTime<Utc>>) {
     let next = next.expect("a next check is scheduled");
     let secs = (next - now).num_seconds();
-    assert!((270..=330).contains(&secs), "next check {secs}s after now; the fast cadence starts at 300s ± 10 %");
+    assert!(
+        (270..=330).contains(&secs),
+        "next check {secs}s after now; the fast cadence starts at 300s ± 10 %"
+    );
 }

@@ -8,8 +8,8 @@ use dns_check::{DnsChecker, DnsConfig};
 use email_domain_events::event::{Event, EventData, SCHEMA_VERSION};
 use email_domain_events::outcome::{Outcome, Verdict};
 use email_domain_events::{
-    decide, decide_register, evolve, needs_dns_check, Command, CommandType, Decision, DomainId, DomainName,
-    EventId, Rejection,
+    decide, decide_register, evolve, needs_dns_check, Command, CommandType, Decision, DomainId,
+    DomainName, EventId, Rejection,
 };
 use runtime::names::{Claim, ClaimError, Holder, NameIndex};
 use runtime::outcomes::Outcomes;
@@ -59,6 +59,7 @@ struct Lane {
     services: Arc<Services>,
     domains: HashMap<DomainId, Loaded>,
     names: HashMap<String, Claim>,
+    prefetched: std::sync::Mutex<Option<(String, Option<Claim>)>>,
 }
 
 /// What handling a command ended in.
@@ -83,7 +84,12 @@ impl<E: std::fmt::Display> From<E> for Retry {
 }
 
 pub async fn run(services: Arc<Services>, mut rx: mpsc::Receiver<Work>) {
-    let mut lane = Lane { services, domains: HashMap::new(), names: HashMap::new() };
+    let mut lane = Lane {
+        services,
+        domains: HashMap::new(),
+        names: HashMap::new(),
+        prefetched: Default::default(),
+    };
     while let Some(work) = rx.recv().await {
         lane.handle(work).await;
     }
@@ -128,7 +134,12 @@ impl Lane {
                 tracing::info!(outcome = ?o.outcome, reason = ?o.reason.as_ref().map(|r| &r.code), "handled");
                 self.services.outcomes.publish(&o).await
             }
-            Handled::Repeat(bytes) => self.services.outcomes.publish_raw(cmd.command_id, bytes).await,
+            Handled::Repeat(bytes) => {
+                self.services
+                    .outcomes
+                    .publish_raw(cmd.command_id, bytes)
+                    .await
+            }
             Handled::Silent => Ok(()),
         };
         r.map_err(|e| tracing::warn!(error = %e, "outcome not published yet"))
@@ -136,10 +147,21 @@ impl Lane {
 
     async fn try_handle(&mut self, cmd: &Command) -> Step<Handled> {
         if cmd.command_type.is_public() {
-            if let Some(stored) = self.services.outcomes.lookup(cmd.command_id).await? {
+            // The ledger and the name index are independent reads: one round trip for both.
+            let name = DomainName::parse(&cmd.domain, &self.services.config.reserved_domains).ok();
+            let (stored, _) =
+                futures::join!(self.services.outcomes.lookup(cmd.command_id), async {
+                    if let Some(n) = &name {
+                        let _ = self.prefetch_claim(n.as_str()).await;
+                    }
+                });
+            if let Some(stored) = stored? {
                 // An invalid command counts as not seen (contract §2.1): it may come back corrected.
                 let invalid = serde_json::from_slice::<Outcome>(&stored)
-                    .map(|o| o.outcome == Verdict::Rejected && o.reason.is_some_and(|r| r.code == "invalid_command"))
+                    .map(|o| {
+                        o.outcome == Verdict::Rejected
+                            && o.reason.is_some_and(|r| r.code == "invalid_command")
+                    })
                     .unwrap_or(false);
                 if !invalid {
                     return Ok(Handled::Repeat(stored));
@@ -164,10 +186,34 @@ impl Lane {
     }
 
     fn accepted(cmd: &Command, domain_id: DomainId) -> Handled {
-        Handled::Outcome(Outcome::accepted(cmd.command_id, cmd.tenant_id.to_string(), cmd.domain.clone(), domain_id))
+        Handled::Outcome(Outcome::accepted(
+            cmd.command_id,
+            cmd.tenant_id.to_string(),
+            cmd.domain.clone(),
+            domain_id,
+        ))
+    }
+
+    /// Reads a name's claim into a side slot (no `&mut self`, so it can run beside
+    /// another read); `claim_of` takes it from there.
+    async fn prefetch_claim(&self, name: &str) -> Step<()> {
+        if self.names.contains_key(name) {
+            return Ok(());
+        }
+        let claim = self.services.names.get(name).await?;
+        *self.prefetched.lock().expect("prefetch slot") = Some((name.to_string(), claim));
+        Ok(())
     }
 
     async fn claim_of(&mut self, name: &str) -> Step<Option<Claim>> {
+        if let Some((n, claim)) = self.prefetched.lock().expect("prefetch slot").take() {
+            if n == name {
+                if let Some(c) = claim {
+                    self.names.insert(n, c);
+                }
+                return Ok(claim);
+            }
+        }
         if let Some(c) = self.names.get(name) {
             return Ok(Some(*c));
         }
@@ -182,7 +228,11 @@ impl Lane {
         if let Some(l) = self.domains.get(&holder.domain_id) {
             return Ok(l.clone());
         }
-        let loaded = self.services.store.load(holder.tenant_id, holder.domain_id).await?;
+        let loaded = self
+            .services
+            .store
+            .load(holder.tenant_id, holder.domain_id)
+            .await?;
         if self.domains.len() >= LANE_CACHE {
             self.domains.clear();
         }
@@ -191,7 +241,14 @@ impl Lane {
     }
 
     /// Appends one event for `cmd` to a domain at its loaded version.
-    async fn append(&mut self, cmd: &Command, holder: Holder, name: &str, loaded: &Loaded, data: EventData) -> Result<(), AppendOutcome> {
+    async fn append(
+        &mut self,
+        cmd: &Command,
+        holder: Holder,
+        name: &str,
+        loaded: &Loaded,
+        data: EventData,
+    ) -> Result<(), AppendOutcome> {
         let version = loaded.state.as_ref().map(|s| s.version).unwrap_or(0) + 1;
         let event = Event {
             event_id: EventId::for_command(cmd.command_id, holder.domain_id, version),
@@ -211,7 +268,13 @@ impl Lane {
                 if let Some(s) = &state {
                     self.services.store.maybe_snapshot(s, seq);
                 }
-                self.domains.insert(holder.domain_id, Loaded { state, last_seq: seq });
+                self.domains.insert(
+                    holder.domain_id,
+                    Loaded {
+                        state,
+                        last_seq: seq,
+                    },
+                );
                 tracing::debug!(event = event.data.type_name(), version, "appended");
                 Ok(())
             }
@@ -231,7 +294,10 @@ impl Lane {
             Err(e) => return Ok(Self::rejected(cmd, None, &e.into())),
         };
         let new_id = DomainId::for_registration(cmd.command_id);
-        let me = Holder { tenant_id: cmd.tenant_id, domain_id: new_id };
+        let me = Holder {
+            tenant_id: cmd.tenant_id,
+            domain_id: new_id,
+        };
         for _ in 0..16 {
             let claim = self.claim_of(name.as_str()).await?;
             let holder_state = match claim {
@@ -242,9 +308,13 @@ impl Lane {
                 // Delivered again after the name was claimed: finish the registration.
                 if holder_state.state.is_none() {
                     let now = clock();
-                    let plan = decide_register(cmd.tenant_id, &name, cmd, None, now, &config.policy)
-                        .map_err(|r| Retry(r.message))?;
-                    match self.append(cmd, me, name.as_str(), &holder_state, plan.registered).await {
+                    let plan =
+                        decide_register(cmd.tenant_id, &name, cmd, None, now, &config.policy)
+                            .map_err(|r| Retry(r.message))?;
+                    match self
+                        .append(cmd, me, name.as_str(), &holder_state, plan.registered)
+                        .await
+                    {
                         Ok(()) => {}
                         Err(AppendOutcome::Conflict) => continue,
                         Err(AppendOutcome::Retry(r)) => return Err(r),
@@ -263,18 +333,30 @@ impl Lane {
             ) {
                 Ok(p) => p,
                 Err(r) => {
-                    let own = holder_state.state.as_ref().filter(|s| s.tenant_id == cmd.tenant_id).map(|s| s.domain_id);
+                    let own = holder_state
+                        .state
+                        .as_ref()
+                        .filter(|s| s.tenant_id == cmd.tenant_id)
+                        .map(|s| s.domain_id);
                     return Ok(Self::rejected(cmd, own, &r));
                 }
             };
             if let (Some(release), Some(c)) = (plan.release.clone(), claim) {
-                match self.append(cmd, c.holder, name.as_str(), &holder_state, release).await {
+                match self
+                    .append(cmd, c.holder, name.as_str(), &holder_state, release)
+                    .await
+                {
                     Ok(()) => {}
                     Err(AppendOutcome::Conflict) => continue,
                     Err(AppendOutcome::Retry(r)) => return Err(r),
                 }
             }
-            match self.services.names.claim(name.as_str(), me, claim.as_ref()).await {
+            match self
+                .services
+                .names
+                .claim(name.as_str(), me, claim.as_ref())
+                .await
+            {
                 Ok(c) => {
                     self.names.insert(name.as_str().to_string(), c);
                 }
@@ -284,7 +366,10 @@ impl Lane {
                 }
                 Err(ClaimError::Other(e)) => return Err(Retry(e)),
             }
-            match self.append(cmd, me, name.as_str(), &Loaded::default(), plan.registered).await {
+            match self
+                .append(cmd, me, name.as_str(), &Loaded::default(), plan.registered)
+                .await
+            {
                 Ok(()) | Err(AppendOutcome::Conflict) => {
                     // A conflict on a brand-new subject means our own earlier attempt got
                     // there first (same command): the next round sees it.
@@ -308,15 +393,22 @@ impl Lane {
         if claim.holder.tenant_id != cmd.tenant_id {
             return Ok(Self::rejected(cmd, None, &not_found));
         }
-        self.decide_and_append(cmd, claim.holder, name.as_str()).await.map(|r| match r {
-            Ok(()) => Self::accepted(cmd, claim.holder.domain_id),
-            Err(rej) => Self::rejected(cmd, Some(claim.holder.domain_id), &rej),
-        })
+        self.decide_and_append(cmd, claim.holder, name.as_str())
+            .await
+            .map(|r| match r {
+                Ok(()) => Self::accepted(cmd, claim.holder.domain_id),
+                Err(rej) => Self::rejected(cmd, Some(claim.holder.domain_id), &rej),
+            })
     }
 
     async fn internal(&mut self, cmd: &Command) -> Step<Handled> {
-        let Some(domain_id) = cmd.domain_id else { return Ok(Handled::Silent) };
-        let holder = Holder { tenant_id: cmd.tenant_id, domain_id };
+        let Some(domain_id) = cmd.domain_id else {
+            return Ok(Handled::Silent);
+        };
+        let holder = Holder {
+            tenant_id: cmd.tenant_id,
+            domain_id,
+        };
         let name = cmd.domain.clone();
         match self.decide_and_append(cmd, holder, &name).await? {
             Ok(()) => {}
@@ -327,7 +419,12 @@ impl Lane {
 
     /// Loads, runs the DNS check if the core wants one, decides, appends; on a
     /// conflicting append reads again and decides again.
-    async fn decide_and_append(&mut self, cmd: &Command, holder: Holder, name: &str) -> Step<Result<(), Rejection>> {
+    async fn decide_and_append(
+        &mut self,
+        cmd: &Command,
+        holder: Holder,
+        name: &str,
+    ) -> Step<Result<(), Rejection>> {
         for _ in 0..16 {
             let loaded = self.load(holder).await?;
             let Some(state) = loaded.state.as_ref() else {

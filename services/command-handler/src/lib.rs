@@ -30,12 +30,20 @@ pub const CONSUMER: &str = "command-handler";
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let client = runtime::connect_nats(&config.nats_url, "command-handler").await?;
     let js = runtime::jetstream(client);
-    streams::ensure(&js, &streams::StreamSettings { command_dedup_window: config.command_dedup_window }).await?;
+    streams::ensure(
+        &js,
+        &streams::StreamSettings {
+            command_dedup_window: config.command_dedup_window,
+        },
+    )
+    .await?;
     let services = Arc::new(Services::open(&js, &config).await?);
     let leases = js.get_key_value(streams::LEASES_BUCKET).await?;
     let lease = Lease::new(leases, CONSUMER, config.lease_ttl);
     loop {
-        let Some(mut guard) = lease.acquire(&shutdown).await else { break };
+        let Some(mut guard) = lease.acquire(&shutdown).await else {
+            break;
+        };
         tokio::select! {
             r = consume(&js, services.clone(), &config, &shutdown) => {
                 if let Err(e) = r {
@@ -101,7 +109,11 @@ async fn consume(
                 continue;
             }
         };
-        let token = msg.subject.strip_prefix("email_domains.commands.").unwrap_or("").to_string();
+        let token = msg
+            .subject
+            .strip_prefix("email_domains.commands.")
+            .unwrap_or("")
+            .to_string();
         match command::decode(&token, &msg.payload) {
             Ok(cmd) => {
                 let key = lane_key(&cmd, &services.config.reserved_domains);
@@ -151,7 +163,8 @@ async fn reject_unreadable(services: &Services, msg: jetstream::Message, failure
         let dl = dead_letters::publish(&services.js, &letter, &format!("dl-{seq}")).await;
         let outcome = match failure.command_id {
             Some(id) => {
-                let rejection = Rejection::new(RejectionCode::InvalidCommand, failure.error.clone());
+                let rejection =
+                    Rejection::new(RejectionCode::InvalidCommand, failure.error.clone());
                 let outcome = Outcome::rejected(
                     id,
                     failure.tenant_id.map(|t| t.to_string()),

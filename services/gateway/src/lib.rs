@@ -84,7 +84,12 @@ pub struct Options {
 
 impl Options {
     pub fn new(keys: Keys) -> Self {
-        Options { keys, public_url: None, command_timeout: Duration::from_secs(10), share_ttl: Duration::from_secs(7 * 86_400) }
+        Options {
+            keys,
+            public_url: None,
+            command_timeout: Duration::from_secs(10),
+            share_ttl: Duration::from_secs(7 * 86_400),
+        }
     }
 }
 
@@ -110,27 +115,53 @@ pub async fn app(config: Config, opts: Options) -> anyhow::Result<Router> {
     let outcomes = Outcomes::open(&js).await?;
     let store = EventStore::open(&js, config.snapshot_every).await?;
     let pool = runtime::db::connect_and_migrate(&config.database_url, 8).await?;
-    let state = AppState(Arc::new(Inner { opts, config, client, js, outcomes, store, pool }));
+    let state = AppState(Arc::new(Inner {
+        opts,
+        config,
+        client,
+        js,
+        outcomes,
+        store,
+        pool,
+    }));
     Ok(router(state))
 }
 
 /// Serves `router` on `listener` until `shutdown`.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: Shutdown) -> anyhow::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.wait().await }).await?;
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await?;
     Ok(())
 }
 
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
-        .route("/openapi.yaml", get(|| async { asset("application/yaml; charset=utf-8", OPENAPI_YAML) }))
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .route(
+            "/openapi.yaml",
+            get(|| async { asset("application/yaml; charset=utf-8", OPENAPI_YAML) }),
+        )
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
         .route("/share/{id}", get(share_page))
         .route("/api/v1/session", get(session))
         .route("/api/v1/domains", get(list_domains).post(register))
-        .route("/api/v1/domains/{id}", get(get_domain).delete(delete_domain))
+        .route(
+            "/api/v1/domains/{id}",
+            get(get_domain).delete(delete_domain),
+        )
         .route("/api/v1/domains/{id}/dns-configured", post(dns_configured))
         .route("/api/v1/domains/{id}/refresh", post(refresh))
         .route("/api/v1/domains/{id}/timeline", get(timeline))
@@ -140,20 +171,30 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/share/{id}", get(share_domain))
         .route("/api/v1/share/{id}/records.csv", get(share_csv))
         .route("/api/v1/share/{id}/records.zone", get(share_zone))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_such_route", "there is nothing here") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_such_route",
+                "there is nothing here",
+            )
+        })
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
 
 async fn security_headers(mut res: Response) -> Response {
     let h = res.headers_mut();
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert(
         "content-security-policy",
         HeaderValue::from_static("default-src 'self'; img-src 'self' data:; frame-ancestors 'self'; base-uri 'none'; form-action 'self'"),
     );
-    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     res
 }
 
@@ -177,20 +218,32 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such domain")
     }
     fn unavailable(e: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %e, "request failed");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable; try again in a moment")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service is temporarily unavailable; try again in a moment",
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": {"code": self.code, "message": view::scrub(&self.message)}}))).into_response()
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": view::scrub(&self.message)}})),
+        )
+            .into_response()
     }
 }
 
@@ -206,7 +259,10 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<Claims> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .unwrap_or("");
     let claims = state.0.opts.keys.verify(token, now()).map_err(|e| {
         ApiError::new(
@@ -219,7 +275,11 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<Claims> {
         )
     })?;
     if !claims.managed_sending() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "plan_not_available", PLAN_MESSAGE));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "plan_not_available",
+            PLAN_MESSAGE,
+        ));
     }
     Ok(claims)
 }
@@ -228,16 +288,21 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<Claims> {
 // reading the projections
 
 async fn tenant_rows(pool: &PgPool, tenant: Uuid) -> ApiResult<Vec<Value>> {
-    sqlx::query_scalar("SELECT to_jsonb(d) FROM email_domains d WHERE tenant = $1 ORDER BY created_at, id")
-        .bind(tenant)
-        .fetch_all(pool)
-        .await
-        .map_err(ApiError::unavailable)
+    sqlx::query_scalar(
+        "SELECT to_jsonb(d) FROM email_domains d WHERE tenant = $1 ORDER BY created_at, id",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await
+    .map_err(ApiError::unavailable)
 }
 
 /// One row, only if it is the tenant's (another tenant's domain is "not found").
 async fn tenant_row(pool: &PgPool, tenant: Uuid, id: Uuid) -> ApiResult<Value> {
-    row_by_id(pool, id).await?.filter(|r| r["tenant"].as_str() == Some(&tenant.to_string())).ok_or_else(ApiError::not_found)
+    row_by_id(pool, id)
+        .await?
+        .filter(|r| r["tenant"].as_str() == Some(&tenant.to_string()))
+        .ok_or_else(ApiError::not_found)
 }
 
 async fn row_by_id(pool: &PgPool, id: Uuid) -> ApiResult<Option<Value>> {
@@ -253,14 +318,21 @@ fn view_of(row: &Value) -> ApiResult<view::DomainView> {
 }
 
 async fn sender(state: &AppState, tenant: Uuid) -> ApiResult<Value> {
-    let default: Option<Option<String>> =
-        sqlx::query_scalar("SELECT default_from_domain FROM tenant_email_settings WHERE tenant = $1")
-            .bind(tenant)
-            .fetch_optional(&state.0.pool)
-            .await
-            .map_err(ApiError::unavailable)?;
-    let settings = TenantSettings { default_from_domain: default.flatten(), ..Default::default() };
-    let s = settings.sender(&state.0.config.sender_local_part, &state.0.config.platform_from_address);
+    let default: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT default_from_domain FROM tenant_email_settings WHERE tenant = $1",
+    )
+    .bind(tenant)
+    .fetch_optional(&state.0.pool)
+    .await
+    .map_err(ApiError::unavailable)?;
+    let settings = TenantSettings {
+        default_from_domain: default.flatten(),
+        ..Default::default()
+    };
+    let s = settings.sender(
+        &state.0.config.sender_local_part,
+        &state.0.config.platform_from_address,
+    );
     Ok(json!({"from": s.from, "domain": s.domain, "managed": s.managed}))
 }
 
@@ -270,7 +342,13 @@ async fn sender(state: &AppState, tenant: Uuid) -> ApiResult<Value> {
 /// Publishes a contract command and waits (bounded) for its outcome: subscribes to
 /// the outcome subject first, and also asks the outcome stream, so neither a quick
 /// answer nor a lost core-NATS delivery is missed.
-async fn send_command(state: &AppState, kind: CommandType, claims: &Claims, domain: &str, region: Option<String>) -> ApiResult<Outcome> {
+async fn send_command(
+    state: &AppState,
+    kind: CommandType,
+    claims: &Claims,
+    domain: &str,
+    region: Option<String>,
+) -> ApiResult<Outcome> {
     let id = CommandId(Uuid::new_v4());
     let command = Command {
         command_type: kind,
@@ -285,7 +363,11 @@ async fn send_command(state: &AppState, kind: CommandType, claims: &Claims, doma
         correlation_id: None,
     };
     let inner = &state.0;
-    let mut sub = inner.client.subscribe(Outcome::subject(id)).await.map_err(ApiError::unavailable)?;
+    let mut sub = inner
+        .client
+        .subscribe(Outcome::subject(id))
+        .await
+        .map_err(ApiError::unavailable)?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", id.to_string().as_str());
     let body = serde_json::to_vec(&command.to_body()).map_err(ApiError::unavailable)?;
@@ -321,7 +403,11 @@ async fn send_command(state: &AppState, kind: CommandType, claims: &Claims, doma
 }
 
 fn rejection(o: &Outcome) -> ApiError {
-    let (code, message) = o.reason.as_ref().map(|r| (r.code.as_str(), r.message.as_str())).unwrap_or(("rejected", "the request was refused"));
+    let (code, message) = o
+        .reason
+        .as_ref()
+        .map(|r| (r.code.as_str(), r.message.as_str()))
+        .unwrap_or(("rejected", "the request was refused"));
     let (status, code): (StatusCode, &'static str) = match code {
         "invalid_domain" => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_domain"),
         "reserved_domain" => (StatusCode::UNPROCESSABLE_ENTITY, "reserved_domain"),
@@ -352,7 +438,9 @@ async fn list_domains(State(state): State<AppState>, headers: HeaderMap) -> ApiR
     let claims = authorize(&state, &headers)?;
     let rows = tenant_rows(&state.0.pool, claims.tenant_id).await?;
     let domains: Vec<_> = rows.iter().filter_map(view::domain_view).collect();
-    Ok(Json(json!({"sender": sender(&state, claims.tenant_id).await?, "domains": domains})))
+    Ok(Json(
+        json!({"sender": sender(&state, claims.tenant_id).await?, "domains": domains}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -369,16 +457,34 @@ async fn register(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let claims = authorize(&state, &headers)?;
     let Json(body) = body.map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "send a JSON object {\"domain\": \"example.com\"}")
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "send a JSON object {\"domain\": \"example.com\"}",
+        )
     })?;
     if body.domain.trim().is_empty() || body.domain.len() > 300 {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_domain", "enter a domain name such as example.com"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_domain",
+            "enter a domain name such as example.com",
+        ));
     }
-    let o = send_command(&state, CommandType::RegisterDomain, &claims, body.domain.trim(), body.region).await?;
+    let o = send_command(
+        &state,
+        CommandType::RegisterDomain,
+        &claims,
+        body.domain.trim(),
+        body.region,
+    )
+    .await?;
     if o.outcome != Verdict::Accepted {
         return Err(rejection(&o));
     }
-    let id = o.domain_id.map(|d| d.0).ok_or_else(|| ApiError::unavailable("accepted without a domain id"))?;
+    let id = o
+        .domain_id
+        .map(|d| d.0)
+        .ok_or_else(|| ApiError::unavailable("accepted without a domain id"))?;
     // The projection follows the log within moments; wait briefly so the answer shows the row.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -390,16 +496,22 @@ async fn register(
             let (b, label) = view::badge("created");
             return Ok((
                 StatusCode::CREATED,
-                Json(json!({"domain": {"id": id, "domain": domain, "status": "created", "badge": b, "badge_label": label,
+                Json(
+                    json!({"domain": {"id": id, "domain": domain, "status": "created", "badge": b, "badge_label": label,
                     "next_step": "We are preparing the DNS records for this domain; they appear here in a few seconds.",
-                    "records": []}})),
+                    "records": []}}),
+                ),
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-async fn get_domain(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_domain(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let claims = authorize(&state, &headers)?;
     let row = tenant_row(&state.0.pool, claims.tenant_id, parse_id(&id)?).await?;
     Ok(Json(json!({"domain": view_of(&row)?})))
@@ -410,12 +522,21 @@ fn parse_id(id: &str) -> ApiResult<Uuid> {
 }
 
 /// Sends a command about one of the tenant's live domains; returns the outcome and the fresh row.
-async fn domain_command(state: &AppState, headers: &HeaderMap, id: &str, kind: CommandType) -> ApiResult<Json<Value>> {
+async fn domain_command(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    kind: CommandType,
+) -> ApiResult<Json<Value>> {
     let claims = authorize(state, headers)?;
     let id = parse_id(id)?;
     let row = tenant_row(&state.0.pool, claims.tenant_id, id).await?;
     if row["status"] == "deactivated" {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "this domain was removed"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this domain was removed",
+        ));
     }
     let name = row["domain_name"].as_str().unwrap_or_default().to_string();
     let o = send_command(state, kind, &claims, &name, None).await?;
@@ -423,26 +544,55 @@ async fn domain_command(state: &AppState, headers: &HeaderMap, id: &str, kind: C
         return Err(rejection(&o));
     }
     let row = tenant_row(&state.0.pool, claims.tenant_id, id).await?;
-    Ok(Json(json!({"outcome": "accepted", "domain": view_of(&row)?})))
+    Ok(Json(
+        json!({"outcome": "accepted", "domain": view_of(&row)?}),
+    ))
 }
 
-async fn dns_configured(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
-    Ok((StatusCode::ACCEPTED, domain_command(&state, &headers, &id, CommandType::DnsConfigured).await?))
+async fn dns_configured(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        domain_command(&state, &headers, &id, CommandType::DnsConfigured).await?,
+    ))
 }
 
-async fn refresh(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
-    Ok((StatusCode::ACCEPTED, domain_command(&state, &headers, &id, CommandType::RefreshStatus).await?))
+async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        domain_command(&state, &headers, &id, CommandType::RefreshStatus).await?,
+    ))
 }
 
-async fn delete_domain(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn delete_domain(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     domain_command(&state, &headers, &id, CommandType::DeleteDomain).await
 }
 
-async fn timeline(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn timeline(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let claims = authorize(&state, &headers)?;
     let id = parse_id(&id)?;
     tenant_row(&state.0.pool, claims.tenant_id, id).await?;
-    let history = state.0.store.history(TenantId(claims.tenant_id), DomainId(id)).await.map_err(ApiError::unavailable)?;
+    let history = state
+        .0
+        .store
+        .history(TenantId(claims.tenant_id), DomainId(id))
+        .await
+        .map_err(ApiError::unavailable)?;
     let events: Vec<_> = history.into_iter().map(|(_, e)| e).collect();
     let mut entries = view::timeline(&events);
     entries.reverse(); // newest first
@@ -460,7 +610,10 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(u) = &state.0.opts.public_url {
         return u.trim_end_matches('/').to_string();
     }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:8080");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:8080");
     format!("http://{host}")
 }
 
@@ -491,25 +644,44 @@ async fn create_share(
 
 fn download(view: &view::DomainView, zone: bool) -> Response {
     let (body, ct, ext) = if zone {
-        (view::zone_file(view, Utc::now()), "text/dns; charset=utf-8", "zone")
+        (
+            view::zone_file(view, Utc::now()),
+            "text/dns; charset=utf-8",
+            "zone",
+        )
     } else {
         (view::csv(view), "text/csv; charset=utf-8", "csv")
     };
     let disposition = format!("attachment; filename=\"{}-dns-records.{ext}\"", view.domain);
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(ct)), (header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).unwrap_or(HeaderValue::from_static("attachment")))],
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(ct)),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&disposition)
+                    .unwrap_or(HeaderValue::from_static("attachment")),
+            ),
+        ],
         body,
     )
         .into_response()
 }
 
-async fn records_csv(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+async fn records_csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let claims = authorize(&state, &headers)?;
     let row = tenant_row(&state.0.pool, claims.tenant_id, parse_id(&id)?).await?;
     Ok(download(&view_of(&row)?, false))
 }
 
-async fn records_zone(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+async fn records_zone(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let claims = authorize(&state, &headers)?;
     let row = tenant_row(&state.0.pool, claims.tenant_id, parse_id(&id)?).await?;
     Ok(download(&view_of(&row)?, true))
@@ -525,25 +697,41 @@ struct ShareQuery {
 }
 
 fn check_share(state: &AppState, id: &str, q: &ShareQuery) -> ApiResult<Uuid> {
-    let refused = || ApiError::new(StatusCode::FORBIDDEN, "invalid_link", "this link is not valid; ask the domain owner for a new one");
+    let refused = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_link",
+            "this link is not valid; ask the domain owner for a new one",
+        )
+    };
     let id = Uuid::parse_str(id).map_err(|_| refused())?;
-    let (Some(exp), Some(sig)) = (q.exp, q.sig.as_deref()) else { return Err(refused()) };
+    let (Some(exp), Some(sig)) = (q.exp, q.sig.as_deref()) else {
+        return Err(refused());
+    };
     match state.0.opts.keys.verify_share(id, exp, sig, now()) {
         Ok(()) => Ok(id),
-        Err(token::TokenError::Expired) => {
-            Err(ApiError::new(StatusCode::GONE, "link_expired", "this link has expired; ask the domain owner for a new one"))
-        }
+        Err(token::TokenError::Expired) => Err(ApiError::new(
+            StatusCode::GONE,
+            "link_expired",
+            "this link has expired; ask the domain owner for a new one",
+        )),
         Err(_) => Err(refused()),
     }
 }
 
 async fn shared_view(state: &AppState, id: &str, q: &ShareQuery) -> ApiResult<view::DomainView> {
     let id = check_share(state, id, q)?;
-    let row = row_by_id(&state.0.pool, id).await?.ok_or_else(ApiError::not_found)?;
+    let row = row_by_id(&state.0.pool, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     view_of(&row)
 }
 
-async fn share_page(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<ShareQuery>) -> Response {
+async fn share_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ShareQuery>,
+) -> Response {
     match check_share(&state, &id, &q) {
         Ok(_) => Html(SHARE_HTML).into_response(),
         Err(e) => {
@@ -559,7 +747,11 @@ const REFUSED_HTML: &str = r#"<!doctype html>
 <body><main class="page"><h1>DNS records</h1>
 <p class="refused" role="alert" id="refused">{{message}}</p></main></body></html>"#;
 
-async fn share_domain(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<ShareQuery>) -> ApiResult<Json<Value>> {
+async fn share_domain(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ShareQuery>,
+) -> ApiResult<Json<Value>> {
     let view = shared_view(&state, &id, &q).await?;
     let exp = q.exp.unwrap_or_default();
     let qs = format!("exp={exp}&sig={}", q.sig.as_deref().unwrap_or(""));
@@ -571,10 +763,18 @@ async fn share_domain(State(state): State<AppState>, Path(id): Path<String>, Que
     })))
 }
 
-async fn share_csv(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<ShareQuery>) -> ApiResult<Response> {
+async fn share_csv(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ShareQuery>,
+) -> ApiResult<Response> {
     Ok(download(&shared_view(&state, &id, &q).await?, false))
 }
 
-async fn share_zone(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<ShareQuery>) -> ApiResult<Response> {
+async fn share_zone(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ShareQuery>,
+) -> ApiResult<Response> {
     Ok(download(&shared_view(&state, &id, &q).await?, true))
 }

@@ -10,10 +10,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "gateway", about = "The tenant's 'Managed sending' page and JSON API")]
+#[command(
+    name = "gateway",
+    about = "The tenant's 'Managed sending' page and JSON API"
+)]
 struct Cli {
     /// Address to listen on.
-    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     listen: SocketAddr,
     /// Shared secret the platform signs session tokens with (HMAC-SHA256); also signs share links.
     #[arg(long, env = "GATEWAY_TOKEN_SECRET", default_value = DEV_SECRET, hide_env_values = true, hide_default_value = true, global = true)]
@@ -22,7 +30,12 @@ struct Cli {
     #[arg(long, env = "GATEWAY_PUBLIC_URL", global = true)]
     public_url: Option<String>,
     /// Seconds a request waits for a command's outcome.
-    #[arg(long, env = "GATEWAY_COMMAND_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "GATEWAY_COMMAND_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
     command_timeout_secs: u64,
     /// Default lifetime of a share link, in seconds.
     #[arg(long, env = "GATEWAY_SHARE_TTL_SECS", default_value_t = 7 * 86_400, global = true)]
@@ -53,8 +66,19 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let keys = Keys::new(&cli.token_secret);
-    if let Some(Cmd::Token { tenant, edition, ttl, sub }) = cli.command {
-        let claims = Claims { tenant_id: tenant, edition, exp: chrono::Utc::now().timestamp() + ttl, sub };
+    if let Some(Cmd::Token {
+        tenant,
+        edition,
+        ttl,
+        sub,
+    }) = cli.command
+    {
+        let claims = Claims {
+            tenant_id: tenant,
+            edition,
+            exp: chrono::Utc::now().timestamp() + ttl,
+            sub,
+        };
         println!("{}", keys.sign(&claims));
         return Ok(());
     }
@@ -72,7 +96,10 @@ async fn main() -> anyhow::Result<()> {
     let router = gateway::app(config, opts).await?;
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     let addr = listener.local_addr()?;
-    let base = cli.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let base = cli
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     tracing::info!("managed sending page at {base}/ (API under {base}/api/v1, description at {base}/openapi.yaml)");
     println!("gateway: {base}/");
     if keys.is_dev_default() {
@@ -80,9 +107,19 @@ async fn main() -> anyhow::Result<()> {
         let tenant = std::env::var("GATEWAY_DEV_TENANT")
             .ok()
             .and_then(|t| uuid::Uuid::parse_str(&t).ok())
-            .unwrap_or(uuid::Uuid::from_u128(0x00000000_0000_4000_8000_00000000d3f0));
-        let claims = Claims { tenant_id: tenant, edition: "enterprise".into(), exp: chrono::Utc::now().timestamp() + 12 * 3600, sub: Some("dev".into()) };
-        println!("gateway: dev link (tenant {tenant}): {base}/#token={}", keys.sign(&claims));
+            .unwrap_or(uuid::Uuid::from_u128(
+                0x00000000_0000_4000_8000_00000000d3f0,
+            ));
+        let claims = Claims {
+            tenant_id: tenant,
+            edition: "enterprise".into(),
+            exp: chrono::Utc::now().timestamp() + 12 * 3600,
+            sub: Some("dev".into()),
+        };
+        println!(
+            "gateway: dev link (tenant {tenant}): {base}/#token={}",
+            keys.sign(&claims)
+        );
     }
     gateway::serve(listener, router, runtime::Shutdown::on_signals()).await
 }

@@ -38,7 +38,9 @@ pub struct Claims {
 
 impl Claims {
     pub fn managed_sending(&self) -> bool {
-        MANAGED_SENDING_EDITIONS.iter().any(|e| e.eq_ignore_ascii_case(self.edition.trim()))
+        MANAGED_SENDING_EDITIONS
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(self.edition.trim()))
     }
 }
 
@@ -52,9 +54,15 @@ pub enum TokenError {
 impl TokenError {
     pub fn message(self) -> &'static str {
         match self {
-            TokenError::Malformed => "the access token is missing or malformed; open this page from the platform again",
-            TokenError::BadSignature => "the access token is not valid; open this page from the platform again",
-            TokenError::Expired => "the access token has expired; open this page from the platform again",
+            TokenError::Malformed => {
+                "the access token is missing or malformed; open this page from the platform again"
+            }
+            TokenError::BadSignature => {
+                "the access token is not valid; open this page from the platform again"
+            }
+            TokenError::Expired => {
+                "the access token has expired; open this page from the platform again"
+            }
         }
     }
 }
@@ -72,7 +80,9 @@ impl std::fmt::Debug for Keys {
 
 impl Keys {
     pub fn new(secret: impl AsRef<[u8]>) -> Self {
-        Keys { secret: secret.as_ref().to_vec() }
+        Keys {
+            secret: secret.as_ref().to_vec(),
+        }
     }
 
     pub fn is_dev_default(&self) -> bool {
@@ -112,11 +122,24 @@ impl Keys {
 
     /// The signature of a share link to `domain_id`, valid until `exp` (Unix seconds).
     pub fn share_sig(&self, domain_id: Uuid, exp: i64) -> String {
-        hex::encode(self.mac(&[b"share.", domain_id.hyphenated().to_string().as_bytes(), b".", exp.to_string().as_bytes()]))
+        hex::encode(self.mac(&[
+            b"share.",
+            domain_id.hyphenated().to_string().as_bytes(),
+            b".",
+            exp.to_string().as_bytes(),
+        ]))
     }
 
-    pub fn verify_share(&self, domain_id: Uuid, exp: i64, sig: &str, now: i64) -> Result<(), TokenError> {
-        let Ok(given) = hex::decode(sig.trim()) else { return Err(TokenError::Malformed) };
+    pub fn verify_share(
+        &self,
+        domain_id: Uuid,
+        exp: i64,
+        sig: &str,
+        now: i64,
+    ) -> Result<(), TokenError> {
+        let Ok(given) = hex::decode(sig.trim()) else {
+            return Err(TokenError::Malformed);
+        };
         let expected = hex::decode(self.share_sig(domain_id, exp)).expect("hex");
         if !bool::from(expected.ct_eq(&given)) {
             return Err(TokenError::BadSignature);
@@ -133,7 +156,12 @@ mod tests {
     use super::*;
 
     fn claims(exp: i64) -> Claims {
-        Claims { tenant_id: Uuid::new_v4(), edition: "enterprise".into(), exp, sub: None }
+        Claims {
+            tenant_id: Uuid::new_v4(),
+            edition: "enterprise".into(),
+            exp,
+            sub: None,
+        }
     }
 
     #[test]
@@ -143,11 +171,21 @@ mod tests {
         let t = k.sign(&c);
         assert_eq!(k.verify(&t, 1_000), Ok(c.clone()));
         assert_eq!(k.verify(&t, 2_000), Err(TokenError::Expired));
-        assert_eq!(Keys::new("other").verify(&t, 1_000), Err(TokenError::BadSignature));
+        assert_eq!(
+            Keys::new("other").verify(&t, 1_000),
+            Err(TokenError::BadSignature)
+        );
         // Another tenant's id in the claims, the old signature.
-        let forged = Claims { tenant_id: Uuid::new_v4(), ..c };
+        let forged = Claims {
+            tenant_id: Uuid::new_v4(),
+            ..c
+        };
         let body = k.sign(&forged);
-        let tampered = format!("{}.{}", body.split('.').next().unwrap(), t.split('.').nth(1).unwrap());
+        let tampered = format!(
+            "{}.{}",
+            body.split('.').next().unwrap(),
+            t.split('.').nth(1).unwrap()
+        );
         assert_eq!(k.verify(&tampered, 1_000), Err(TokenError::BadSignature));
         assert_eq!(k.verify("nonsense", 1_000), Err(TokenError::Malformed));
     }
@@ -158,14 +196,27 @@ mod tests {
         let d = Uuid::new_v4();
         let sig = k.share_sig(d, 5_000);
         assert!(k.verify_share(d, 5_000, &sig, 1_000).is_ok());
-        assert_eq!(k.verify_share(d, 5_001, &sig, 1_000), Err(TokenError::BadSignature));
-        assert_eq!(k.verify_share(Uuid::new_v4(), 5_000, &sig, 1_000), Err(TokenError::BadSignature));
-        assert_eq!(k.verify_share(d, 5_000, &sig, 6_000), Err(TokenError::Expired));
+        assert_eq!(
+            k.verify_share(d, 5_001, &sig, 1_000),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            k.verify_share(Uuid::new_v4(), 5_000, &sig, 1_000),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            k.verify_share(d, 5_000, &sig, 6_000),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
     fn editions() {
         assert!(claims(1).managed_sending());
-        assert!(!Claims { edition: "community".into(), ..claims(1) }.managed_sending());
+        assert!(!Claims {
+            edition: "community".into(),
+            ..claims(1)
+        }
+        .managed_sending());
     }
 }

@@ -111,7 +111,11 @@ pub fn badge(status: &str) -> (&'static str, &'static str) {
 
 fn next_step(status: &str, records: &[RecordView], next_check: Option<&str>) -> String {
     // The time itself is `next_check_at`; the page shows it in the reader's time zone.
-    let when = if next_check.is_some() { " We also check automatically (next check below)." } else { "" };
+    let when = if next_check.is_some() {
+        " We also check automatically (next check below)."
+    } else {
+        ""
+    };
     match status {
         "created" => "We are preparing the DNS records for this domain; they appear here in a few seconds.".into(),
         "awaiting_dns" => {
@@ -137,11 +141,15 @@ pub fn domain_view(row: &Value) -> Option<DomainView> {
     let id = row["id"].as_str().and_then(|s| Uuid::parse_str(s).ok())?;
     let domain = row["domain_name"].as_str()?.to_string();
     let status = row["status"].as_str().unwrap_or("created").to_string();
-    let records: Vec<DnsRecord> = serde_json::from_value(row["dns_records"].clone()).unwrap_or_default();
+    let records: Vec<DnsRecord> =
+        serde_json::from_value(row["dns_records"].clone()).unwrap_or_default();
     let records: Vec<RecordView> = records
         .into_iter()
         .map(|r| {
-            let dns_status = serde_json::to_value(r.dns_status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or("pending".into());
+            let dns_status = serde_json::to_value(r.dns_status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or("pending".into());
             RecordView {
                 host: relative_host(&r.name, &domain),
                 dns_status_label: dns_status_label(&dns_status).into(),
@@ -154,13 +162,20 @@ pub fn domain_view(row: &Value) -> Option<DomainView> {
                 required: r.required,
                 observed: r.observed,
                 diagnosis: r.diagnosis.map(|d| DiagnosisView {
-                    code: serde_json::to_value(d.code).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                    code: serde_json::to_value(d.code)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
                     message: scrub(&d.message),
                 }),
             }
         })
         .collect();
-    let next_check_at = if matches!(status.as_str(), "deactivated" | "failed") { None } else { time(&row["next_check_at"]) };
+    let next_check_at = if matches!(status.as_str(), "deactivated" | "failed") {
+        None
+    } else {
+        time(&row["next_check_at"])
+    };
     let (b, label) = badge(&status);
     Some(DomainView {
         id,
@@ -201,30 +216,62 @@ fn trigger_words(t: CheckTrigger) -> &'static str {
 pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
     let mut out = Vec::new();
     for e in events {
-        let at = e.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let entry = |kind: &str, title: String, detail: Option<String>| TimelineEntry { at: at.clone(), kind: kind.into(), title, detail };
+        let at = e
+            .occurred_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let entry = |kind: &str, title: String, detail: Option<String>| TimelineEntry {
+            at: at.clone(),
+            kind: kind.into(),
+            title,
+            detail,
+        };
         match &e.data {
-            EventData::DomainRegistered { .. } => out.push(entry("registered", "Domain added".into(), None)),
+            EventData::DomainRegistered { .. } => {
+                out.push(entry("registered", "Domain added".into(), None))
+            }
             EventData::DomainProvisioned { records, .. } => out.push(entry(
                 "records_ready",
                 "DNS records ready".into(),
-                Some(format!("{} record{} to add", records.len(), if records.len() == 1 { "" } else { "s" })),
+                Some(format!(
+                    "{} record{} to add",
+                    records.len(),
+                    if records.len() == 1 { "" } else { "s" }
+                )),
             )),
-            EventData::CheckRequested { .. } => {
-                out.push(entry("check_requested", "Check requested".into(), Some("runs as soon as the records are ready".into())))
-            }
-            EventData::DnsChecked { trigger, records, .. } => {
+            EventData::CheckRequested { .. } => out.push(entry(
+                "check_requested",
+                "Check requested".into(),
+                Some("runs as soon as the records are ready".into()),
+            )),
+            EventData::DnsChecked {
+                trigger, records, ..
+            } => {
                 let required: Vec<_> = records.iter().filter(|r| r.required).collect();
-                let found = required.iter().filter(|r| r.dns_status == email_domain_events::DnsStatus::Found).count();
+                let found = required
+                    .iter()
+                    .filter(|r| r.dns_status == email_domain_events::DnsStatus::Found)
+                    .count();
                 out.push(entry(
                     "dns_checked",
                     format!("DNS checked ({})", trigger_words(*trigger)),
-                    Some(format!("{found} of {} required records found", required.len())),
+                    Some(format!(
+                        "{found} of {} required records found",
+                        required.len()
+                    )),
                 ))
             }
-            EventData::ProviderPolled { provider_status, verified, provider_failed, .. } => {
+            EventData::ProviderPolled {
+                provider_status,
+                verified,
+                provider_failed,
+                ..
+            } => {
                 if *verified {
-                    out.push(entry("verified", "Verified".into(), Some("the domain can send email".into())))
+                    out.push(entry(
+                        "verified",
+                        "Verified".into(),
+                        Some("the domain can send email".into()),
+                    ))
                 } else if *provider_failed {
                     out.push(entry(
                         "provider_polled",
@@ -232,14 +279,34 @@ pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
                         Some("we check again once DNS is right".into()),
                     ))
                 } else {
-                    out.push(entry("provider_polled", "Verification status checked".into(), Some(format!("status: {}", scrub(provider_status)))))
+                    out.push(entry(
+                        "provider_polled",
+                        "Verification status checked".into(),
+                        Some(format!("status: {}", scrub(provider_status))),
+                    ))
                 }
             }
-            EventData::VerificationFailed { reason, .. } => out.push(entry("failed", "Verification failed".into(), Some(scrub(reason)))),
-            EventData::ProvisioningFailed { reason } => out.push(entry("failed", "Could not set up the domain".into(), Some(scrub(reason)))),
-            EventData::WindowReopened { .. } => out.push(entry("check_requested", "New verification window".into(), None)),
-            EventData::DomainDeleted { .. } => out.push(entry("removed", "Domain removed".into(), None)),
-            EventData::DomainReleased { .. } => out.push(entry("removed", "Domain released".into(), None)),
+            EventData::VerificationFailed { reason, .. } => out.push(entry(
+                "failed",
+                "Verification failed".into(),
+                Some(scrub(reason)),
+            )),
+            EventData::ProvisioningFailed { reason } => out.push(entry(
+                "failed",
+                "Could not set up the domain".into(),
+                Some(scrub(reason)),
+            )),
+            EventData::WindowReopened { .. } => out.push(entry(
+                "check_requested",
+                "New verification window".into(),
+                None,
+            )),
+            EventData::DomainDeleted { .. } => {
+                out.push(entry("removed", "Domain removed".into(), None))
+            }
+            EventData::DomainReleased { .. } => {
+                out.push(entry("removed", "Domain released".into(), None))
+            }
             EventData::ProviderCleanedUp {} => {}
         }
     }
@@ -268,7 +335,12 @@ pub fn csv(view: &DomainView) -> String {
             r.required.to_string(),
             r.dns_status.clone(),
         ];
-        out.push_str(&row.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+        out.push_str(
+            &row.iter()
+                .map(|f| csv_field(f))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         out.push_str("\r\n");
     }
     out
@@ -294,7 +366,11 @@ pub fn txt_strings(value: &str) -> String {
     if parts.is_empty() {
         parts.push("");
     }
-    parts.iter().map(|p| format!("\"{}\"", p.replace('\\', "\\\\").replace('"', "\\\""))).collect::<Vec<_>>().join(" ")
+    parts
+        .iter()
+        .map(|p| format!("\"{}\"", p.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The records as a BIND zone-file fragment with absolute names.
@@ -313,7 +389,13 @@ pub fn zone_file(view: &DomainView, generated_at: DateTime<Utc>) -> String {
             _ => r.value.clone(),
         };
         let note = if r.required { "required" } else { "optional" };
-        out.push_str(&format!("; {} ({note})\n{}\t3600\tIN\t{}\t{}\n", r.purpose, fqdn(&r.name), r.record_type, rdata));
+        out.push_str(&format!(
+            "; {} ({note})\n{}\t3600\tIN\t{}\t{}\n",
+            r.purpose,
+            fqdn(&r.name),
+            r.record_type,
+            rdata
+        ));
     }
     out
 }
@@ -326,13 +408,19 @@ mod tests {
     fn hosts_are_relative_to_the_zone() {
         assert_eq!(relative_host("send.acme.com", "acme.com"), "send");
         assert_eq!(relative_host("acme.com.", "acme.com"), "@");
-        assert_eq!(relative_host("x._domainkey.acme.com", "ACME.com"), "x._domainkey");
+        assert_eq!(
+            relative_host("x._domainkey.acme.com", "ACME.com"),
+            "x._domainkey"
+        );
         assert_eq!(relative_host("other.org", "acme.com"), "other.org");
     }
 
     #[test]
     fn scrub_replaces_the_provider_name_in_any_case() {
-        assert_eq!(scrub("Resend said no; RESEND again"), "the email provider said no; the email provider again");
+        assert_eq!(
+            scrub("Resend said no; RESEND again"),
+            "the email provider said no; the email provider again"
+        );
     }
 
     #[test]

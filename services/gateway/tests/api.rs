@@ -21,11 +21,25 @@ struct Api<'a> {
 
 impl<'a> Api<'a> {
     fn new(gw: &'a Gw) -> Self {
-        Api { http: Client::new(), gw, seen: Default::default() }
+        Api {
+            http: Client::new(),
+            gw,
+            seen: Default::default(),
+        }
     }
 
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, String) {
-        let url = if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.gw.base) };
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, String) {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.gw.base)
+        };
         let mut req = self.http.request(method.clone(), &url);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -36,13 +50,27 @@ impl<'a> Api<'a> {
         let res = req.send().await.expect("request");
         let status = res.status();
         let text = res.text().await.unwrap();
-        self.seen.lock().unwrap().0.push((format!("{method} {path}"), text.clone()));
+        self.seen
+            .lock()
+            .unwrap()
+            .0
+            .push((format!("{method} {path}"), text.clone()));
         (status, text)
     }
 
-    async fn json(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let (s, t) = self.call(method, path, token, body).await;
-        (s, serde_json::from_str(&t).unwrap_or_else(|_| panic!("{path} answered non-JSON {s}: {t}")))
+        (
+            s,
+            serde_json::from_str(&t)
+                .unwrap_or_else(|_| panic!("{path} answered non-JSON {s}: {t}")),
+        )
     }
 }
 
@@ -51,15 +79,31 @@ fn code(v: &Value) -> &str {
 }
 
 /// Waits until GET /api/v1/domains/{id} satisfies `pred`.
-async fn wait_domain(api: &Api<'_>, token: &str, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+async fn wait_domain(
+    api: &Api<'_>,
+    token: &str,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let (s, v) = api.json(Method::GET, &format!("/api/v1/domains/{id}"), Some(token), None).await;
+        let (s, v) = api
+            .json(
+                Method::GET,
+                &format!("/api/v1/domains/{id}"),
+                Some(token),
+                None,
+            )
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         if pred(&v["domain"]) {
             return v["domain"].clone();
         }
-        assert!(Instant::now() < deadline, "waited 40 s for {what}; last: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "waited 40 s for {what}; last: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -70,7 +114,8 @@ fn zone_values(zone: &str, name: &str, rtype: &str) -> Vec<String> {
         .filter(|l| !l.starts_with(';'))
         .filter_map(|l| {
             let cols: Vec<&str> = l.splitn(5, '\t').collect();
-            (cols.len() == 5 && cols[0] == format!("{name}.") && cols[3] == rtype).then(|| cols[4].to_string())
+            (cols.len() == 5 && cols[0] == format!("{name}.") && cols[3] == rtype)
+                .then(|| cols[4].to_string())
         })
         .map(|rdata| {
             if rtype == "TXT" {
@@ -99,18 +144,36 @@ fn zone_values(zone: &str, name: &str, rtype: &str) -> Vec<String> {
 }
 
 fn assert_downloads_hold_every_record(csv: &str, zone: &str, records: &[Value]) {
-    assert!(csv.starts_with("type,host,name,value,priority,purpose,required,dns_status"), "{csv}");
-    assert_eq!(csv.lines().count(), records.len() + 1, "one CSV line per record: {csv}");
+    assert!(
+        csv.starts_with("type,host,name,value,priority,purpose,required,dns_status"),
+        "{csv}"
+    );
+    assert_eq!(
+        csv.lines().count(),
+        records.len() + 1,
+        "one CSV line per record: {csv}"
+    );
     for r in records {
-        let (name, value, ty) = (r["name"].as_str().unwrap(), r["value"].as_str().unwrap(), r["type"].as_str().unwrap());
-        assert!(csv.lines().any(|l| l.contains(name) && l.contains(value) && l.starts_with(ty)), "CSV lacks {name} {ty}: {csv}");
+        let (name, value, ty) = (
+            r["name"].as_str().unwrap(),
+            r["value"].as_str().unwrap(),
+            r["type"].as_str().unwrap(),
+        );
+        assert!(
+            csv.lines()
+                .any(|l| l.contains(name) && l.contains(value) && l.starts_with(ty)),
+            "CSV lacks {name} {ty}: {csv}"
+        );
         let values = zone_values(zone, name, ty);
         let expected = match ty {
             "MX" => format!("{} {value}.", r["priority"].as_u64().unwrap_or(10)),
             "CNAME" => format!("{value}."),
             _ => value.to_string(),
         };
-        assert!(values.contains(&expected), "zone lacks {name} {ty} {expected}: {values:?}\n{zone}");
+        assert!(
+            values.contains(&expected),
+            "zone lacks {name} {ty} {expected}: {values:?}\n{zone}"
+        );
     }
 }
 
@@ -128,25 +191,70 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
     let (s, html) = api.call(Method::GET, "/", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(html.contains("Managed sending"));
-    let (s, session) = api.json(Method::GET, "/api/v1/session", Some(&token), None).await;
+    let (s, session) = api
+        .json(Method::GET, "/api/v1/session", Some(&token), None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{session}");
     assert_eq!(session["tenant_id"], tenant.to_string());
     assert_eq!(session["sender"]["managed"], false);
 
     // Register.
-    let (s, reg) = api.json(Method::POST, "/api/v1/domains", Some(&token), Some(json!({"domain": "GW-Flow.test."}))).await;
+    let (s, reg) = api
+        .json(
+            Method::POST,
+            "/api/v1/domains",
+            Some(&token),
+            Some(json!({"domain": "GW-Flow.test."})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{reg}");
     let id = reg["domain"]["id"].as_str().unwrap().to_string();
     assert_eq!(reg["domain"]["domain"], domain);
-    let (s, again) = api.json(Method::POST, "/api/v1/domains", Some(&token), Some(json!({"domain": domain}))).await;
-    assert_eq!((s, code(&again)), (StatusCode::CONFLICT, "already_registered"), "{again}");
-    let (s, bad) = api.json(Method::POST, "/api/v1/domains", Some(&token), Some(json!({"domain": "co.uk"}))).await;
-    assert_eq!((s, code(&bad)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_domain"), "{bad}");
-    let (s, bad) = api.json(Method::POST, "/api/v1/domains", Some(&token), Some(json!({"nope": 1}))).await;
-    assert_eq!((s, code(&bad)), (StatusCode::BAD_REQUEST, "invalid_request"), "{bad}");
+    let (s, again) = api
+        .json(
+            Method::POST,
+            "/api/v1/domains",
+            Some(&token),
+            Some(json!({"domain": domain})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&again)),
+        (StatusCode::CONFLICT, "already_registered"),
+        "{again}"
+    );
+    let (s, bad) = api
+        .json(
+            Method::POST,
+            "/api/v1/domains",
+            Some(&token),
+            Some(json!({"domain": "co.uk"})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&bad)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_domain"),
+        "{bad}"
+    );
+    let (s, bad) = api
+        .json(
+            Method::POST,
+            "/api/v1/domains",
+            Some(&token),
+            Some(json!({"nope": 1})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&bad)),
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        "{bad}"
+    );
 
     // Records appear, hosts relative to the zone.
-    let d = wait_domain(&api, &token, &id, "records", |d| d["status"] == "awaiting_dns" && !d["records"].as_array().unwrap().is_empty()).await;
+    let d = wait_domain(&api, &token, &id, "records", |d| {
+        d["status"] == "awaiting_dns" && !d["records"].as_array().unwrap().is_empty()
+    })
+    .await;
     assert_eq!(d["badge"], "waiting_for_dns");
     assert!(d["next_check_at"].is_string(), "{d}");
     let records = d["records"].as_array().unwrap().clone();
@@ -172,13 +280,30 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
         (Method::GET, format!("/api/v1/domains/{id}/records.zone")),
     ] {
         let (s, v) = api.json(m.clone(), &p, Some(&other_token), None).await;
-        assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"), "{m} {p}: {v}");
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{m} {p}: {v}"
+        );
     }
-    let (_, list) = api.json(Method::GET, "/api/v1/domains", Some(&other_token), None).await;
+    let (_, list) = api
+        .json(Method::GET, "/api/v1/domains", Some(&other_token), None)
+        .await;
     assert_eq!(list["domains"], json!([]));
     // Another tenant registering the same name is refused as taken.
-    let (s, taken) = api.json(Method::POST, "/api/v1/domains", Some(&other_token), Some(json!({"domain": domain}))).await;
-    assert_eq!((s, code(&taken)), (StatusCode::CONFLICT, "domain_taken"), "{taken}");
+    let (s, taken) = api
+        .json(
+            Method::POST,
+            "/api/v1/domains",
+            Some(&other_token),
+            Some(json!({"domain": domain})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&taken)),
+        (StatusCode::CONFLICT, "domain_taken"),
+        "{taken}"
+    );
 
     // Tokens: expired, tampered, missing, signed with another secret → 401.
     let expired = gw.token(tenant, "enterprise", -5);
@@ -195,14 +320,28 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
         exp: chrono::Utc::now().timestamp() + 600,
         sub: None,
     });
-    for (what, t) in [("expired", Some(expired.as_str())), ("tampered", Some(&tampered)), ("bad signature", Some(&bad_sig)), ("foreign", Some(&foreign)), ("none", None)] {
-        for p in ["/api/v1/domains".to_string(), format!("/api/v1/domains/{id}")] {
+    for (what, t) in [
+        ("expired", Some(expired.as_str())),
+        ("tampered", Some(&tampered)),
+        ("bad signature", Some(&bad_sig)),
+        ("foreign", Some(&foreign)),
+        ("none", None),
+    ] {
+        for p in [
+            "/api/v1/domains".to_string(),
+            format!("/api/v1/domains/{id}"),
+        ] {
             let (s, v) = api.json(Method::GET, &p, t, None).await;
             assert_eq!(s, StatusCode::UNAUTHORIZED, "{what} {p}: {v}");
-            assert!(code(&v) == "unauthorized" || code(&v) == "token_expired", "{v}");
+            assert!(
+                code(&v) == "unauthorized" || code(&v) == "token_expired",
+                "{v}"
+            );
         }
     }
-    let (_, v) = api.json(Method::GET, "/api/v1/domains", Some(&expired), None).await;
+    let (_, v) = api
+        .json(Method::GET, "/api/v1/domains", Some(&expired), None)
+        .await;
     assert_eq!(code(&v), "token_expired");
 
     // An edition without managed sending: 403 with the plan message, on every route.
@@ -215,58 +354,143 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
         (Method::POST, format!("/api/v1/domains/{id}/refresh")),
         (Method::POST, format!("/api/v1/domains/{id}/share")),
     ] {
-        let (s, v) = api.json(m.clone(), &p, Some(&community), Some(json!({"domain": "x.test"}))).await;
-        assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "plan_not_available"), "{m} {p}: {v}");
+        let (s, v) = api
+            .json(
+                m.clone(),
+                &p,
+                Some(&community),
+                Some(json!({"domain": "x.test"})),
+            )
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::FORBIDDEN, "plan_not_available"),
+            "{m} {p}: {v}"
+        );
         assert_eq!(v["error"]["message"], gateway::PLAN_MESSAGE);
-        assert!(v["error"]["message"].as_str().unwrap().contains("not available on your plan"));
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not available on your plan"));
     }
 
     // The owner adds the records at the DNS host and says so: verified.
     let row = gw.stack.wait_status(tenant, domain, "awaiting_dns").await;
     gw.stack.publish_records(domain, &row);
-    let (s, v) = api.json(Method::POST, &format!("/api/v1/domains/{id}/dns-configured"), Some(&token), None).await;
+    let (s, v) = api
+        .json(
+            Method::POST,
+            &format!("/api/v1/domains/{id}/dns-configured"),
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert_eq!(v["outcome"], "accepted");
     let d = wait_domain(&api, &token, &id, "verified", |d| d["status"] == "verified").await;
     assert_eq!(d["badge"], "verified");
     assert!(d["verified_at"].is_string());
-    assert!(d["records"].as_array().unwrap().iter().filter(|r| r["required"] == true).all(|r| r["dns_status"] == "found"), "{d}");
-    let (_, list) = api.json(Method::GET, "/api/v1/domains", Some(&token), None).await;
+    assert!(
+        d["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["required"] == true)
+            .all(|r| r["dns_status"] == "found"),
+        "{d}"
+    );
+    let (_, list) = api
+        .json(Method::GET, "/api/v1/domains", Some(&token), None)
+        .await;
     assert_eq!(list["domains"].as_array().unwrap().len(), 1);
     // The sender follows from tenant_email_settings.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, session) = api.json(Method::GET, "/api/v1/session", Some(&token), None).await;
+        let (_, session) = api
+            .json(Method::GET, "/api/v1/session", Some(&token), None)
+            .await;
         if session["sender"]["from"] == format!("notifications@{domain}") {
             break;
         }
-        assert!(Instant::now() < deadline, "sender never became the domain: {session}");
+        assert!(
+            Instant::now() < deadline,
+            "sender never became the domain: {session}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // Timeline from the event log.
-    let (s, tl) = api.json(Method::GET, &format!("/api/v1/domains/{id}/timeline"), Some(&token), None).await;
+    let (s, tl) = api
+        .json(
+            Method::GET,
+            &format!("/api/v1/domains/{id}/timeline"),
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let kinds: Vec<&str> = tl["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert!(kinds.contains(&"dns_checked") && kinds.contains(&"verified") && kinds.contains(&"registered"), "{kinds:?}");
-    assert!(tl["entries"].as_array().unwrap().iter().all(|e| e["at"].is_string()));
+    let kinds: Vec<&str> = tl["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"dns_checked")
+            && kinds.contains(&"verified")
+            && kinds.contains(&"registered"),
+        "{kinds:?}"
+    );
+    assert!(tl["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["at"].is_string()));
 
     // Check again.
-    let (s, v) = api.json(Method::POST, &format!("/api/v1/domains/{id}/refresh"), Some(&token), None).await;
+    let (s, v) = api
+        .json(
+            Method::POST,
+            &format!("/api/v1/domains/{id}/refresh"),
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
 
     // Downloads for the owner hold every record.
     let d = wait_domain(&api, &token, &id, "verified", |d| d["status"] == "verified").await;
     let records = d["records"].as_array().unwrap().clone();
-    let (s, csv) = api.call(Method::GET, &format!("/api/v1/domains/{id}/records.csv"), Some(&token), None).await;
+    let (s, csv) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/domains/{id}/records.csv"),
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, zone) = api.call(Method::GET, &format!("/api/v1/domains/{id}/records.zone"), Some(&token), None).await;
+    let (s, zone) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/domains/{id}/records.zone"),
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_downloads_hold_every_record(&csv, &zone, &records);
     assert!(zone.contains(&format!("$ORIGIN {domain}.")));
 
     // Share link: no token needed, same verdicts; CSV and zone through it too.
-    let (s, share) = api.json(Method::POST, &format!("/api/v1/domains/{id}/share"), Some(&token), Some(json!({"ttl_secs": 600}))).await;
+    let (s, share) = api
+        .json(
+            Method::POST,
+            &format!("/api/v1/domains/{id}/share"),
+            Some(&token),
+            Some(json!({"ttl_secs": 600})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{share}");
     let url = share["url"].as_str().unwrap().to_string();
     assert!(url.starts_with(&gw.base), "{url}");
@@ -274,20 +498,55 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
     assert_eq!(s, StatusCode::OK, "{page}");
     assert!(page.contains("DNS records to add"));
     let query = url.split_once('?').unwrap().1.to_string();
-    let (s, shared) = api.json(Method::GET, &format!("/api/v1/share/{id}?{query}"), None, None).await;
+    let (s, shared) = api
+        .json(
+            Method::GET,
+            &format!("/api/v1/share/{id}?{query}"),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{shared}");
-    let verdicts = |rs: &Value| rs.as_array().unwrap().iter().map(|r| (r["name"].clone(), r["type"].clone(), r["dns_status"].clone())).collect::<Vec<_>>();
-    assert_eq!(verdicts(&shared["domain"]["records"]), verdicts(&d["records"]));
+    let verdicts = |rs: &Value| {
+        rs.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].clone(),
+                    r["type"].clone(),
+                    r["dns_status"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        verdicts(&shared["domain"]["records"]),
+        verdicts(&d["records"])
+    );
     assert_eq!(shared["domain"]["badge"], "verified");
-    let (s, csv) = api.call(Method::GET, share["csv_url"].as_str().unwrap(), None, None).await;
+    let (s, csv) = api
+        .call(Method::GET, share["csv_url"].as_str().unwrap(), None, None)
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, zone) = api.call(Method::GET, share["zone_url"].as_str().unwrap(), None, None).await;
+    let (s, zone) = api
+        .call(Method::GET, share["zone_url"].as_str().unwrap(), None, None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_downloads_hold_every_record(&csv, &zone, &records);
 
     // Tampered and expired links are refused (page, JSON, downloads).
-    let exp: i64 = query.split('&').find_map(|kv| kv.strip_prefix("exp=")).unwrap().parse().unwrap();
-    let sig = query.split('&').find_map(|kv| kv.strip_prefix("sig=")).unwrap().to_string();
+    let exp: i64 = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("exp="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sig = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sig="))
+        .unwrap()
+        .to_string();
     let mut bad = sig.clone();
     let c = bad.pop().unwrap();
     bad.push(if c == '0' { '1' } else { '0' });
@@ -295,20 +554,47 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
     let expired_sig = gw.keys.share_sig(Uuid::parse_str(&id).unwrap(), past);
     let other_domain = Uuid::new_v4();
     for (what, path, want) in [
-        ("tampered sig", format!("{id}?exp={exp}&sig={bad}"), StatusCode::FORBIDDEN),
-        ("longer expiry", format!("{id}?exp={}&sig={sig}", exp + 86_400), StatusCode::FORBIDDEN),
-        ("another domain", format!("{other_domain}?exp={exp}&sig={sig}"), StatusCode::FORBIDDEN),
-        ("no signature", format!("{id}"), StatusCode::FORBIDDEN),
-        ("expired", format!("{id}?exp={past}&sig={expired_sig}"), StatusCode::GONE),
+        (
+            "tampered sig",
+            format!("{id}?exp={exp}&sig={bad}"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "longer expiry",
+            format!("{id}?exp={}&sig={sig}", exp + 86_400),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "another domain",
+            format!("{other_domain}?exp={exp}&sig={sig}"),
+            StatusCode::FORBIDDEN,
+        ),
+        ("no signature", id.clone(), StatusCode::FORBIDDEN),
+        (
+            "expired",
+            format!("{id}?exp={past}&sig={expired_sig}"),
+            StatusCode::GONE,
+        ),
     ] {
-        let (s, page) = api.call(Method::GET, &format!("/share/{path}"), None, None).await;
+        let (s, page) = api
+            .call(Method::GET, &format!("/share/{path}"), None, None)
+            .await;
         assert_eq!(s, want, "page, {what}: {page}");
         assert!(!page.contains("DNS records to add"), "{what}");
-        let (s, v) = api.json(Method::GET, &format!("/api/v1/share/{path}"), None, None).await;
+        let (s, v) = api
+            .json(Method::GET, &format!("/api/v1/share/{path}"), None, None)
+            .await;
         assert_eq!(s, want, "api, {what}: {v}");
         assert!(v.get("domain").is_none());
         let (file_path, q) = path.split_once('?').unwrap_or((path.as_str(), ""));
-        let (s, _) = api.call(Method::GET, &format!("/api/v1/share/{file_path}/records.csv?{q}"), None, None).await;
+        let (s, _) = api
+            .call(
+                Method::GET,
+                &format!("/api/v1/share/{file_path}/records.csv?{q}"),
+                None,
+                None,
+            )
+            .await;
         assert_eq!(s, want, "csv, {what}");
     }
 
@@ -318,40 +604,87 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
             continue; // exercised below
         }
         let path = p.replace("{id}", &id);
-        let path = if path.starts_with("/share/") || path.starts_with("/api/v1/share/") { format!("{path}?{query}") } else { path };
-        let (s, body) = api.call(Method::from_bytes(m.to_uppercase().as_bytes()).unwrap(), &path, Some(&token), None).await;
-        assert!(s != StatusCode::METHOD_NOT_ALLOWED && !body.starts_with(r#"{"error":{"code":"no_such_route""#), "{m} {p}: {s} {body}");
-        assert!(s.is_success() || (*p == "/api/v1/domains" && s == StatusCode::BAD_REQUEST), "{m} {p}: {s} {body}");
+        let path = if path.starts_with("/share/") || path.starts_with("/api/v1/share/") {
+            format!("{path}?{query}")
+        } else {
+            path
+        };
+        let (s, body) = api
+            .call(
+                Method::from_bytes(m.to_uppercase().as_bytes()).unwrap(),
+                &path,
+                Some(&token),
+                None,
+            )
+            .await;
+        assert!(
+            s != StatusCode::METHOD_NOT_ALLOWED
+                && !body.starts_with(r#"{"error":{"code":"no_such_route""#),
+            "{m} {p}: {s} {body}"
+        );
+        assert!(
+            s.is_success() || (*p == "/api/v1/domains" && s == StatusCode::BAD_REQUEST),
+            "{m} {p}: {s} {body}"
+        );
     }
 
     // Delete: removed, and no more commands on it.
-    let (s, v) = api.json(Method::DELETE, &format!("/api/v1/domains/{id}"), Some(&token), None).await;
+    let (s, v) = api
+        .json(
+            Method::DELETE,
+            &format!("/api/v1/domains/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let d = wait_domain(&api, &token, &id, "removed", |d| d["badge"] == "removed").await;
     assert_eq!(d["status"], "deactivated");
-    let (s, _) = api.json(Method::POST, &format!("/api/v1/domains/{id}/refresh"), Some(&token), None).await;
+    let (s, _) = api
+        .json(
+            Method::POST,
+            &format!("/api/v1/domains/{id}/refresh"),
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // No body names the provider. Records are shown verbatim (the owner must enter them
     // exactly), and the provider's DKIM selector is part of a record's name; so take
     // the records' own names and values out before looking.
-    let verbatim: Vec<String> =
-        records.iter().flat_map(|r| [r["name"].as_str().unwrap().to_string(), r["value"].as_str().unwrap().to_string(), r["host"].as_str().unwrap().to_string()]).collect();
-    let seen = api.seen.lock().unwrap();
-    assert!(seen.0.len() > 60, "{}", seen.0.len());
-    for (what, body) in &seen.0 {
+    let verbatim: Vec<String> = records
+        .iter()
+        .flat_map(|r| {
+            [
+                r["name"].as_str().unwrap().to_string(),
+                r["value"].as_str().unwrap().to_string(),
+                r["host"].as_str().unwrap().to_string(),
+            ]
+        })
+        .collect();
+    let seen = std::mem::take(&mut api.seen.lock().unwrap().0);
+    assert!(seen.len() > 60, "{}", seen.len());
+    for (what, body) in &seen {
         let mut text = body.clone();
         let mut sorted = verbatim.clone();
         sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
         for v in &sorted {
             text = text.replace(v.as_str(), "");
         }
-        assert!(!text.to_ascii_lowercase().contains("resend"), "{what} names the provider: {body}");
+        assert!(
+            !text.to_ascii_lowercase().contains("resend"),
+            "{what} names the provider: {body}"
+        );
     }
-    for asset in [gateway::INDEX_HTML, gateway::SHARE_HTML, gateway::APP_JS, gateway::APP_CSS] {
+    for asset in [
+        gateway::INDEX_HTML,
+        gateway::SHARE_HTML,
+        gateway::APP_JS,
+        gateway::APP_CSS,
+    ] {
         assert!(!asset.to_ascii_lowercase().contains("resend"));
     }
-    drop(seen);
     eprintln!("api flow took {:?}", started.elapsed());
     gw.stop().await;
 }

@@ -34,7 +34,10 @@ async fn the_managed_sending_page_in_a_real_browser() {
     let token = gw.token(tenant, "enterprise", 3600);
     let other = gw.token(Uuid::new_v4(), "enterprise", 3600);
     let community = gw.token(Uuid::new_v4(), "community", 3600);
-    println!("gateway at {}/  token for tenant {tenant}: {token}", gw.base);
+    println!(
+        "gateway at {}/  token for tenant {tenant}: {token}",
+        gw.base
+    );
 
     let mut child = tokio::process::Command::new("node")
         .arg(e2e.join("run.mjs"))
@@ -57,23 +60,45 @@ async fn the_managed_sending_page_in_a_real_browser() {
         while let Some(line) = out.next_line().await.unwrap() {
             println!("e2e: {line}");
             if let Some(domain) = line.strip_prefix("NEED_RECORDS ") {
-                let row = gw.stack.wait_status(tenant, domain.trim(), "awaiting_dns").await;
+                let row = gw
+                    .stack
+                    .wait_status(tenant, domain.trim(), "awaiting_dns")
+                    .await;
                 gw.stack.publish_records(domain.trim(), &row);
                 stdin.write_all(b"RECORDS_PUBLISHED\n").await.unwrap();
             } else if let Some(id) = line.strip_prefix("NEED_EXPIRED_LINK ") {
                 let id = Uuid::parse_str(id.trim()).unwrap();
                 let exp = chrono::Utc::now().timestamp() - 60;
-                let url = format!("{}/share/{id}?exp={exp}&sig={}", gw.base, gw.keys.share_sig(id, exp));
-                stdin.write_all(format!("EXPIRED_LINK {url}\n").as_bytes()).await.unwrap();
+                let url = format!(
+                    "{}/share/{id}?exp={exp}&sig={}",
+                    gw.base,
+                    gw.keys.share_sig(id, exp)
+                );
+                stdin
+                    .write_all(format!("EXPIRED_LINK {url}\n").as_bytes())
+                    .await
+                    .unwrap();
             } else if line == "E2E OK" {
                 ok = true;
             }
             stdin.flush().await.unwrap();
         }
     };
-    tokio::time::timeout(Duration::from_secs(240), run).await.expect("the browser test finished within 240 s");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("node exits").unwrap();
-    println!("browser test (stack + browser) took {:?}", started.elapsed());
+    tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the browser test finished within 240 s");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("node exits")
+        .unwrap();
+    println!(
+        "browser test (stack + browser) took {:?}",
+        started.elapsed()
+    );
     gw.stop().await;
-    assert!(status.success() && ok, "the browser test failed (exit {status}); screenshots in {}/screenshots", e2e.display());
+    assert!(
+        status.success() && ok,
+        "the browser test failed (exit {status}); screenshots in {}/screenshots",
+        e2e.display()
+    );
 }

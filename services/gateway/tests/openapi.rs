@@ -22,7 +22,10 @@ fn every_route_is_described_and_every_description_is_served() {
             }
         }
     }
-    let served: BTreeSet<_> = gateway::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let served: BTreeSet<_> = gateway::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     let missing: Vec<_> = served.difference(&described).collect();
     let extra: Vec<_> = described.difference(&served).collect();
     assert!(missing.is_empty(), "served but not described: {missing:?}");
@@ -61,11 +64,24 @@ fn every_operation_has_responses_and_every_ref_resolves() {
             if m.as_str() == Some("parameters") {
                 continue;
             }
-            assert!(op["responses"].as_mapping().map(|r| !r.is_empty()).unwrap_or(false), "{path:?} {m:?} has no responses");
-            if path.as_str().unwrap().starts_with("/api/v1/domains") || path.as_str() == Some("/api/v1/session") {
-                assert!(!op["security"].is_null(), "{path:?} {m:?} must say it needs the tenant token");
+            assert!(
+                op["responses"]
+                    .as_mapping()
+                    .map(|r| !r.is_empty())
+                    .unwrap_or(false),
+                "{path:?} {m:?} has no responses"
+            );
+            if path.as_str().unwrap().starts_with("/api/v1/domains")
+                || path.as_str() == Some("/api/v1/session")
+            {
+                assert!(
+                    !op["security"].is_null(),
+                    "{path:?} {m:?} must say it needs the tenant token"
+                );
             }
         }
     }
-    assert!(!gateway::OPENAPI_YAML.to_ascii_lowercase().contains("resend"));
+    assert!(!gateway::OPENAPI_YAML
+        .to_ascii_lowercase()
+        .contains("resend"));
 }

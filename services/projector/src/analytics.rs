@@ -18,7 +18,10 @@ pub async fn emit(js: &jetstream::Context, event: &Event) -> anyhow::Result<usiz
             .payload(serde_json::to_vec(&ce)?.into())
             .message_id(id)
             .header("Content-Type", "application/cloudevents+json");
-        acks.push(js.send_publish(format!("analytics.email_domain.{name}"), publish).await?);
+        acks.push(
+            js.send_publish(format!("analytics.email_domain.{name}"), publish)
+                .await?,
+        );
     }
     let n = acks.len();
     for a in acks {
@@ -27,7 +30,11 @@ pub async fn emit(js: &jetstream::Context, event: &Event) -> anyhow::Result<usiz
     Ok(n)
 }
 
-pub async fn run(js: &jetstream::Context, shutdown: &Shutdown, options: &Options) -> anyhow::Result<()> {
+pub async fn run(
+    js: &jetstream::Context,
+    shutdown: &Shutdown,
+    options: &Options,
+) -> anyhow::Result<()> {
     let stream = js.get_stream(streams::EVENTS).await?;
     let name = Projection::Analytics.consumer();
     let consumer: jetstream::consumer::PullConsumer = stream
@@ -42,7 +49,11 @@ pub async fn run(js: &jetstream::Context, shutdown: &Shutdown, options: &Options
             },
         )
         .await?;
-    let mut messages = consumer.stream().max_messages_per_batch(MAX_BATCH).messages().await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(MAX_BATCH)
+        .messages()
+        .await?;
     while let Some(batch) = next_batch(&mut messages, shutdown).await {
         let Some(last) = batch.last() else { continue };
         let events = crate::consume::decode(&batch, 0);

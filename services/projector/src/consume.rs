@@ -28,23 +28,29 @@ pub trait DbProjection: Send {
 
 /// The projection's checkpoint row, read at start and locked in every batch.
 async fn position(pool: &PgPool, projection: &str) -> anyhow::Result<(u64, i64)> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT stream_seq, generation FROM projection_checkpoints WHERE projection = $1")
-            .bind(projection)
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT stream_seq, generation FROM projection_checkpoints WHERE projection = $1",
+    )
+    .bind(projection)
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(|(s, g)| (s as u64, g)).unwrap_or((0, 0)))
 }
 
 pub async fn checkpoint(pool: &PgPool, projection: &str) -> anyhow::Result<u64> {
-    let seq: Option<i64> = sqlx::query_scalar("SELECT stream_seq FROM projection_checkpoints WHERE projection = $1")
-        .bind(projection)
-        .fetch_optional(pool)
-        .await?;
+    let seq: Option<i64> =
+        sqlx::query_scalar("SELECT stream_seq FROM projection_checkpoints WHERE projection = $1")
+            .bind(projection)
+            .fetch_optional(pool)
+            .await?;
     Ok(seq.unwrap_or(0) as u64)
 }
 
-pub async fn save_checkpoint(tx: &mut Transaction<'static, Postgres>, projection: &str, seq: u64) -> anyhow::Result<()> {
+pub async fn save_checkpoint(
+    tx: &mut Transaction<'static, Postgres>,
+    projection: &str,
+    seq: u64,
+) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO projection_checkpoints (projection, stream_seq, updated_at) VALUES ($1, $2, now())
          ON CONFLICT (projection) DO UPDATE SET stream_seq = EXCLUDED.stream_seq, updated_at = now()",
@@ -71,7 +77,9 @@ pub async fn consumer(
                 ack_policy: AckPolicy::All,
                 ack_wait: Duration::from_secs(60),
                 max_ack_pending: 50_000,
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from_seq + 1 },
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from_seq + 1,
+                },
                 ..Default::default()
             },
         )
@@ -129,7 +137,16 @@ pub async fn run_db<P: DbProjection>(
     shutdown: &Shutdown,
     options: &Options,
 ) -> anyhow::Result<()> {
-    run_db_named(js, pool, projection.name(), projection.consumer(), folder, shutdown, options).await
+    run_db_named(
+        js,
+        pool,
+        projection.name(),
+        projection.consumer(),
+        folder,
+        shutdown,
+        options,
+    )
+    .await
 }
 
 /// [`run_db`] for a fold that is not one of the three projections (the scheduler's timers).
@@ -151,13 +168,21 @@ pub async fn run_db_named<P: DbProjection>(
         let stream = js.get_stream(streams::EVENTS).await?;
         let _ = stream.delete_consumer(consumer_name).await;
         let consumer = consumer(js, consumer_name, checkpoint).await?;
-        let mut messages = consumer.stream().max_messages_per_batch(MAX_BATCH).messages().await?;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(MAX_BATCH)
+            .messages()
+            .await?;
         tracing::info!(projection = name, checkpoint, "projecting");
         while let Some(batch) = next_batch(&mut messages, shutdown).await {
             let Some(last) = batch.last() else { continue };
             let last_seq = last.info().map(|i| i.stream_sequence).unwrap_or(0);
             // The event log has no gaps (deny delete): the next event must be checkpoint + 1.
-            let first_new = batch.iter().filter_map(|m| m.info().ok()).map(|i| i.stream_sequence).find(|s| *s > checkpoint);
+            let first_new = batch
+                .iter()
+                .filter_map(|m| m.info().ok())
+                .map(|i| i.stream_sequence)
+                .find(|s| *s > checkpoint);
             if first_new.is_some_and(|s| s != checkpoint + 1) {
                 tracing::warn!(projection = name, checkpoint, next = ?first_new, "gap in delivery; restarting from the checkpoint");
                 continue 'restart;
@@ -167,14 +192,18 @@ pub async fn run_db_named<P: DbProjection>(
             if last_seq > checkpoint {
                 let mut delay = Duration::from_millis(100);
                 loop {
-                    match apply_batch(&pool, &mut folder, name, &events, last_seq, generation).await {
+                    match apply_batch(&pool, &mut folder, name, &events, last_seq, generation).await
+                    {
                         Ok(true) => {
                             folder.committed();
                             break;
                         }
                         Ok(false) => {
                             folder.rolled_back();
-                            tracing::info!(projection = name, "the projection was rebuilt; continuing from its new checkpoint");
+                            tracing::info!(
+                                projection = name,
+                                "the projection was rebuilt; continuing from its new checkpoint"
+                            );
                             continue 'restart;
                         }
                         Err(e) => {
@@ -214,11 +243,12 @@ async fn apply_batch<P: DbProjection>(
 ) -> anyhow::Result<bool> {
     let mut tx = pool.begin().await?;
     // The same row lock a replay's swap takes: a batch and a swap never interleave.
-    let current: Option<i64> =
-        sqlx::query_scalar("SELECT generation FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let current: Option<i64> = sqlx::query_scalar(
+        "SELECT generation FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?;
     if current.is_some_and(|g| g != generation) {
         return Ok(false);
     }

@@ -116,7 +116,11 @@ pub struct EmailDomains {
 
 /// Writes rows in one statement per group: rows leaving the live set first, so the
 /// unique index on live names never sees a transient duplicate within a batch.
-pub async fn upsert_rows(tx: &mut Transaction<'static, Postgres>, table: &str, rows: &[Row]) -> anyhow::Result<()> {
+pub async fn upsert_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    table: &str,
+    rows: &[Row],
+) -> anyhow::Result<()> {
     let (gone, live): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.status == "deactivated");
     for group in [gone, live] {
         if group.is_empty() {
@@ -139,7 +143,11 @@ pub async fn upsert_rows(tx: &mut Transaction<'static, Postgres>, table: &str, r
 }
 
 impl DbProjection for EmailDomains {
-    async fn apply(&mut self, tx: &mut Transaction<'static, Postgres>, events: &[(u64, Event)]) -> anyhow::Result<()> {
+    async fn apply(
+        &mut self,
+        tx: &mut Transaction<'static, Postgres>,
+        events: &[(u64, Event)],
+    ) -> anyhow::Result<()> {
         let missing: Vec<uuid::Uuid> = events
             .iter()
             .map(|(_, e)| e.domain_id)
@@ -174,7 +182,11 @@ impl DbProjection for EmailDomains {
         }
         touched.sort();
         touched.dedup();
-        let rows: Vec<Row> = touched.iter().filter_map(|id| self.pending.get(id)).map(Row::from_state).collect();
+        let rows: Vec<Row> = touched
+            .iter()
+            .filter_map(|id| self.pending.get(id))
+            .map(Row::from_state)
+            .collect();
         upsert_rows(tx, "email_domains", &rows).await
     }
 

@@ -28,7 +28,11 @@ pub enum Projection {
 }
 
 impl Projection {
-    pub const ALL: [Projection; 3] = [Projection::EmailDomains, Projection::TenantSettings, Projection::Analytics];
+    pub const ALL: [Projection; 3] = [
+        Projection::EmailDomains,
+        Projection::TenantSettings,
+        Projection::Analytics,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -75,8 +79,14 @@ pub struct Options {
 impl Options {
     /// Each projector of a process gets its own crash counter, starting from the same value.
     fn for_projection(&self) -> Options {
-        let crash = self.crash_after_commit.as_ref().map(|n| Arc::new(AtomicI64::new(n.load(Ordering::SeqCst))));
-        Options { crash_after_commit: crash, skipped: self.skipped.clone() }
+        let crash = self
+            .crash_after_commit
+            .as_ref()
+            .map(|n| Arc::new(AtomicI64::new(n.load(Ordering::SeqCst))));
+        Options {
+            crash_after_commit: crash,
+            skipped: self.skipped.clone(),
+        }
     }
 
     pub(crate) fn count_skipped(&self, n: usize) {
@@ -93,12 +103,27 @@ impl Options {
     }
 }
 
-pub async fn run(config: Config, which: Vec<Projection>, shutdown: Shutdown, options: Options) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    which: Vec<Projection>,
+    shutdown: Shutdown,
+    options: Options,
+) -> anyhow::Result<()> {
     let client = runtime::connect_nats(&config.nats_url, "projector").await?;
     let js = runtime::jetstream(client);
-    streams::ensure(&js, &streams::StreamSettings { command_dedup_window: config.command_dedup_window }).await?;
+    streams::ensure(
+        &js,
+        &streams::StreamSettings {
+            command_dedup_window: config.command_dedup_window,
+        },
+    )
+    .await?;
     let needs_db = which.iter().any(|p| *p != Projection::Analytics);
-    let pool = if needs_db { Some(runtime::db::connect_and_migrate(&config.database_url, 8).await?) } else { None };
+    let pool = if needs_db {
+        Some(runtime::db::connect_and_migrate(&config.database_url, 8).await?)
+    } else {
+        None
+    };
     let mut tasks = Vec::new();
     for p in which {
         let js = js.clone();
@@ -108,11 +133,26 @@ pub async fn run(config: Config, which: Vec<Projection>, shutdown: Shutdown, opt
         tasks.push(tokio::spawn(async move {
             let r = match p {
                 Projection::EmailDomains => {
-                    consume::run_db(&js, pool.expect("db"), p, email_domains::EmailDomains::default(), &shutdown, &options).await
+                    consume::run_db(
+                        &js,
+                        pool.expect("db"),
+                        p,
+                        email_domains::EmailDomains::default(),
+                        &shutdown,
+                        &options,
+                    )
+                    .await
                 }
                 Projection::TenantSettings => {
-                    consume::run_db(&js, pool.expect("db"), p, tenant_settings::TenantSettingsProjection::default(), &shutdown, &options)
-                        .await
+                    consume::run_db(
+                        &js,
+                        pool.expect("db"),
+                        p,
+                        tenant_settings::TenantSettingsProjection::default(),
+                        &shutdown,
+                        &options,
+                    )
+                    .await
                 }
                 Projection::Analytics => analytics::run(&js, &shutdown, &options).await,
             };

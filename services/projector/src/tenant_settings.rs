@@ -41,7 +41,11 @@ pub struct TenantSettingsProjection {
     pending: HashMap<TenantId, Entry>,
 }
 
-pub fn row(tenant: TenantId, settings: &TenantSettings, updated_at: Option<DateTime<Utc>>) -> SettingsRow {
+pub fn row(
+    tenant: TenantId,
+    settings: &TenantSettings,
+    updated_at: Option<DateTime<Utc>>,
+) -> SettingsRow {
     SettingsRow {
         tenant,
         default_from_domain: settings.default_from_domain.clone(),
@@ -52,7 +56,11 @@ pub fn row(tenant: TenantId, settings: &TenantSettings, updated_at: Option<DateT
     }
 }
 
-pub async fn upsert_rows(tx: &mut Transaction<'static, Postgres>, table: &str, rows: &[SettingsRow]) -> anyhow::Result<()> {
+pub async fn upsert_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    table: &str,
+    rows: &[SettingsRow],
+) -> anyhow::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -65,12 +73,19 @@ pub async fn upsert_rows(tx: &mut Transaction<'static, Postgres>, table: &str, r
            provider_configs = EXCLUDED.provider_configs, verified_domains = EXCLUDED.verified_domains,
            updated_at = EXCLUDED.updated_at"
     );
-    sqlx::query(&sql).bind(serde_json::to_value(rows)?).execute(&mut **tx).await?;
+    sqlx::query(&sql)
+        .bind(serde_json::to_value(rows)?)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
 impl DbProjection for TenantSettingsProjection {
-    async fn apply(&mut self, tx: &mut Transaction<'static, Postgres>, events: &[(u64, Event)]) -> anyhow::Result<()> {
+    async fn apply(
+        &mut self,
+        tx: &mut Transaction<'static, Postgres>,
+        events: &[(u64, Event)],
+    ) -> anyhow::Result<()> {
         let missing: Vec<uuid::Uuid> = events
             .iter()
             .map(|(_, e)| e.tenant_id)
@@ -81,11 +96,12 @@ impl DbProjection for TenantSettingsProjection {
             .collect();
         let mut known = std::collections::HashSet::new();
         if !missing.is_empty() {
-            let rows: Vec<serde_json::Value> =
-                sqlx::query_scalar("SELECT to_jsonb(t) FROM tenant_email_settings t WHERE tenant = ANY($1)")
-                    .bind(&missing)
-                    .fetch_all(&mut **tx)
-                    .await?;
+            let rows: Vec<serde_json::Value> = sqlx::query_scalar(
+                "SELECT to_jsonb(t) FROM tenant_email_settings t WHERE tenant = ANY($1)",
+            )
+            .bind(&missing)
+            .fetch_all(&mut **tx)
+            .await?;
             for r in rows {
                 let row: SettingsRow = serde_json::from_value(r)?;
                 known.insert(row.tenant);
@@ -94,18 +110,29 @@ impl DbProjection for TenantSettingsProjection {
                     previous_from_domain: row.previous_from_domain,
                     verified: serde_json::from_value(row.verified_domains).unwrap_or_default(),
                 };
-                self.pending.insert(row.tenant, Entry { settings, updated_at: row.updated_at });
+                self.pending.insert(
+                    row.tenant,
+                    Entry {
+                        settings,
+                        updated_at: row.updated_at,
+                    },
+                );
             }
         }
         let mut touched = Vec::new();
         for (_, event) in events {
             let t = event.tenant_id;
-            let is_new = !self.cache.contains_key(&t) && !known.contains(&t) && !self.pending.contains_key(&t);
+            let is_new = !self.cache.contains_key(&t)
+                && !known.contains(&t)
+                && !self.pending.contains_key(&t);
             let mut entry = self
                 .pending
                 .remove(&t)
                 .or_else(|| self.cache.get(&t).cloned())
-                .unwrap_or(Entry { settings: TenantSettings::default(), updated_at: None });
+                .unwrap_or(Entry {
+                    settings: TenantSettings::default(),
+                    updated_at: None,
+                });
             let changed = entry.settings.apply(event);
             if changed || is_new {
                 entry.updated_at = Some(event.occurred_at);
@@ -117,7 +144,11 @@ impl DbProjection for TenantSettingsProjection {
         touched.dedup();
         let rows: Vec<SettingsRow> = touched
             .iter()
-            .filter_map(|t| self.pending.get(t).map(|e| row(*t, &e.settings, e.updated_at)))
+            .filter_map(|t| {
+                self.pending
+                    .get(t)
+                    .map(|e| row(*t, &e.settings, e.updated_at))
+            })
             .collect();
         upsert_rows(tx, "tenant_email_settings", &rows).await
     }

@@ -15,8 +15,12 @@ mod work;
 pub use rate::RateLimiter;
 pub use work::{work_for, WorkItem, WorkKind};
 
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, message::PublishMessage, AckKind};
-use email_domain_events::{event::Event, ids::derive, Command, CommandId, CommandType, ProviderResult};
+use async_nats::jetstream::{
+    self, consumer::pull, consumer::AckPolicy, message::PublishMessage, AckKind,
+};
+use email_domain_events::{
+    event::Event, ids::derive, Command, CommandId, CommandType, ProviderResult,
+};
 use futures::StreamExt;
 use provider::{ApiKey, EmailProvider, ProviderError, ResendProvider};
 use runtime::{lease::Lease, streams, Config, Shutdown};
@@ -32,19 +36,40 @@ const CONCURRENCY: usize = 64;
 
 pub fn provider_from_config(config: &Config) -> anyhow::Result<Arc<dyn EmailProvider>> {
     // The development provider accepts any key; a real deployment sets RESEND_API_KEY.
-    let key = ApiKey::new(config.resend_api_key.clone().unwrap_or_else(|| "dev-key".into()));
-    Ok(Arc::new(ResendProvider::new(&config.resend_base_url, key, Duration::from_secs(15))?))
+    let key = ApiKey::new(
+        config
+            .resend_api_key
+            .clone()
+            .unwrap_or_else(|| "dev-key".into()),
+    );
+    Ok(Arc::new(ResendProvider::new(
+        &config.resend_base_url,
+        key,
+        Duration::from_secs(15),
+    )?))
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let client = runtime::connect_nats(&config.nats_url, "provider-worker").await?;
     let js = runtime::jetstream(client);
-    streams::ensure(&js, &streams::StreamSettings { command_dedup_window: config.command_dedup_window }).await?;
+    streams::ensure(
+        &js,
+        &streams::StreamSettings {
+            command_dedup_window: config.command_dedup_window,
+        },
+    )
+    .await?;
     let provider = provider_from_config(&config)?;
     let limiter = Arc::new(RateLimiter::new(config.provider_rate_limit));
-    let lease = Lease::new(js.get_key_value(streams::LEASES_BUCKET).await?, "provider-worker", config.lease_ttl);
+    let lease = Lease::new(
+        js.get_key_value(streams::LEASES_BUCKET).await?,
+        "provider-worker",
+        config.lease_ttl,
+    );
     loop {
-        let Some(mut guard) = lease.acquire(&shutdown).await else { break };
+        let Some(mut guard) = lease.acquire(&shutdown).await else {
+            break;
+        };
         tokio::select! {
             r = dispatch(&js, &shutdown) => if let Err(e) = r { tracing::error!(error = %e, "dispatcher stopped") },
             r = execute(&js, provider.clone(), limiter.clone(), &shutdown) => if let Err(e) = r { tracing::error!(error = %e, "executor stopped") },
@@ -74,7 +99,11 @@ async fn dispatch(js: &jetstream::Context, shutdown: &Shutdown) -> anyhow::Resul
             },
         )
         .await?;
-    let messages = consumer.stream().max_messages_per_batch(1000).messages().await?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(1000)
+        .messages()
+        .await?;
     let js = js.clone();
     let work = messages.take_until(shutdown.wait()).for_each_concurrent(512, |msg| {
         let js = js.clone();
@@ -126,7 +155,11 @@ async fn work_consumer(
             },
         )
         .await?;
-    Ok(consumer.stream().max_messages_per_batch(CONCURRENCY).messages().await?)
+    Ok(consumer
+        .stream()
+        .max_messages_per_batch(CONCURRENCY)
+        .messages()
+        .await?)
 }
 
 async fn execute(
@@ -136,8 +169,18 @@ async fn execute(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let stream = js.get_stream(streams::PROVIDER_WORK).await?;
-    let mut interactive = work_consumer(&stream, INTERACTIVE_CONSUMER, streams::PROVIDER_WORK_INTERACTIVE).await?;
-    let mut background = work_consumer(&stream, BACKGROUND_CONSUMER, streams::PROVIDER_WORK_BACKGROUND).await?;
+    let mut interactive = work_consumer(
+        &stream,
+        INTERACTIVE_CONSUMER,
+        streams::PROVIDER_WORK_INTERACTIVE,
+    )
+    .await?;
+    let mut background = work_consumer(
+        &stream,
+        BACKGROUND_CONSUMER,
+        streams::PROVIDER_WORK_BACKGROUND,
+    )
+    .await?;
     let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     loop {
         let permit = permits.clone().acquire_owned().await?;
@@ -161,7 +204,12 @@ async fn execute(
     }
 }
 
-async fn execute_one(js: &jetstream::Context, provider: &dyn EmailProvider, limiter: &RateLimiter, msg: jetstream::Message) {
+async fn execute_one(
+    js: &jetstream::Context,
+    provider: &dyn EmailProvider,
+    limiter: &RateLimiter,
+    msg: jetstream::Message,
+) {
     let item: WorkItem = match serde_json::from_slice(&msg.payload) {
         Ok(i) => i,
         Err(e) => {
@@ -176,7 +224,10 @@ async fn execute_one(js: &jetstream::Context, provider: &dyn EmailProvider, limi
         Ok(Some(result)) => {
             let cmd = Command {
                 command_type: CommandType::ProviderResult,
-                command_id: CommandId(derive(uuid::Uuid::parse_str(&item.work_id).unwrap_or_default(), "result")),
+                command_id: CommandId(derive(
+                    uuid::Uuid::parse_str(&item.work_id).unwrap_or_default(),
+                    "result",
+                )),
                 tenant_id: item.tenant_id,
                 domain: item.domain.clone(),
                 requested_by: Some("provider-worker".into()),
@@ -187,7 +238,9 @@ async fn execute_one(js: &jetstream::Context, provider: &dyn EmailProvider, limi
                 correlation_id: item.correlation_id,
             };
             let body = serde_json::to_vec(&cmd.to_body()).expect("commands serialise");
-            let publish = PublishMessage::build().payload(body.into()).message_id(cmd.command_id.to_string());
+            let publish = PublishMessage::build()
+                .payload(body.into())
+                .message_id(cmd.command_id.to_string());
             let stored = match js.send_publish(cmd.subject(), publish).await {
                 Ok(ack) => ack.await.is_ok(),
                 Err(_) => false,
@@ -195,14 +248,17 @@ async fn execute_one(js: &jetstream::Context, provider: &dyn EmailProvider, limi
             if stored {
                 let _ = msg.ack().await;
             } else {
-                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
             }
         }
         Ok(None) => {
             let _ = msg.ack().await;
         }
         Err(ProviderError::RateLimited { retry_after }) => {
-            let wait = provider::retry_after_with_jitter(retry_after, item.domain_id.0.as_u128() as u64);
+            let wait =
+                provider::retry_after_with_jitter(retry_after, item.domain_id.0.as_u128() as u64);
             tracing::info!(?wait, "provider rate limit: pausing all calls");
             limiter.pause(wait);
             let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
@@ -222,26 +278,40 @@ async fn execute_one(js: &jetstream::Context, provider: &dyn EmailProvider, limi
 }
 
 /// One provider call; `None` when there is nothing to report.
-async fn call(provider: &dyn EmailProvider, item: &WorkItem) -> Result<Option<ProviderResult>, ProviderError> {
+async fn call(
+    provider: &dyn EmailProvider,
+    item: &WorkItem,
+) -> Result<Option<ProviderResult>, ProviderError> {
     match item.kind {
-        WorkKind::Create => match provider.create_domain(&item.domain, item.region.as_deref()).await {
+        WorkKind::Create => match provider
+            .create_domain(&item.domain, item.region.as_deref())
+            .await
+        {
             Ok(d) => Ok(Some(ProviderResult::Created {
                 provider_id: provider.provider_id().to_string(),
                 provider_domain_id: d.provider_domain_id,
                 region: d.region,
                 records: d.records.into_iter().map(work::to_dns_record).collect(),
             })),
-            Err(ProviderError::Rejected { message, .. }) => Ok(Some(ProviderResult::CreateRejected { message })),
+            Err(ProviderError::Rejected { message, .. }) => {
+                Ok(Some(ProviderResult::CreateRejected { message }))
+            }
             Err(e) => Err(e),
         },
         WorkKind::Verify | WorkKind::Poll => {
-            let Some(id) = item.provider_domain_id.as_deref() else { return Ok(None) };
+            let Some(id) = item.provider_domain_id.as_deref() else {
+                return Ok(None);
+            };
             if item.kind == WorkKind::Verify {
                 provider.request_verification(id).await?;
             }
             match provider.get_domain(id).await {
-                Ok(d) => Ok(Some(ProviderResult::Polled { provider_status: d.status.as_str().to_string() })),
-                Err(ProviderError::NotFound) => Ok(Some(ProviderResult::Polled { provider_status: "not_found".into() })),
+                Ok(d) => Ok(Some(ProviderResult::Polled {
+                    provider_status: d.status.as_str().to_string(),
+                })),
+                Err(ProviderError::NotFound) => Ok(Some(ProviderResult::Polled {
+                    provider_status: "not_found".into(),
+                })),
                 Err(ProviderError::Rejected { message, .. }) => {
                     tracing::warn!(%message, "provider refused a status request");
                     Ok(None)

@@ -14,7 +14,9 @@ impl RateLimiter {
     /// `per_second: None` = unlimited.
     pub fn new(per_second: Option<f64>) -> Self {
         RateLimiter {
-            interval: per_second.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r)),
+            interval: per_second
+                .filter(|r| *r > 0.0)
+                .map(|r| Duration::from_secs_f64(1.0 / r)),
             next: Mutex::new(Instant::now()),
         }
     }

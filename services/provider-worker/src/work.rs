@@ -41,37 +41,74 @@ impl WorkItem {
 /// The provider work an event asks for. The provider domain id is not in every
 /// event, so events that need it carry it or the item is looked up by name.
 pub fn work_for(event: &Event) -> Option<WorkItem> {
-    let item = |kind, region: Option<String>, provider_domain_id: Option<String>, interactive| WorkItem {
-        work_id: derive(event.event_id.0, "provider-work").to_string(),
-        kind,
-        tenant_id: event.tenant_id,
-        domain_id: event.domain_id,
-        domain: event.domain.clone(),
-        region,
-        provider_domain_id,
-        interactive,
-        correlation_id: Some(event.correlation_id),
-    };
+    let item =
+        |kind, region: Option<String>, provider_domain_id: Option<String>, interactive| WorkItem {
+            work_id: derive(event.event_id.0, "provider-work").to_string(),
+            kind,
+            tenant_id: event.tenant_id,
+            domain_id: event.domain_id,
+            domain: event.domain.clone(),
+            region,
+            provider_domain_id,
+            interactive,
+            correlation_id: Some(event.correlation_id),
+        };
     match &event.data {
-        EventData::DomainRegistered { region, .. } => Some(item(WorkKind::Create, region.clone(), None, true)),
-        EventData::WindowReopened { .. } => Some(item(WorkKind::Create, None, None, true)),
-        EventData::DomainProvisioned { cleanup_required: true, provider_domain_id, .. } => {
-            Some(item(WorkKind::Delete, None, Some(provider_domain_id.clone()), true))
+        EventData::DomainRegistered { region, .. } => {
+            Some(item(WorkKind::Create, region.clone(), None, true))
         }
-        EventData::DnsChecked { request_verification, poll_provider, trigger, provider_domain_id, .. } => {
+        EventData::WindowReopened { .. } => Some(item(WorkKind::Create, None, None, true)),
+        EventData::DomainProvisioned {
+            cleanup_required: true,
+            provider_domain_id,
+            ..
+        } => Some(item(
+            WorkKind::Delete,
+            None,
+            Some(provider_domain_id.clone()),
+            true,
+        )),
+        EventData::DnsChecked {
+            request_verification,
+            poll_provider,
+            trigger,
+            provider_domain_id,
+            ..
+        } => {
             let interactive = *trigger != CheckTrigger::Scheduled;
             if *request_verification {
-                Some(item(WorkKind::Verify, None, provider_domain_id.clone(), interactive))
+                Some(item(
+                    WorkKind::Verify,
+                    None,
+                    provider_domain_id.clone(),
+                    interactive,
+                ))
             } else if *poll_provider {
-                Some(item(WorkKind::Poll, None, provider_domain_id.clone(), interactive))
+                Some(item(
+                    WorkKind::Poll,
+                    None,
+                    provider_domain_id.clone(),
+                    interactive,
+                ))
             } else {
                 None
             }
         }
-        EventData::DomainDeleted { cleanup_required: true, provider_domain_id, .. }
-        | EventData::DomainReleased { cleanup_required: true, provider_domain_id, .. } => {
-            Some(item(WorkKind::Delete, None, provider_domain_id.clone(), true))
+        EventData::DomainDeleted {
+            cleanup_required: true,
+            provider_domain_id,
+            ..
         }
+        | EventData::DomainReleased {
+            cleanup_required: true,
+            provider_domain_id,
+            ..
+        } => Some(item(
+            WorkKind::Delete,
+            None,
+            provider_domain_id.clone(),
+            true,
+        )),
         _ => None,
     }
 }

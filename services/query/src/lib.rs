@@ -33,14 +33,21 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             _ = shutdown.wait() => break,
             else => break,
         };
-        let Some(reply) = msg.reply.clone() else { continue };
+        let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
         let (client, pool, config) = (client.clone(), pool.clone(), config.clone());
         tokio::spawn(async move {
             let answer = answer(&pool, &config, kind, &msg.payload).await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "query failed");
                 json!({"error": {"code": "unavailable", "message": "the query could not be answered; try again"}})
             });
-            let _ = client.publish(reply, serde_json::to_vec(&answer).unwrap_or_default().into()).await;
+            let _ = client
+                .publish(
+                    reply,
+                    serde_json::to_vec(&answer).unwrap_or_default().into(),
+                )
+                .await;
         });
     }
     Ok(())
@@ -50,21 +57,36 @@ fn bad_request(message: &str) -> Value {
     json!({"error": {"code": "invalid_request", "message": message}})
 }
 
-pub async fn answer(pool: &PgPool, config: &Config, kind: &str, payload: &[u8]) -> anyhow::Result<Value> {
+pub async fn answer(
+    pool: &PgPool,
+    config: &Config,
+    kind: &str,
+    payload: &[u8],
+) -> anyhow::Result<Value> {
     let Ok(req) = serde_json::from_slice::<Request>(payload) else {
-        return Ok(bad_request("the request must be a JSON object {\"tenant_id\": uuid}"));
+        return Ok(bad_request(
+            "the request must be a JSON object {\"tenant_id\": uuid}",
+        ));
     };
-    let Some(tenant) = req.tenant_id.as_ref().and_then(|v| v.as_str()).and_then(|s| uuid::Uuid::parse_str(s).ok())
+    let Some(tenant) = req
+        .tenant_id
+        .as_ref()
+        .and_then(|v| v.as_str())
+        .and_then(|s| uuid::Uuid::parse_str(s).ok())
     else {
         return Ok(bad_request("`tenant_id` is missing or not a UUID"));
     };
     if kind == SENDER {
-        let default: Option<Option<String>> =
-            sqlx::query_scalar("SELECT default_from_domain FROM tenant_email_settings WHERE tenant = $1")
-                .bind(tenant)
-                .fetch_optional(pool)
-                .await?;
-        let settings = TenantSettings { default_from_domain: default.flatten(), ..Default::default() };
+        let default: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT default_from_domain FROM tenant_email_settings WHERE tenant = $1",
+        )
+        .bind(tenant)
+        .fetch_optional(pool)
+        .await?;
+        let settings = TenantSettings {
+            default_from_domain: default.flatten(),
+            ..Default::default()
+        };
         let s = settings.sender(&config.sender_local_part, &config.platform_from_address);
         Ok(json!({"from": s.from, "domain": s.domain, "managed": s.managed}))
     } else {

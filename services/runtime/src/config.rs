@@ -33,7 +33,10 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("nats_url", &self.nats_url)
             .field("database_url", &redact_url(&self.database_url))
-            .field("resend_api_key", &self.resend_api_key.as_ref().map(|_| "***"))
+            .field(
+                "resend_api_key",
+                &self.resend_api_key.as_ref().map(|_| "***"),
+            )
             .field("resend_base_url", &self.resend_base_url)
             .field("dns_nameservers", &self.dns_nameservers)
             .field("policy", &self.policy)
@@ -89,16 +92,18 @@ impl Config {
             Some(v) => Some(
                 v.split(',')
                     .map(|s| {
-                        s.trim()
-                            .parse::<SocketAddr>()
-                            .map_err(|_| anyhow::anyhow!("DNS_NAMESERVERS entry {s:?} is not ip:port"))
+                        s.trim().parse::<SocketAddr>().map_err(|_| {
+                            anyhow::anyhow!("DNS_NAMESERVERS entry {s:?} is not ip:port")
+                        })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?,
             ),
         };
         let provider_rate_limit = match var("PROVIDER_RATE_LIMIT") {
             Some(v) => {
-                let n: f64 = v.parse().map_err(|_| anyhow::anyhow!("PROVIDER_RATE_LIMIT={v:?} is not a number"))?;
+                let n: f64 = v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("PROVIDER_RATE_LIMIT={v:?} is not a number"))?;
                 if n <= 0.0 {
                     None
                 } else {
@@ -126,13 +131,21 @@ impl Config {
                 .unwrap_or_else(|| "notifications@platform.invalid".into()),
             reserved_domains: ReservedDomains::parse(&var("RESERVED_DOMAINS").unwrap_or_default()),
             provider_rate_limit,
-            handler_lanes: var("HANDLER_LANES").and_then(|v| v.parse().ok()).unwrap_or(256),
-            snapshot_every: var("SNAPSHOT_EVERY").and_then(|v| v.parse().ok()).unwrap_or(16),
+            handler_lanes: var("HANDLER_LANES")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(256),
+            snapshot_every: var("SNAPSHOT_EVERY")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(4),
             lease_ttl: std::time::Duration::from_millis(
-                var("LEASE_TTL_MS").and_then(|v| v.parse().ok()).unwrap_or(6000),
+                var("LEASE_TTL_MS")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(6000),
             ),
             command_dedup_window: std::time::Duration::from_secs(
-                var("COMMAND_DEDUP_WINDOW_SECS").and_then(|v| v.parse().ok()).unwrap_or(120),
+                var("COMMAND_DEDUP_WINDOW_SECS")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(120),
             ),
         })
     }
@@ -142,7 +155,13 @@ impl Config {
 mod tests {
     #[test]
     fn database_passwords_are_redacted() {
-        assert_eq!(super::redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(super::redact_url("postgres://postgres@h/db"), "postgres://postgres@h/db");
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            super::redact_url("postgres://postgres@h/db"),
+            "postgres://postgres@h/db"
+        );
     }
 }

@@ -26,16 +26,23 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
                 options.get_host()
             )
         })?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-            .bind(&db)
-            .fetch_optional(&mut conn)
-            .await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(&db)
+                .fetch_optional(&mut conn)
+                .await?;
         if exists.is_none() {
             let quoted = db.replace('"', "\"\"");
             // Services starting at once race here: the losers see 42P04 (duplicate
             // database) or 23505 (the catalogue's unique index). Both mean "it exists".
-            if let Err(e) = sqlx::query(&format!("CREATE DATABASE \"{quoted}\"")).execute(&mut conn).await {
-                let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.to_string());
+            if let Err(e) = sqlx::query(&format!("CREATE DATABASE \"{quoted}\""))
+                .execute(&mut conn)
+                .await
+            {
+                let code = e
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    .map(|c| c.to_string());
                 if !matches!(code.as_deref(), Some("42P04") | Some("23505")) {
                     return Err(e.into());
                 }
@@ -55,5 +62,8 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
 
 /// Applies migrations; several services may start at once, so take an advisory lock.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
 }

@@ -17,7 +17,13 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn new(reason: &str, error: &str, subject: &str, headers: Option<&async_nats::HeaderMap>, body: &[u8]) -> Self {
+    pub fn new(
+        reason: &str,
+        error: &str,
+        subject: &str,
+        headers: Option<&async_nats::HeaderMap>,
+        body: &[u8],
+    ) -> Self {
         let mut map = BTreeMap::new();
         if let Some(h) = headers {
             for (name, values) in h.iter() {
@@ -46,7 +52,11 @@ impl DeadLetter {
 
 /// Publishes a dead letter; `dedup_id` (e.g. the command's stream sequence) keeps a
 /// redelivered bad message from being dead-lettered twice.
-pub async fn publish(js: &jetstream::Context, letter: &DeadLetter, dedup_id: &str) -> anyhow::Result<()> {
+pub async fn publish(
+    js: &jetstream::Context,
+    letter: &DeadLetter,
+    dedup_id: &str,
+) -> anyhow::Result<()> {
     let body = serde_json::to_vec(letter)?;
     js.send_publish(
         DeadLetter::subject_for(&letter.reason),

@@ -49,7 +49,12 @@ impl Drop for LeaseGuard {
 
 impl Lease {
     pub fn new(kv: kv::Store, key: &str, ttl: Duration) -> Self {
-        Lease { kv, key: key.to_string(), holder: uuid::Uuid::new_v4().to_string(), ttl }
+        Lease {
+            kv,
+            key: key.to_string(),
+            holder: uuid::Uuid::new_v4().to_string(),
+            ttl,
+        }
     }
 
     pub fn holder(&self) -> &str {
@@ -71,7 +76,11 @@ impl Lease {
                     Some(c) => c.holder == self.holder || c.expires_at_ms < now_ms(),
                 };
                 if free {
-                    Ok(self.kv.update(&self.key, value.into(), entry.revision).await.ok())
+                    Ok(self
+                        .kv
+                        .update(&self.key, value.into(), entry.revision)
+                        .await
+                        .ok())
                 } else {
                     Ok(None)
                 }
@@ -140,9 +149,15 @@ impl Lease {
         if let Ok(Some(entry)) = self.kv.entry(&self.key).await {
             if let Ok(v) = serde_json::from_slice::<LeaseValue>(&entry.value) {
                 if v.holder == self.holder {
-                    let expired = serde_json::to_vec(&LeaseValue { holder: v.holder, expires_at_ms: 0 })
-                        .expect("lease value");
-                    let _ = self.kv.update(&self.key, expired.into(), entry.revision).await;
+                    let expired = serde_json::to_vec(&LeaseValue {
+                        holder: v.holder,
+                        expires_at_ms: 0,
+                    })
+                    .expect("lease value");
+                    let _ = self
+                        .kv
+                        .update(&self.key, expired.into(), entry.revision)
+                        .await;
                 }
             }
         }

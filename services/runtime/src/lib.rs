@@ -30,7 +30,11 @@ pub async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::C
         .connection_timeout(std::time::Duration::from_secs(5))
         .connect(url)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {url}: {e} (is nats-server running with -js?)"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to NATS at {url}: {e} (is nats-server running with -js?)"
+            )
+        })?;
     Ok(client)
 }
 

@@ -41,7 +41,10 @@ impl NameIndex {
         match self.kv.entry(name).await? {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 let holder: Holder = serde_json::from_slice(&entry.value)?;
-                Ok(Some(Claim { holder, revision: entry.revision }))
+                Ok(Some(Claim {
+                    holder,
+                    revision: entry.revision,
+                }))
             }
             _ => Ok(None),
         }
@@ -49,17 +52,30 @@ impl NameIndex {
 
     /// Claims `name` for `holder`: creates the key if `previous` is `None`, else replaces
     /// the previous holder only if the key is still at that revision.
-    pub async fn claim(&self, name: &str, holder: Holder, previous: Option<&Claim>) -> Result<Claim, ClaimError> {
+    pub async fn claim(
+        &self,
+        name: &str,
+        holder: Holder,
+        previous: Option<&Claim>,
+    ) -> Result<Claim, ClaimError> {
         let body = serde_json::to_vec(&holder).map_err(|e| ClaimError::Other(e.to_string()))?;
         let revision = match previous {
-            None => self.kv.create(name, body.into()).await.map_err(|e| match e.kind() {
-                CreateErrorKind::AlreadyExists => ClaimError::Conflict,
-                _ => ClaimError::Other(e.to_string()),
-            })?,
-            Some(p) => self.kv.update(name, body.into(), p.revision).await.map_err(|e| match e.kind() {
-                UpdateErrorKind::WrongLastRevision => ClaimError::Conflict,
-                _ => ClaimError::Other(e.to_string()),
-            })?,
+            None => self
+                .kv
+                .create(name, body.into())
+                .await
+                .map_err(|e| match e.kind() {
+                    CreateErrorKind::AlreadyExists => ClaimError::Conflict,
+                    _ => ClaimError::Other(e.to_string()),
+                })?,
+            Some(p) => self
+                .kv
+                .update(name, body.into(), p.revision)
+                .await
+                .map_err(|e| match e.kind() {
+                    UpdateErrorKind::WrongLastRevision => ClaimError::Conflict,
+                    _ => ClaimError::Other(e.to_string()),
+                })?,
         };
         Ok(Claim { holder, revision })
     }

@@ -16,12 +16,19 @@ pub struct Outcomes {
 
 impl Outcomes {
     pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
-        Ok(Outcomes { js: js.clone(), stream: js.get_stream_no_info(OUTCOMES).await? })
+        Ok(Outcomes {
+            js: js.clone(),
+            stream: js.get_stream_no_info(OUTCOMES).await?,
+        })
     }
 
     /// The stored outcome of a command id, if it was handled before.
     pub async fn lookup(&self, id: CommandId) -> anyhow::Result<Option<Bytes>> {
-        match self.stream.direct_get_last_for_subject(Outcome::subject(id)).await {
+        match self
+            .stream
+            .direct_get_last_for_subject(Outcome::subject(id))
+            .await
+        {
             Ok(msg) => Ok(Some(msg.payload)),
             Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
             Err(e) => Err(anyhow::anyhow!("outcome lookup failed: {e}")),
@@ -30,7 +37,9 @@ impl Outcomes {
 
     /// Publishes an outcome and returns once JetStream has stored it.
     pub async fn publish(&self, outcome: &Outcome) -> anyhow::Result<()> {
-        let id = outcome.command_id.expect("outcomes that are published have a command id");
+        let id = outcome
+            .command_id
+            .expect("outcomes that are published have a command id");
         let body = serde_json::to_vec(outcome)?;
         self.publish_raw(id, body.into()).await
     }

@@ -2,9 +2,7 @@
 //! by `Nats-Expected-Last-Subject-Sequence`, reads by Direct Get from a snapshot on.
 
 use async_nats::jetstream::{
-    self,
-    context::PublishErrorKind, message::PublishMessage as Publish,
-    kv,
+    self, context::PublishErrorKind, kv, message::PublishMessage as Publish,
     stream::DirectGetErrorKind,
 };
 use email_domain_events::event::{self, Event};
@@ -51,7 +49,12 @@ impl EventStore {
     pub async fn open(js: &jetstream::Context, snapshot_every: u64) -> anyhow::Result<Self> {
         let stream = js.get_stream_no_info(EVENTS).await?;
         let snapshots = js.get_key_value(SNAPSHOTS_BUCKET).await?;
-        Ok(EventStore { js: js.clone(), stream, snapshots, snapshot_every: snapshot_every.max(1) })
+        Ok(EventStore {
+            js: js.clone(),
+            stream,
+            snapshots,
+            snapshot_every: snapshot_every.max(1),
+        })
     }
 
     /// Loads a domain: its latest snapshot, then the events after it.
@@ -60,16 +63,27 @@ impl EventStore {
         if let Some(bytes) = self.snapshots.get(domain.to_string()).await? {
             if let Ok(s) = serde_json::from_slice::<Snapshot>(&bytes) {
                 if s.format == SNAPSHOT_FORMAT && s.state.tenant_id == tenant {
-                    loaded = Loaded { state: Some(s.state), last_seq: s.seq };
+                    loaded = Loaded {
+                        state: Some(s.state),
+                        last_seq: s.seq,
+                    };
                 }
             }
         }
         let subject = event::subject(tenant, domain);
         loop {
-            match self.stream.direct_get_next_for_subject(subject.clone(), Some(loaded.last_seq + 1)).await {
+            match self
+                .stream
+                .direct_get_next_for_subject(subject.clone(), Some(loaded.last_seq + 1))
+                .await
+            {
                 Ok(msg) => {
-                    let ev = Event::from_json(&msg.payload)
-                        .map_err(|e| anyhow::anyhow!("event at stream sequence {} is unreadable: {e}", msg.sequence))?;
+                    let ev = Event::from_json(&msg.payload).map_err(|e| {
+                        anyhow::anyhow!(
+                            "event at stream sequence {} is unreadable: {e}",
+                            msg.sequence
+                        )
+                    })?;
                     loaded.state = evolve(loaded.state.take(), &ev);
                     loaded.last_seq = msg.sequence;
                 }
@@ -80,12 +94,20 @@ impl EventStore {
     }
 
     /// Every event of a domain, in order, with its stream sequence.
-    pub async fn history(&self, tenant: TenantId, domain: DomainId) -> anyhow::Result<Vec<(u64, Event)>> {
+    pub async fn history(
+        &self,
+        tenant: TenantId,
+        domain: DomainId,
+    ) -> anyhow::Result<Vec<(u64, Event)>> {
         let subject = event::subject(tenant, domain);
         let mut out = Vec::new();
         let mut next = 1;
         loop {
-            match self.stream.direct_get_next_for_subject(subject.clone(), Some(next)).await {
+            match self
+                .stream
+                .direct_get_next_for_subject(subject.clone(), Some(next))
+                .await
+            {
                 Ok(msg) => {
                     out.push((msg.sequence, Event::from_json(&msg.payload)?));
                     next = msg.sequence + 1;
@@ -119,12 +141,16 @@ impl EventStore {
     /// Writes a snapshot in the background every `snapshot_every` events. A lost
     /// snapshot costs a longer read, never correctness.
     pub fn maybe_snapshot(&self, state: &DomainState, seq: u64) {
-        if state.version % self.snapshot_every != 0 {
+        if !state.version.is_multiple_of(self.snapshot_every) {
             return;
         }
         let snapshots = self.snapshots.clone();
         let key = state.domain_id.to_string();
-        let body = serde_json::to_vec(&Snapshot { format: SNAPSHOT_FORMAT, seq, state: state.clone() });
+        let body = serde_json::to_vec(&Snapshot {
+            format: SNAPSHOT_FORMAT,
+            seq,
+            state: state.clone(),
+        });
         tokio::spawn(async move {
             if let Ok(body) = body {
                 if let Err(e) = snapshots.put(key, body.into()).await {

@@ -2,8 +2,7 @@
 //! Existing streams are used as they are: a service never deletes or rewrites them.
 
 use async_nats::jetstream::{
-    self,
-    kv,
+    self, kv,
     stream::{Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType},
 };
 use std::time::Duration;
@@ -36,7 +35,9 @@ pub struct StreamSettings {
 
 impl Default for StreamSettings {
     fn default() -> Self {
-        StreamSettings { command_dedup_window: Duration::from_secs(120) }
+        StreamSettings {
+            command_dedup_window: Duration::from_secs(120),
+        }
     }
 }
 

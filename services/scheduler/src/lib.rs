@@ -10,7 +10,9 @@
 use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::{DateTime, Utc};
 use email_domain_events::schedule::{timer_change, TimerChange};
-use email_domain_events::{ids::derive, Command, CommandId, CommandType, DomainId, Event, TenantId};
+use email_domain_events::{
+    ids::derive, Command, CommandId, CommandType, DomainId, Event, TenantId,
+};
 use projector::consume::{run_db_named, DbProjection};
 use runtime::{streams, Config, Shutdown};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -25,12 +27,27 @@ const FIRE_BATCH: i64 = 500;
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let client = runtime::connect_nats(&config.nats_url, "scheduler").await?;
     let js = runtime::jetstream(client);
-    streams::ensure(&js, &streams::StreamSettings { command_dedup_window: config.command_dedup_window }).await?;
+    streams::ensure(
+        &js,
+        &streams::StreamSettings {
+            command_dedup_window: config.command_dedup_window,
+        },
+    )
+    .await?;
     let pool = runtime::db::connect_and_migrate(&config.database_url, 4).await?;
     let keeper = {
         let (js, pool, shutdown) = (js.clone(), pool.clone(), shutdown.clone());
         tokio::spawn(async move {
-            run_db_named(&js, pool, TIMERS, CONSUMER, Timers::default(), &shutdown, &Default::default()).await
+            run_db_named(
+                &js,
+                pool,
+                TIMERS,
+                CONSUMER,
+                Timers,
+                &shutdown,
+                &Default::default(),
+            )
+            .await
         })
     };
     let firing = fire_loop(&js, &pool, &shutdown);
@@ -44,7 +61,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 pub struct Timers;
 
 impl DbProjection for Timers {
-    async fn apply(&mut self, tx: &mut Transaction<'static, Postgres>, events: &[(u64, Event)]) -> anyhow::Result<()> {
+    async fn apply(
+        &mut self,
+        tx: &mut Transaction<'static, Postgres>,
+        events: &[(u64, Event)],
+    ) -> anyhow::Result<()> {
         // The last change per domain wins within a batch.
         let mut changes: HashMap<DomainId, (TenantId, String, TimerChange)> = HashMap::new();
         for (_, e) in events {
@@ -73,7 +94,10 @@ impl DbProjection for Timers {
             }
         }
         if !clear.is_empty() {
-            sqlx::query("DELETE FROM scheduler_timers WHERE domain_id = ANY($1)").bind(&clear).execute(&mut **tx).await?;
+            sqlx::query("DELETE FROM scheduler_timers WHERE domain_id = ANY($1)")
+                .bind(&clear)
+                .execute(&mut **tx)
+                .await?;
         }
         if !set_ids.is_empty() {
             sqlx::query(
@@ -98,11 +122,18 @@ impl DbProjection for Timers {
 
 /// The id of the re-check a timer fires: the same for the same domain and due time.
 pub fn recheck_id(domain: DomainId, due_at: DateTime<Utc>) -> CommandId {
-    CommandId(derive(domain.0, &format!("recheck/{}", due_at.timestamp_millis())))
+    CommandId(derive(
+        domain.0,
+        &format!("recheck/{}", due_at.timestamp_millis()),
+    ))
 }
 
 /// Fires due timers until shutdown.
-async fn fire_loop(js: &jetstream::Context, pool: &PgPool, shutdown: &Shutdown) -> anyhow::Result<()> {
+async fn fire_loop(
+    js: &jetstream::Context,
+    pool: &PgPool,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
     while !shutdown.is_triggered() {
         match fire_due(js, pool, Utc::now()).await {
             Ok(n) if n as i64 == FIRE_BATCH => continue,
@@ -118,7 +149,11 @@ async fn fire_loop(js: &jetstream::Context, pool: &PgPool, shutdown: &Shutdown) 
 }
 
 /// Claims up to a batch of due timers, publishes their re-checks, marks them fired.
-pub async fn fire_due(js: &jetstream::Context, pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<usize> {
+pub async fn fire_due(
+    js: &jetstream::Context,
+    pool: &PgPool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let due: Vec<(uuid::Uuid, uuid::Uuid, String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT domain_id, tenant_id, domain, due_at FROM scheduler_timers

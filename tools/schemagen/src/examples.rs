@@ -33,7 +33,9 @@ fn domain_id() -> DomainId {
 }
 
 fn at(min: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 26, 10, min, 0).single().expect("a time")
+    Utc.with_ymd_and_hms(2026, 11, 26, 10, min, 0)
+        .single()
+        .expect("a time")
 }
 
 fn records(status: DnsStatus) -> Vec<DnsRecord> {
@@ -92,8 +94,14 @@ fn records(status: DnsStatus) -> Vec<DnsRecord> {
 /// One real event of every type, in the order a domain's life could write them.
 pub fn events() -> Vec<Event> {
     let datas = vec![
-        EventData::DomainRegistered { region: Some("us-east-1".into()), requested_by: Some("user:42".into()), deadline_at: at(0) + chrono::Duration::days(7) },
-        EventData::CheckRequested { trigger: CheckTrigger::DnsConfigured },
+        EventData::DomainRegistered {
+            region: Some("us-east-1".into()),
+            requested_by: Some("user:42".into()),
+            deadline_at: at(0) + chrono::Duration::days(7),
+        },
+        EventData::CheckRequested {
+            trigger: CheckTrigger::DnsConfigured,
+        },
         EventData::DomainProvisioned {
             provider_id: "resend".into(),
             provider_domain_id: "4dd369bc-aa82-4ff3-97de-514ae3000ee0".into(),
@@ -122,11 +130,27 @@ pub fn events() -> Vec<Event> {
             provider_failed: false,
             next_check_at: Some(at(59)),
         },
-        EventData::VerificationFailed { reason: "the DKIM record was never found".into(), records: records(DnsStatus::Found), by_operator: true },
-        EventData::WindowReopened { deadline_at: at(30) + chrono::Duration::days(7) },
-        EventData::ProvisioningFailed { reason: "the provider refused the domain: it is on a block list".into() },
-        EventData::DomainDeleted { requested_by: None, cleanup_required: true, provider_domain_id: Some("4dd369bc-aa82-4ff3-97de-514ae3000ee0".into()) },
-        EventData::DomainReleased { to_tenant: TenantId(id(99)), cleanup_required: false, provider_domain_id: None },
+        EventData::VerificationFailed {
+            reason: "the DKIM record was never found".into(),
+            records: records(DnsStatus::Found),
+            by_operator: true,
+        },
+        EventData::WindowReopened {
+            deadline_at: at(30) + chrono::Duration::days(7),
+        },
+        EventData::ProvisioningFailed {
+            reason: "the provider refused the domain: it is on a block list".into(),
+        },
+        EventData::DomainDeleted {
+            requested_by: None,
+            cleanup_required: true,
+            provider_domain_id: Some("4dd369bc-aa82-4ff3-97de-514ae3000ee0".into()),
+        },
+        EventData::DomainReleased {
+            to_tenant: TenantId(id(99)),
+            cleanup_required: false,
+            provider_domain_id: None,
+        },
         EventData::ProviderCleanedUp {},
     ];
     datas
@@ -152,21 +176,31 @@ pub fn events() -> Vec<Event> {
 }
 
 fn command(command_type: CommandType) -> Command {
-    let internal = matches!(command_type, CommandType::Recheck | CommandType::ProviderResult);
+    let internal = matches!(
+        command_type,
+        CommandType::Recheck | CommandType::ProviderResult
+    );
     Command {
         command_type,
         command_id: command_id(),
         tenant_id: tenant(),
-        domain: if command_type == CommandType::RegisterDomain { "Acme.Example.".into() } else { "acme.example".into() },
+        domain: if command_type == CommandType::RegisterDomain {
+            "Acme.Example.".into()
+        } else {
+            "acme.example".into()
+        },
         requested_by: (!internal).then(|| "user:42".to_string()),
         region: (command_type == CommandType::RegisterDomain).then(|| "us-east-1".to_string()),
         domain_id: (internal || command_type == CommandType::FailDomain).then(domain_id),
-        reason: (command_type == CommandType::FailDomain).then(|| "the owner asked us to stop".to_string()),
-        provider_result: (command_type == CommandType::ProviderResult).then(|| ProviderResult::Created {
-            provider_id: "resend".into(),
-            provider_domain_id: "4dd369bc-aa82-4ff3-97de-514ae3000ee0".into(),
-            region: Some("us-east-1".into()),
-            records: records(DnsStatus::Pending),
+        reason: (command_type == CommandType::FailDomain)
+            .then(|| "the owner asked us to stop".to_string()),
+        provider_result: (command_type == CommandType::ProviderResult).then(|| {
+            ProviderResult::Created {
+                provider_id: "resend".into(),
+                provider_domain_id: "4dd369bc-aa82-4ff3-97de-514ae3000ee0".into(),
+                region: Some("us-east-1".into()),
+                records: records(DnsStatus::Pending),
+            }
         }),
         correlation_id: None,
     }
@@ -179,7 +213,8 @@ fn to<T: serde::Serialize>(v: &T) -> Value {
 /// Every example: (kind = schema stem, name, message).
 pub fn all() -> Vec<(String, String, Value)> {
     let mut out: Vec<(String, String, Value)> = Vec::new();
-    let mut put = |kind: &str, name: &str, v: Value| out.push((kind.to_string(), name.to_string(), v));
+    let mut put =
+        |kind: &str, name: &str, v: Value| out.push((kind.to_string(), name.to_string(), v));
 
     // Commands: the bodies `Command::to_body` writes (what `decode` reads back).
     for ty in [
@@ -191,9 +226,14 @@ pub fn all() -> Vec<(String, String, Value)> {
         CommandType::Recheck,
         CommandType::ProviderResult,
     ] {
-        put(&format!("command.{}", ty.as_str()), "basic", command(ty).to_body());
+        put(
+            &format!("command.{}", ty.as_str()),
+            "basic",
+            command(ty).to_body(),
+        );
     }
-    let minimal = json!({"command_id": command_id(), "tenant_id": tenant(), "domain": "acme.example"});
+    let minimal =
+        json!({"command_id": command_id(), "tenant_id": tenant(), "domain": "acme.example"});
     put("command.register_domain", "minimal", minimal.clone());
     let mut bad_name = minimal.clone();
     bad_name["domain"] = json!("not a domain!");
@@ -203,18 +243,39 @@ pub fn all() -> Vec<(String, String, Value)> {
     idn["future_field"] = json!({"anything": true});
     put("command.register_domain", "idn_and_unknown_field", idn);
     let mut provider_rejected = command(CommandType::ProviderResult);
-    provider_rejected.provider_result = Some(ProviderResult::CreateRejected { message: "domain is on a block list".into() });
-    put("command.provider_result", "create_rejected", provider_rejected.to_body());
-    provider_rejected.provider_result = Some(ProviderResult::Polled { provider_status: "pending".into() });
-    put("command.provider_result", "polled", provider_rejected.to_body());
+    provider_rejected.provider_result = Some(ProviderResult::CreateRejected {
+        message: "domain is on a block list".into(),
+    });
+    put(
+        "command.provider_result",
+        "create_rejected",
+        provider_rejected.to_body(),
+    );
+    provider_rejected.provider_result = Some(ProviderResult::Polled {
+        provider_status: "pending".into(),
+    });
+    put(
+        "command.provider_result",
+        "polled",
+        provider_rejected.to_body(),
+    );
     provider_rejected.provider_result = Some(ProviderResult::CleanedUp);
-    put("command.provider_result", "cleaned_up", provider_rejected.to_body());
+    put(
+        "command.provider_result",
+        "cleaned_up",
+        provider_rejected.to_body(),
+    );
 
     // Outcomes.
     put(
         "outcome",
         "accepted",
-        to(&Outcome::accepted(command_id(), tenant().to_string(), "acme.example".into(), domain_id())),
+        to(&Outcome::accepted(
+            command_id(),
+            tenant().to_string(),
+            "acme.example".into(),
+            domain_id(),
+        )),
     );
     put(
         "outcome",
@@ -224,7 +285,10 @@ pub fn all() -> Vec<(String, String, Value)> {
             Some(tenant().to_string()),
             Some("acme.example".into()),
             None,
-            &Rejection::new(RejectionCode::DomainTaken, "another tenant holds acme.example"),
+            &Rejection::new(
+                RejectionCode::DomainTaken,
+                "another tenant holds acme.example",
+            ),
         )),
     );
     put(
@@ -235,7 +299,10 @@ pub fn all() -> Vec<(String, String, Value)> {
             None,
             None,
             None,
-            &Rejection::new(RejectionCode::InvalidCommand, "`tenant_id` is missing or not a UUID"),
+            &Rejection::new(
+                RejectionCode::InvalidCommand,
+                "`tenant_id` is missing or not a UUID",
+            ),
         )),
     );
 
@@ -246,7 +313,11 @@ pub fn all() -> Vec<(String, String, Value)> {
         put(&format!("event-data.{ty}"), "basic", v["data"].clone());
         put("event", ty, v);
         for name in analytics::names(&e) {
-            put("analytics.cloud_event", name, analytics::cloud_event(&e, name));
+            put(
+                "analytics.cloud_event",
+                name,
+                analytics::cloud_event(&e, name),
+            );
         }
     }
 
@@ -259,17 +330,38 @@ pub fn all() -> Vec<(String, String, Value)> {
             reason: "unreadable_json".into(),
             error: "the body is not JSON: EOF while parsing an object at line 1 column 17".into(),
             subject: "email_domains.commands.register_domain".into(),
-            headers: [("Nats-Msg-Id".to_string(), "abc".to_string())].into_iter().collect(),
+            headers: [("Nats-Msg-Id".to_string(), "abc".to_string())]
+                .into_iter()
+                .collect(),
             body_base64: base64(body),
             received_at: at(1),
         }),
     );
 
     // Queries.
-    put("query.sender.request", "basic", to(&wire::QueryRequest { tenant_id: tenant().to_string() }));
-    put("query.domains.request", "basic", to(&wire::QueryRequest { tenant_id: tenant().to_string() }));
-    let managed = TenantSettings { default_from_domain: Some("acme.example".into()), ..Default::default() };
-    put("query.sender.reply", "managed", to(&managed.sender("notifications", "notifications@platform.invalid")));
+    put(
+        "query.sender.request",
+        "basic",
+        to(&wire::QueryRequest {
+            tenant_id: tenant().to_string(),
+        }),
+    );
+    put(
+        "query.domains.request",
+        "basic",
+        to(&wire::QueryRequest {
+            tenant_id: tenant().to_string(),
+        }),
+    );
+    let managed = TenantSettings {
+        default_from_domain: Some("acme.example".into()),
+        ..Default::default()
+    };
+    put(
+        "query.sender.reply",
+        "managed",
+        to(&managed.sender("notifications", "notifications@platform.invalid")),
+    );
     put(
         "query.sender.reply",
         "platform",
@@ -295,8 +387,16 @@ pub fn all() -> Vec<(String, String, Value)> {
         version: Some(5),
     };
     put("email_domain_row", "verified", to(&row));
-    put("query.domains.reply", "one_domain", to(&wire::DomainsReply::Domains { domains: vec![row] }));
-    put("query.domains.reply", "none", to(&wire::DomainsReply::Domains { domains: vec![] }));
+    put(
+        "query.domains.reply",
+        "one_domain",
+        to(&wire::DomainsReply::Domains { domains: vec![row] }),
+    );
+    put(
+        "query.domains.reply",
+        "none",
+        to(&wire::DomainsReply::Domains { domains: vec![] }),
+    );
     put("query.domains.reply", "error", error);
     for (i, r) in records(DnsStatus::Mismatch).iter().enumerate() {
         put("dns_record", &format!("{i}_{}", r.purpose), to(r));
@@ -308,7 +408,11 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -58,7 +58,8 @@ fn root_schema<T: JsonSchema>() -> Value {
 }
 
 /// A UUID in its hyphenated text form (the contract writes lower case; readers accept either).
-pub const UUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+pub const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
 /// Adds a UUID pattern beside every `format: uuid`, and removes every `additionalProperties: false` / `unevaluatedProperties: false`: the
 /// contract may grow, so readers must accept properties they do not know.
@@ -85,7 +86,8 @@ fn open_up(v: &mut Value) {
 pub(crate) fn canonical(v: &Value) -> Value {
     match v {
         Value::Object(m) => {
-            let sorted: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let sorted: BTreeMap<&String, Value> =
+                m.iter().map(|(k, v)| (k, canonical(v))).collect();
             Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
         }
         Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
@@ -126,10 +128,15 @@ fn with_definitions(mut schema: Value, defs: &Map<String, Value>) -> Value {
         needed = more;
     }
     let obj = schema.as_object_mut().expect("a schema object");
-    obj.insert("$schema".into(), json!("http://json-schema.org/draft-07/schema#"));
+    obj.insert(
+        "$schema".into(),
+        json!("http://json-schema.org/draft-07/schema#"),
+    );
     if !needed.is_empty() {
-        let picked: Map<String, Value> =
-            needed.iter().filter_map(|n| defs.get(n).map(|d| (n.clone(), d.clone()))).collect();
+        let picked: Map<String, Value> = needed
+            .iter()
+            .filter_map(|n| defs.get(n).map(|d| (n.clone(), d.clone())))
+            .collect();
         obj.insert("definitions".into(), Value::Object(picked));
     }
     schema
@@ -147,13 +154,23 @@ fn titled(mut schema: Value, title: &str, description: Option<&str>) -> Value {
 /// The `data` schema of each event type, taken from the generated envelope schema
 /// (each `oneOf` branch is `{type: const, data: {...}}`).
 fn event_data_schemas(event_schema: &Value) -> BTreeMap<String, Value> {
-    let defs = event_schema.get("definitions").and_then(Value::as_object).cloned().unwrap_or_default();
+    let defs = event_schema
+        .get("definitions")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let mut out = BTreeMap::new();
     let mut stack = vec![event_schema];
     while let Some(s) = stack.pop() {
-        if let Some(branches) = s.get("oneOf").or_else(|| s.get("anyOf")).and_then(Value::as_array) {
+        if let Some(branches) = s
+            .get("oneOf")
+            .or_else(|| s.get("anyOf"))
+            .and_then(Value::as_array)
+        {
             for b in branches {
-                let ty = b.pointer("/properties/type/const").or_else(|| b.pointer("/properties/type/enum/0"));
+                let ty = b
+                    .pointer("/properties/type/const")
+                    .or_else(|| b.pointer("/properties/type/enum/0"));
                 match (ty.and_then(Value::as_str), b.pointer("/properties/data")) {
                     (Some(t), Some(data)) => {
                         let mut d = data.clone();
@@ -177,7 +194,10 @@ fn event_data_schemas(event_schema: &Value) -> BTreeMap<String, Value> {
     if out.is_empty() {
         if let Some(d) = defs.get("EventData") {
             let mut wrapped = event_schema.clone();
-            wrapped.as_object_mut().unwrap().insert("oneOf".into(), d.get("oneOf").cloned().unwrap_or(Value::Null));
+            wrapped.as_object_mut().unwrap().insert(
+                "oneOf".into(),
+                d.get("oneOf").cloned().unwrap_or(Value::Null),
+            );
             return event_data_schemas(&wrapped);
         }
     }
@@ -207,7 +227,10 @@ pub fn schemas() -> BTreeMap<String, Value> {
             if internal { "INTERNAL (not part of the public contract). " } else { "" },
             schema.get("description").and_then(Value::as_str).unwrap_or("")
         );
-        put(format!("command.{ty}.schema.json"), titled(schema, &format!("command {ty}"), Some(desc.trim())));
+        put(
+            format!("command.{ty}.schema.json"),
+            titled(schema, &format!("command {ty}"), Some(desc.trim())),
+        );
     }
 
     put(
@@ -237,24 +260,45 @@ pub fn schemas() -> BTreeMap<String, Value> {
         let title = format!("event data {ty}");
         let desc = format!(
             "The `data` of an event of type `{ty}`. {}",
-            schema.get("description").and_then(Value::as_str).unwrap_or("")
+            schema
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("")
         );
-        put(format!("event-data.{ty}.schema.json"), titled(schema, &title, Some(desc.trim())));
+        put(
+            format!("event-data.{ty}.schema.json"),
+            titled(schema, &title, Some(desc.trim())),
+        );
     }
     put("event.schema.json".into(), event);
 
     put(
         "analytics.cloud_event.schema.json".into(),
-        titled(root_schema::<wire::AnalyticsCloudEvent>(), "analytics CloudEvent", None),
+        titled(
+            root_schema::<wire::AnalyticsCloudEvent>(),
+            "analytics CloudEvent",
+            None,
+        ),
     );
-    put("dead_letter.schema.json".into(), titled(root_schema::<wire::DeadLetter>(), "dead letter", None));
+    put(
+        "dead_letter.schema.json".into(),
+        titled(root_schema::<wire::DeadLetter>(), "dead letter", None),
+    );
     put(
         "query.sender.request.schema.json".into(),
-        titled(root_schema::<wire::QueryRequest>(), "query sender request", Some("Request on `email_domains.query.sender`.")),
+        titled(
+            root_schema::<wire::QueryRequest>(),
+            "query sender request",
+            Some("Request on `email_domains.query.sender`."),
+        ),
     );
     put(
         "query.sender.reply.schema.json".into(),
-        titled(root_schema::<wire::SenderReply>(), "query sender reply", None),
+        titled(
+            root_schema::<wire::SenderReply>(),
+            "query sender reply",
+            None,
+        ),
     );
     put(
         "query.domains.request.schema.json".into(),
@@ -266,11 +310,19 @@ pub fn schemas() -> BTreeMap<String, Value> {
     );
     put(
         "query.domains.reply.schema.json".into(),
-        titled(root_schema::<wire::DomainsReply>(), "query domains reply", None),
+        titled(
+            root_schema::<wire::DomainsReply>(),
+            "query domains reply",
+            None,
+        ),
     );
     put(
         "email_domain_row.schema.json".into(),
-        titled(root_schema::<wire::EmailDomainRow>(), "email_domains row", None),
+        titled(
+            root_schema::<wire::EmailDomainRow>(),
+            "email_domains row",
+            None,
+        ),
     );
     put(
         "dns_record.schema.json".into(),
@@ -297,7 +349,10 @@ pub fn generate() -> BTreeMap<String, String> {
         files.insert(format!("json/{name}"), to_text(&schema));
     }
     for (kind, name, value) in examples::all() {
-        files.insert(format!("examples/{kind}/{name}.json"), to_text(&canonical(&value)));
+        files.insert(
+            format!("examples/{kind}/{name}.json"),
+            to_text(&canonical(&value)),
+        );
     }
     files.insert("asyncapi.yaml".into(), asyncapi::document());
     files

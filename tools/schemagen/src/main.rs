@@ -12,13 +12,20 @@ fn on_disk(dir: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut stack = vec![dir.join("json"), dir.join("examples")];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "json") {
-                out.insert(p.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/"));
+                out.insert(
+                    p.strip_prefix(dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .replace('\\', "/"),
+                );
             }
         }
     }
@@ -40,9 +47,15 @@ fn main() -> ExitCode {
         match std::fs::read_to_string(dir.join(path)) {
             Ok(current) if &current == text => {}
             Ok(current) => {
-                let same = current.lines().zip(text.lines()).take_while(|(a, b)| a == b).count();
+                let same = current
+                    .lines()
+                    .zip(text.lines())
+                    .take_while(|(a, b)| a == b)
+                    .count();
                 let changed = same + 1;
-                problems.push(format!("changed: schemas/{path} (first difference at line {changed})"));
+                problems.push(format!(
+                    "changed: schemas/{path} (first difference at line {changed})"
+                ));
             }
             Err(_) => problems.push(format!("missing: schemas/{path}")),
         }
@@ -70,6 +83,10 @@ fn main() -> ExitCode {
         std::fs::create_dir_all(file.parent().unwrap()).expect("create folder");
         std::fs::write(&file, text).expect("write file");
     }
-    println!("schemagen: wrote {} files ({} changed)", generated.len(), problems.len());
+    println!(
+        "schemagen: wrote {} files ({} changed)",
+        generated.len(),
+        problems.len()
+    );
     ExitCode::SUCCESS
 }

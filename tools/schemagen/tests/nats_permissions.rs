@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const USERS: [&str; 12] = [
+const USERS: [&str; 13] = [
     "sys",
     "command-handler",
     "provider-worker",
@@ -22,6 +22,7 @@ const USERS: [&str; 12] = [
     "analytics-emitter",
     "query",
     "platform",
+    "gateway",
     "analytics-reader",
     "operator",
     "stream-admin",
@@ -50,12 +51,20 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_server() -> Server {
     let accounts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../k8s/nats/accounts.conf");
-    let dir = std::env::temp_dir().join(format!("schemagen-nats-{}-{}", std::process::id(), free_port()));
+    let dir = std::env::temp_dir().join(format!(
+        "schemagen-nats-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     // The same accounts file as the cluster's nats.conf includes; only the server part differs.
     std::fs::copy(&accounts, dir.join("accounts.conf")).expect("k8s/nats/accounts.conf");
@@ -63,22 +72,38 @@ fn start_server() -> Server {
     let conf = dir.join("nats.conf");
     std::fs::write(
         &conf,
-        format!("host: 127.0.0.1\njetstream {{\n  store_dir: {:?}\n}}\ninclude ./accounts.conf\n", store.display().to_string()),
+        format!(
+            "host: 127.0.0.1\njetstream {{\n  store_dir: {:?}\n}}\ninclude ./accounts.conf\n",
+            store.display().to_string()
+        ),
     )
     .unwrap();
     let port = free_port();
     let mut cmd = Command::new("nats-server");
-    cmd.arg("-c").arg(&conf).arg("-p").arg(port.to_string()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     for u in USERS {
         cmd.env(password_var(u), password(u));
     }
-    let child = cmd.spawn().expect("nats-server on PATH (make test installs it)");
+    let child = cmd
+        .spawn()
+        .expect("nats-server on PATH (make test installs it)");
     let mut server = Server { child, port, dir };
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = server.child.try_wait() {
             let mut err = String::new();
-            server.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            server
+                .child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             panic!("nats-server exited ({status}): {err}");
         }
         assert!(Instant::now() < deadline, "nats-server did not start");
@@ -104,15 +129,23 @@ struct Reply {
 
 impl Reply {
     fn refused(&self) -> bool {
-        self.errors.iter().any(|e| e.contains("Permissions Violation"))
+        self.errors
+            .iter()
+            .any(|e| e.contains("Permissions Violation"))
     }
 }
 
 impl Conn {
     fn open(port: u16, user: &str) -> Conn {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut c = Conn { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream, user: user.into() };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut c = Conn {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+            user: user.into(),
+        };
         let mut info = String::new();
         c.reader.read_line(&mut info).unwrap();
         assert!(info.starts_with("INFO"), "{info}");
@@ -136,8 +169,16 @@ impl Conn {
         let mut reply = Reply::default();
         loop {
             let mut line = String::new();
-            let n = self.reader.read_line(&mut line).unwrap_or_else(|e| panic!("{}: read: {e}", self.user));
-            assert!(n > 0, "{}: the server closed the connection ({:?})", self.user, reply.errors);
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .unwrap_or_else(|e| panic!("{}: read: {e}", self.user));
+            assert!(
+                n > 0,
+                "{}: the server closed the connection ({:?})",
+                self.user,
+                reply.errors
+            );
             let line = line.trim_end();
             if line == "PONG" {
                 return reply;
@@ -156,14 +197,21 @@ impl Conn {
                 let mut buf = vec![0u8; size + 2];
                 self.reader.read_exact(&mut buf).unwrap();
                 buf.truncate(size);
-                reply.messages.push((parts[1].to_string(), reply_to, String::from_utf8_lossy(&buf).into_owned()));
+                reply.messages.push((
+                    parts[1].to_string(),
+                    reply_to,
+                    String::from_utf8_lossy(&buf).into_owned(),
+                ));
             }
         }
     }
 
     fn publish(&mut self, subject: &str, reply_to: Option<&str>, payload: &str) -> Reply {
         let r = reply_to.map(|r| format!(" {r}")).unwrap_or_default();
-        self.send(&format!("PUB {subject}{r} {}\r\n{payload}\r\n", payload.len()));
+        self.send(&format!(
+            "PUB {subject}{r} {}\r\n{payload}\r\n",
+            payload.len()
+        ));
         self.sync()
     }
 
@@ -187,19 +235,31 @@ impl Conn {
             r = self.sync();
         }
         self.send("UNSUB 900\r\n");
-        let (_, _, body) = r.messages.first().unwrap_or_else(|| panic!("{}: no reply to {subject}", self.user));
+        let (_, _, body) = r
+            .messages
+            .first()
+            .unwrap_or_else(|| panic!("{}: no reply to {subject}", self.user));
         Ok(serde_json::from_str(body).unwrap())
     }
 }
 
 fn assert_refused(c: &mut Conn, subject: &str) {
     let r = c.publish(subject, None, "{}");
-    assert!(r.refused(), "{} may publish to {subject}, but must not ({r:?})", c.user);
+    assert!(
+        r.refused(),
+        "{} may publish to {subject}, but must not ({r:?})",
+        c.user
+    );
 }
 
 fn assert_allowed(c: &mut Conn, subject: &str) {
     let r = c.publish(subject, None, "{}");
-    assert!(!r.refused(), "{} may not publish to {subject}, but must ({:?})", c.user, r.errors);
+    assert!(
+        !r.refused(),
+        "{} may not publish to {subject}, but must ({:?})",
+        c.user,
+        r.errors
+    );
 }
 
 #[test]
@@ -207,17 +267,44 @@ fn each_service_may_publish_only_what_it_must() {
     let server = start_server();
     let port = server.port;
 
-    // The streams, created (as the k8s set-up Job does) by the stream admin.
+    // The streams and KV buckets, created by the stream admin from the very configs
+    // the k8s set-up Job uses (k8s/base/streams/*.json), with one replica here (a
+    // single server) instead of three.
     let mut admin = Conn::open(port, "stream-admin");
-    for (name, subjects) in [
-        ("EMAIL_DOMAIN_COMMANDS", "email_domains.commands.>"),
-        ("EMAIL_DOMAIN_EVENTS", "email_domains.events.>"),
-        ("EMAIL_DOMAIN_ANALYTICS", "analytics.email_domain.>"),
-    ] {
-        let cfg = serde_json::json!({"name": name, "subjects": [subjects], "storage": "file", "num_replicas": 1});
-        let r = admin.js_api(&format!("$JS.API.STREAM.CREATE.{name}"), &cfg.to_string()).expect("stream-admin creates streams");
-        assert!(r.get("error").is_none(), "{r}");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../k8s/base/streams");
+    let mut created = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.path()).unwrap()).unwrap();
+        let name = cfg["name"].as_str().unwrap().to_string();
+        assert_eq!(
+            entry.path().file_stem().unwrap().to_str(),
+            Some(name.as_str())
+        );
+        assert_eq!(cfg["num_replicas"], 3, "{name} is replicated x3 in k8s");
+        assert_eq!(cfg["storage"], "file", "{name} is on disk");
+        cfg["num_replicas"] = 1.into();
+        let r = admin
+            .js_api(&format!("$JS.API.STREAM.CREATE.{name}"), &cfg.to_string())
+            .expect("stream-admin creates streams");
+        assert!(r.get("error").is_none(), "{name}: {r}");
+        created.push(name);
     }
+    created.sort();
+    assert_eq!(
+        created,
+        [
+            "EMAIL_DOMAIN_ANALYTICS",
+            "EMAIL_DOMAIN_COMMANDS",
+            "EMAIL_DOMAIN_DEAD_LETTERS",
+            "EMAIL_DOMAIN_EVENTS",
+            "EMAIL_DOMAIN_OUTCOMES",
+            "EMAIL_DOMAIN_PROVIDER_WORK",
+            "KV_email_domain_leases",
+            "KV_email_domain_names",
+            "KV_email_domain_snapshots",
+        ]
+    );
     assert_refused(&mut admin, "email_domains.commands.register_domain");
 
     let cmd = "email_domains.commands";
@@ -229,16 +316,31 @@ fn each_service_may_publish_only_what_it_must() {
     assert_refused(&mut handler, &format!("{cmd}.register_domain"));
     assert_refused(&mut handler, "$KV.some_other_bucket.key");
     assert_allowed(&mut handler, event);
-    assert_allowed(&mut handler, "email_domains.outcomes.0b5e7c4e-8f0a-4b8e-9a43-000000000001");
+    assert_allowed(
+        &mut handler,
+        "email_domains.outcomes.0b5e7c4e-8f0a-4b8e-9a43-000000000001",
+    );
     assert_allowed(&mut handler, "email_domains.dead_letters.unreadable_json");
     assert_allowed(&mut handler, "$KV.email_domain_names.acme_example");
     assert_allowed(&mut handler, "$KV.email_domain_snapshots.x");
     assert_allowed(&mut handler, "$KV.email_domain_leases.command-handler");
     // JetStream: reads streams, never deletes or purges them.
-    let info = handler.js_api("$JS.API.STREAM.INFO.EMAIL_DOMAIN_EVENTS", "").expect("stream info");
+    let info = handler
+        .js_api("$JS.API.STREAM.INFO.EMAIL_DOMAIN_EVENTS", "")
+        .expect("stream info");
     assert_eq!(info["config"]["name"], "EMAIL_DOMAIN_EVENTS", "{info}");
-    assert!(handler.js_api("$JS.API.STREAM.DELETE.EMAIL_DOMAIN_EVENTS", "").is_err(), "the handler may not delete the log");
-    assert!(handler.js_api("$JS.API.STREAM.PURGE.EMAIL_DOMAIN_EVENTS", "").is_err(), "the handler may not purge the log");
+    assert!(
+        handler
+            .js_api("$JS.API.STREAM.DELETE.EMAIL_DOMAIN_EVENTS", "")
+            .is_err(),
+        "the handler may not delete the log"
+    );
+    assert!(
+        handler
+            .js_api("$JS.API.STREAM.PURGE.EMAIL_DOMAIN_EVENTS", "")
+            .is_err(),
+        "the handler may not purge the log"
+    );
     assert_refused(&mut handler, "$JS.API.STREAM.UPDATE.EMAIL_DOMAIN_EVENTS");
 
     // The projectors: nothing but the JetStream API and acks.
@@ -250,7 +352,9 @@ fn each_service_may_publish_only_what_it_must() {
         assert_refused(&mut p, "analytics.email_domain.registered");
         assert_refused(&mut p, "email_domains.outcomes.x");
         assert_allowed(&mut p, "$JS.ACK.EMAIL_DOMAIN_EVENTS.projector.1.2.3.4.5");
-        assert!(p.js_api("$JS.API.STREAM.INFO.EMAIL_DOMAIN_EVENTS", "").is_ok());
+        assert!(p
+            .js_api("$JS.API.STREAM.INFO.EMAIL_DOMAIN_EVENTS", "")
+            .is_ok());
     }
 
     // The analytics emitter: analytics, nothing else.
@@ -285,22 +389,48 @@ fn each_service_may_publish_only_what_it_must() {
     assert_refused(&mut platform, &format!("{cmd}.fail_domain"));
     assert_refused(&mut platform, event);
 
+    // The gateway: like the platform, and it reads the log.
+    let mut gateway = Conn::open(port, "gateway");
+    assert_allowed(&mut gateway, &format!("{cmd}.dns_configured"));
+    assert_refused(&mut gateway, &format!("{cmd}.recheck"));
+    assert_refused(&mut gateway, event);
+    assert_refused(&mut gateway, "analytics.email_domain.registered");
+    assert!(gateway
+        .js_api("$JS.API.STREAM.INFO.EMAIL_DOMAIN_EVENTS", "")
+        .is_ok());
+    assert!(gateway
+        .js_api("$JS.API.STREAM.DELETE.EMAIL_DOMAIN_EVENTS", "")
+        .is_err());
+
     // The query service: no publish at all, except the reply to a request it received.
     let mut query = Conn::open(port, "query");
     assert_refused(&mut query, &format!("{cmd}.register_domain"));
     assert_refused(&mut query, event);
     assert_refused(&mut query, "analytics.email_domain.registered");
     assert_refused(&mut query, "_INBOX.someone.else");
-    assert!(query.subscribe(&format!("{cmd}.>"), 2).refused(), "query may not read commands");
+    assert!(
+        query.subscribe(&format!("{cmd}.>"), 2).refused(),
+        "query may not read commands"
+    );
     assert!(!query.subscribe("email_domains.query.sender", 1).refused());
     assert!(!platform.subscribe("_INBOX.platform.1", 7).refused());
-    assert!(!platform.publish("email_domains.query.sender", Some("_INBOX.platform.1"), r#"{"tenant_id":"x"}"#).refused());
+    assert!(!platform
+        .publish(
+            "email_domains.query.sender",
+            Some("_INBOX.platform.1"),
+            r#"{"tenant_id":"x"}"#
+        )
+        .refused());
     let mut got = query.sync();
     let deadline = Instant::now() + Duration::from_secs(5);
     while got.messages.is_empty() && Instant::now() < deadline {
         got = query.sync();
     }
-    let (_, reply_to, _) = got.messages.first().expect("the query service receives the request").clone();
+    let (_, reply_to, _) = got
+        .messages
+        .first()
+        .expect("the query service receives the request")
+        .clone();
     let reply_to = reply_to.expect("a reply subject");
     assert_allowed(&mut query, &reply_to);
     let mut answer = platform.sync();
@@ -318,11 +448,21 @@ fn every_user_of_the_config_has_a_password_variable_in_the_k8s_secret() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let accounts = std::fs::read_to_string(root.join("k8s/nats/accounts.conf")).unwrap();
     let statefulset = std::fs::read_to_string(root.join("k8s/nats/statefulset.yaml")).unwrap();
-    let overlay_secret = std::fs::read_to_string(root.join("k8s/overlays/example/kustomization.yaml")).unwrap();
+    let overlay_secret =
+        std::fs::read_to_string(root.join("k8s/overlays/example/kustomization.yaml")).unwrap();
     for u in USERS {
         let var = password_var(u);
-        assert!(accounts.contains(&format!("${var}")), "accounts.conf has no password for {u}");
-        assert!(statefulset.contains(&var), "the NATS StatefulSet does not pass {var}");
-        assert!(overlay_secret.contains(&var), "the example overlay's secret has no {var}");
+        assert!(
+            accounts.contains(&format!("${var}")),
+            "accounts.conf has no password for {u}"
+        );
+        assert!(
+            statefulset.contains(&var),
+            "the NATS StatefulSet does not pass {var}"
+        );
+        assert!(
+            overlay_secret.contains(&var),
+            "the example overlay's secret has no {var}"
+        );
     }
 }

@@ -11,11 +11,16 @@ fn load(path: &str) -> Value {
 }
 
 fn validator(schema: &Value) -> jsonschema::Validator {
-    jsonschema::options().should_validate_formats(true).build(schema).expect("a valid JSON Schema")
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(schema)
+        .expect("a valid JSON Schema")
 }
 
 fn errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {
-    v.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path)).collect()
+    v.iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect()
 }
 
 #[test]
@@ -29,17 +34,28 @@ fn checked_in_files_match_the_generated_ones() {
             Err(_) => drift.push(format!("missing: schemas/{path}")),
         }
     }
-    assert!(drift.is_empty(), "schemas drifted from the Rust types; run `cargo run -p schemagen`:\n{}", drift.join("\n"));
+    assert!(
+        drift.is_empty(),
+        "schemas drifted from the Rust types; run `cargo run -p schemagen`:\n{}",
+        drift.join("\n")
+    );
 }
 
 #[test]
 fn every_schema_is_valid_and_open_to_new_properties() {
     for (name, schema) in schemagen::schemas() {
-        jsonschema::meta::validate(&schema).unwrap_or_else(|e| panic!("{name}: not a valid schema: {e}"));
+        jsonschema::meta::validate(&schema)
+            .unwrap_or_else(|e| panic!("{name}: not a valid schema: {e}"));
         validator(&schema);
         let text = schema.to_string();
-        assert!(!text.contains(r#""additionalProperties":false"#), "{name} forbids extra properties");
-        assert!(!text.contains(r#""unevaluatedProperties":false"#), "{name} forbids extra properties");
+        assert!(
+            !text.contains(r#""additionalProperties":false"#),
+            "{name} forbids extra properties"
+        );
+        assert!(
+            !text.contains(r#""unevaluatedProperties":false"#),
+            "{name} forbids extra properties"
+        );
     }
 }
 
@@ -50,7 +66,9 @@ fn every_example_validates_against_its_schema() {
     let dir = schemagen::schemas_dir().join("examples");
     for kind_dir in std::fs::read_dir(&dir).expect("schemas/examples").flatten() {
         let kind = kind_dir.file_name().to_string_lossy().to_string();
-        let schema = schemas.get(&schemagen::schema_for_kind(&kind)).unwrap_or_else(|| panic!("no schema for examples/{kind}"));
+        let schema = schemas
+            .get(&schemagen::schema_for_kind(&kind))
+            .unwrap_or_else(|| panic!("no schema for examples/{kind}"));
         let v = validator(schema);
         for file in std::fs::read_dir(kind_dir.path()).unwrap().flatten() {
             let name = format!("examples/{kind}/{}", file.file_name().to_string_lossy());
@@ -60,7 +78,10 @@ fn every_example_validates_against_its_schema() {
             // Extra properties are allowed everywhere (the contract may grow).
             if let Value::Object(mut m) = example.clone() {
                 m.insert("a_field_of_tomorrow".into(), json!({"x": 1}));
-                assert!(errors(&v, &Value::Object(m)).is_empty(), "{name} + an unknown property does not validate");
+                assert!(
+                    errors(&v, &Value::Object(m)).is_empty(),
+                    "{name} + an unknown property does not validate"
+                );
             }
             // An event's data validates against the schema of its type, too.
             if kind == "event" {
@@ -75,7 +96,10 @@ fn every_example_validates_against_its_schema() {
     // Every schema has at least one example.
     for name in schemas.keys() {
         let kind = name.trim_end_matches(".schema.json");
-        assert!(by_kind.get(kind).copied().unwrap_or(0) > 0, "no example for {name}");
+        assert!(
+            by_kind.get(kind).copied().unwrap_or(0) > 0,
+            "no example for {name}"
+        );
     }
 }
 
@@ -84,10 +108,22 @@ fn every_event_type_and_analytics_name_has_an_example() {
     let events = schemagen::examples::events();
     let types: std::collections::BTreeSet<_> = events.iter().map(|e| e.data.type_name()).collect();
     assert_eq!(types, schemagen::EVENT_TYPES.into_iter().collect());
-    let names: std::collections::BTreeSet<_> =
-        events.iter().flat_map(email_domain_events::analytics::names).collect();
-    for required in ["registered", "dns_checked", "verified", "activated", "failed", "deleted"] {
-        assert!(names.contains(required), "no analytics example for {required}");
+    let names: std::collections::BTreeSet<_> = events
+        .iter()
+        .flat_map(email_domain_events::analytics::names)
+        .collect();
+    for required in [
+        "registered",
+        "dns_checked",
+        "verified",
+        "activated",
+        "failed",
+        "deleted",
+    ] {
+        assert!(
+            names.contains(required),
+            "no analytics example for {required}"
+        );
         let _ = load(&format!("examples/analytics.cloud_event/{required}.json"));
     }
 }
@@ -97,10 +133,21 @@ fn schemas_reject_what_is_really_wrong_and_accept_any_domain_string() {
     let s = schemagen::schemas();
     let register = validator(&s["command.register_domain.schema.json"]);
     let ok = json!({"command_id": "0b5e7c4e-8f0a-4b8e-9a43-5f1c2d3e4f50", "tenant_id": "1c9d6e2a-0000-4000-8000-000000000001"});
-    for domain in ["acme.com", "ACME.com.", "co.uk", "has space", "_x.example", "bücher.de", ""] {
+    for domain in [
+        "acme.com",
+        "ACME.com.",
+        "co.uk",
+        "has space",
+        "_x.example",
+        "bücher.de",
+        "",
+    ] {
         let mut c = ok.clone();
         c["domain"] = json!(domain);
-        assert!(errors(&register, &c).is_empty(), "the schema must take {domain:?}: invalid_domain is the decider's");
+        assert!(
+            errors(&register, &c).is_empty(),
+            "the schema must take {domain:?}: invalid_domain is the decider's"
+        );
     }
     assert!(!errors(&register, &ok).is_empty(), "domain is required");
     let mut c = ok.clone();
@@ -117,10 +164,16 @@ fn schemas_reject_what_is_really_wrong_and_accept_any_domain_string() {
 #[test]
 fn command_examples_are_what_the_decoder_reads() {
     for (kind, name, body) in schemagen::examples::all() {
-        let Some(ty) = kind.strip_prefix("command.") else { continue };
+        let Some(ty) = kind.strip_prefix("command.") else {
+            continue;
+        };
         let bytes = serde_json::to_vec(&body).unwrap();
         let decoded = email_domain_events::command::decode(ty, &bytes);
-        assert!(decoded.is_ok(), "{kind}/{name} is not decoded as a command: {:?}", decoded.err());
+        assert!(
+            decoded.is_ok(),
+            "{kind}/{name} is not decoded as a command: {:?}",
+            decoded.err()
+        );
     }
     for e in schemagen::examples::events() {
         let back = email_domain_events::event::Event::from_json(&e.to_json()).unwrap();

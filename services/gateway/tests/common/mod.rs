@@ -21,19 +21,34 @@ impl Gw {
     pub async fn start() -> Gw {
         let stack = Stack::start().await;
         let keys = Keys::new(SECRET);
-        let router = gateway::app(stack.config.clone(), gateway::Options::new(keys.clone())).await.expect("gateway starts");
+        let router = gateway::app(stack.config.clone(), gateway::Options::new(keys.clone()))
+            .await
+            .expect("gateway starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
         let task = tokio::spawn(async move {
-            gateway::serve(listener, router, s).await.expect("gateway serves");
+            gateway::serve(listener, router, s)
+                .await
+                .expect("gateway serves");
         });
-        Gw { stack, base, keys, shutdown, task }
+        Gw {
+            stack,
+            base,
+            keys,
+            shutdown,
+            task,
+        }
     }
 
     pub fn token(&self, tenant: Uuid, edition: &str, ttl_secs: i64) -> String {
-        self.keys.sign(&Claims { tenant_id: tenant, edition: edition.into(), exp: chrono::Utc::now().timestamp() + ttl_secs, sub: Some("test".into()) })
+        self.keys.sign(&Claims {
+            tenant_id: tenant,
+            edition: edition.into(),
+            exp: chrono::Utc::now().timestamp() + ttl_secs,
+            sub: Some("test".into()),
+        })
     }
 
     pub async fn stop(self) {
