@@ -15,7 +15,7 @@ demo:
 	@bash scripts/demo.sh
 
 test:
-	@bash scripts/ensure-infra.sh && if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
+	@bash scripts/ensure-infra.sh && bash scripts/ensure-test-tools.sh && if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
 	@bash scripts/check-schemas.sh
 	@bash scripts/check-k8s.sh
 
