@@ -266,7 +266,7 @@ impl Lane {
             Ok(seq) => {
                 let state = evolve(loaded.state.clone(), &event);
                 if let Some(s) = &state {
-                    self.services.store.maybe_snapshot(s, seq);
+                    self.services.store.maybe_snapshot(s, seq).await;
                 }
                 self.domains.insert(
                     holder.domain_id,

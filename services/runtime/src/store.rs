@@ -138,25 +138,29 @@ impl EventStore {
         Ok(ack.sequence)
     }
 
-    /// Writes a snapshot in the background every `snapshot_every` events. A lost
-    /// snapshot costs a longer read, never correctness.
-    pub fn maybe_snapshot(&self, state: &DomainState, seq: u64) {
+    /// Writes a snapshot every `snapshot_every` events. Awaited, not spawned: puts
+    /// racing in the background could land out of order and leave an older snapshot
+    /// last. A failed snapshot costs a longer read, never correctness.
+    pub async fn maybe_snapshot(&self, state: &DomainState, seq: u64) {
         if !state.version.is_multiple_of(self.snapshot_every) {
             return;
         }
-        let snapshots = self.snapshots.clone();
-        let key = state.domain_id.to_string();
-        let body = serde_json::to_vec(&Snapshot {
+        let snapshot = Snapshot {
             format: SNAPSHOT_FORMAT,
             seq,
             state: state.clone(),
-        });
-        tokio::spawn(async move {
-            if let Ok(body) = body {
-                if let Err(e) = snapshots.put(key, body.into()).await {
+        };
+        match serde_json::to_vec(&snapshot) {
+            Ok(body) => {
+                if let Err(e) = self
+                    .snapshots
+                    .put(state.domain_id.to_string(), body.into())
+                    .await
+                {
                     tracing::warn!(error = %e, "snapshot not written");
                 }
             }
-        });
+            Err(e) => tracing::warn!(error = %e, "snapshot not serialised"),
+        }
     }
 }
