@@ -20,8 +20,8 @@ test:
 	@bash scripts/check-k8s.sh
 
 bench:
-	cargo build --release -p scheduler
-	cargo run --release -p bench -- $(ARGS)
+	cargo build --release -p bench -p scheduler
+	./target/release/bench $(ARGS)
 
 fmt:
 	cargo fmt --all

@@ -57,12 +57,30 @@ impl EventStore {
         })
     }
 
-    /// Loads a domain: its latest snapshot, then the events after it.
+    /// Loads a domain: its latest snapshot, then the events after it. The snapshot and
+    /// the subject's last sequence are read at once; the tail is read up to that last
+    /// sequence and no further, because a "next message" probe past the end of a
+    /// subject makes the server scan the rest of the stream.
     pub async fn load(&self, tenant: TenantId, domain: DomainId) -> anyhow::Result<Loaded> {
+        let subject = event::subject(tenant, domain);
+        let (snapshot, last) = futures::join!(
+            self.snapshots.get(domain.to_string()),
+            self.stream.direct_get_last_for_subject(subject.clone())
+        );
+        let last = match last {
+            Ok(msg) => msg,
+            Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => {
+                return Ok(Loaded::default())
+            }
+            Err(e) => return Err(anyhow::anyhow!("reading {subject}: {e}")),
+        };
         let mut loaded = Loaded::default();
-        if let Some(bytes) = self.snapshots.get(domain.to_string()).await? {
+        if let Some(bytes) = snapshot? {
             if let Ok(s) = serde_json::from_slice::<Snapshot>(&bytes) {
-                if s.format == SNAPSHOT_FORMAT && s.state.tenant_id == tenant {
+                if s.format == SNAPSHOT_FORMAT
+                    && s.state.tenant_id == tenant
+                    && s.seq <= last.sequence
+                {
                     loaded = Loaded {
                         state: Some(s.state),
                         last_seq: s.seq,
@@ -70,27 +88,28 @@ impl EventStore {
                 }
             }
         }
-        let subject = event::subject(tenant, domain);
-        loop {
-            match self
-                .stream
-                .direct_get_next_for_subject(subject.clone(), Some(loaded.last_seq + 1))
-                .await
-            {
-                Ok(msg) => {
-                    let ev = Event::from_json(&msg.payload).map_err(|e| {
-                        anyhow::anyhow!(
-                            "event at stream sequence {} is unreadable: {e}",
-                            msg.sequence
-                        )
-                    })?;
-                    loaded.state = evolve(loaded.state.take(), &ev);
-                    loaded.last_seq = msg.sequence;
-                }
-                Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => return Ok(loaded),
-                Err(e) => return Err(anyhow::anyhow!("reading {subject}: {e}")),
-            }
+        while loaded.last_seq < last.sequence {
+            let msg = if loaded.last_seq + 1 >= last.sequence {
+                None
+            } else {
+                Some(
+                    self.stream
+                        .direct_get_next_for_subject(subject.clone(), Some(loaded.last_seq + 1))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("reading {subject}: {e}"))?,
+                )
+            };
+            let (seq, payload) = match &msg {
+                Some(m) if m.sequence < last.sequence => (m.sequence, &m.payload),
+                _ => (last.sequence, &last.payload),
+            };
+            let ev = Event::from_json(payload).map_err(|e| {
+                anyhow::anyhow!("event at stream sequence {seq} is unreadable: {e}")
+            })?;
+            loaded.state = evolve(loaded.state.take(), &ev);
+            loaded.last_seq = seq;
         }
+        Ok(loaded)
     }
 
     /// Every event of a domain, in order, with its stream sequence.
