@@ -262,7 +262,10 @@ fn a_check_requested_event_keeps_its_trigger() {
 /// (schema version 1), kept under `tests/fixtures/`. Stored events are never rewritten,
 /// so every later build must read this file as it is. `UPDATE_EVENT_FIXTURE=1` writes it
 /// (only ever to add a new event type; never to change a line that is there).
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/events-v1.jsonl");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/events-v1.jsonl"
+);
 
 #[test]
 fn the_frozen_event_log_of_every_type_is_still_readable() {
@@ -272,18 +275,26 @@ fn the_frozen_event_log_of_every_type_is_still_readable() {
         cleaned.version += 1;
         cleaned.data = EventData::ProviderCleanedUp {};
         events.push(cleaned);
-        let lines: Vec<String> = events.iter().map(|e| String::from_utf8(e.to_json()).unwrap()).collect();
+        let lines: Vec<String> = events
+            .iter()
+            .map(|e| String::from_utf8(e.to_json()).unwrap())
+            .collect();
         std::fs::write(FIXTURE, lines.join("\n") + "\n").unwrap();
     }
     let text = std::fs::read_to_string(FIXTURE).expect("tests/fixtures/events-v1.jsonl");
     let mut types = BTreeSet::new();
     for (i, line) in text.lines().enumerate() {
-        let event = Event::from_json(line.as_bytes()).unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
+        let event =
+            Event::from_json(line.as_bytes()).unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
         // Reading is lossless: the same bytes come back.
         let again: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
         let stored: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(again, stored, "line {}", i + 1);
         types.insert(event.data.type_name());
     }
-    assert_eq!(types.len(), 11, "every event type is in the fixture: {types:?}");
+    assert_eq!(
+        types.len(),
+        11,
+        "every event type is in the fixture: {types:?}"
+    );
 }

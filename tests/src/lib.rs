@@ -28,6 +28,28 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Sends every log line of the process, at TRACE level, to `sink` (instead of the
+/// test writer). Call before starting a stack.
+pub fn capture_logs(sink: Arc<std::sync::Mutex<Vec<u8>>>) {
+    #[derive(Clone)]
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink(sink);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .try_init();
+}
+
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -151,6 +173,8 @@ pub struct StackOptions {
     pub scheduler: bool,
     pub handler_lanes: usize,
     pub projectors: bool,
+    /// The provider key the services are given (the dev provider accepts any).
+    pub api_key: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -171,6 +195,7 @@ impl Default for StackOptions {
             scheduler: true,
             handler_lanes: 64,
             projectors: true,
+            api_key: None,
         }
     }
 }
@@ -209,7 +234,7 @@ impl Stack {
         let config = Config {
             nats_url: nats.url(),
             database_url: db.url(),
-            resend_api_key: None,
+            resend_api_key: opts.api_key.clone(),
             resend_base_url: format!("http://{provider_addr}"),
             dns_nameservers: Some(vec![dns.addr()]),
             policy: opts.policy.clone(),
