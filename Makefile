@@ -6,7 +6,7 @@ SHELL := /bin/bash
 ARGS ?=
 export CARGO_TERM_COLOR ?= $(if $(CI),never,auto)
 
-.PHONY: run demo test bench fmt lint clean-run
+.PHONY: run demo test bench fmt lint clean-run chaos fuzz
 
 run:
 	@bash scripts/run.sh
@@ -31,3 +31,11 @@ lint:
 
 clean-run:
 	rm -rf .run
+
+# Long kill -9 run of the service processes under load (CHAOS_COMMANDS, CHAOS_ROUNDS, CHAOS_SEED).
+chaos:
+	@bash scripts/chaos.sh
+
+# cargo-fuzz on the command decoder and the name parser, FUZZ_SECS (60) each.
+fuzz:
+	@bash scripts/fuzz.sh

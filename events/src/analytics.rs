@@ -14,7 +14,7 @@ pub fn names(event: &Event) -> Vec<&'static str> {
             ..
         } => vec!["provisioned"],
         EventData::DomainProvisioned { .. } => vec![],
-        EventData::CheckRequested { .. } => vec![],
+        EventData::CheckRequested { .. } | EventData::PreflightChecked { .. } => vec![],
         EventData::ProvisioningFailed { .. } => vec!["failed"],
         EventData::DnsChecked {
             drift_detected,

@@ -27,6 +27,8 @@ pub enum CommandType {
     ProviderResult,
     /// Operator: fail a domain by hand with a reason.
     FailDomain,
+    /// Internal: look for what will bite the owner later, after provisioning.
+    Preflight,
 }
 
 impl CommandType {
@@ -39,6 +41,7 @@ impl CommandType {
             "recheck" => CommandType::Recheck,
             "provider_result" => CommandType::ProviderResult,
             "fail_domain" => CommandType::FailDomain,
+            "preflight" => CommandType::Preflight,
             _ => return None,
         })
     }
@@ -52,6 +55,7 @@ impl CommandType {
             CommandType::Recheck => "recheck",
             CommandType::ProviderResult => "provider_result",
             CommandType::FailDomain => "fail_domain",
+            CommandType::Preflight => "preflight",
         }
     }
 
@@ -282,7 +286,9 @@ pub fn decode(type_token: &str, body: &[u8]) -> Result<Command, DecodeFailure> {
         ),
     };
     match command_type {
-        CommandType::Recheck | CommandType::ProviderResult if domain_id.is_none() => {
+        CommandType::Recheck | CommandType::ProviderResult | CommandType::Preflight
+            if domain_id.is_none() =>
+        {
             return Err(invalid(format!(
                 "`{}` needs a `domain_id`",
                 command_type.as_str()

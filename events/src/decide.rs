@@ -226,6 +226,8 @@ pub fn decide(
                 )),
             }
         }
+        // The shell runs the pre-flight lookups and decides with `preflight::decide`.
+        C::Preflight => Ok(Decision::Nothing),
         C::Recheck => {
             if !recheck_due(state, now) {
                 return Ok(Decision::Nothing);

@@ -48,6 +48,10 @@ pub enum EventData {
     /// The owner said the records are in place before the provider answered: check
     /// as soon as the domain is provisioned.
     CheckRequested { trigger: CheckTrigger },
+    /// What will bite the owner later (see `preflight`), found after provisioning.
+    PreflightChecked {
+        warnings: Vec<crate::preflight::Warning>,
+    },
     /// The provider refused the domain for good.
     ProvisioningFailed { reason: String },
     /// A DNS check ran. Its data also carries what follows from it.
@@ -116,6 +120,7 @@ impl EventData {
             EventData::DomainRegistered { .. } => "domain_registered",
             EventData::DomainProvisioned { .. } => "domain_provisioned",
             EventData::CheckRequested { .. } => "check_requested",
+            EventData::PreflightChecked { .. } => "preflight_checked",
             EventData::ProvisioningFailed { .. } => "provisioning_failed",
             EventData::DnsChecked { .. } => "dns_checked",
             EventData::ProviderPolled { .. } => "provider_polled",

@@ -14,6 +14,7 @@ pub mod domain_name;
 pub mod event;
 pub mod ids;
 pub mod outcome;
+pub mod preflight;
 pub mod records;
 pub mod schedule;
 pub mod state;

@@ -110,7 +110,9 @@ pub fn timer_change(event: &Event) -> TimerChange {
         | EventData::VerificationFailed { .. }
         | EventData::DomainDeleted { .. }
         | EventData::DomainReleased { .. } => TimerChange::Clear,
-        EventData::CheckRequested { .. } | EventData::ProviderCleanedUp {} => TimerChange::Keep,
+        EventData::CheckRequested { .. }
+        | EventData::PreflightChecked { .. }
+        | EventData::ProviderCleanedUp {} => TimerChange::Keep,
     }
 }
 

@@ -91,6 +91,9 @@ pub struct DomainState {
     pub drift_since: Option<DateTime<Utc>>,
     /// The provider domain must still be deleted.
     pub cleanup_pending: bool,
+    /// Pre-flight warnings (see `preflight`).
+    #[serde(default)]
+    pub preflight: Vec<crate::preflight::Warning>,
     pub recent_causations: VecDeque<CommandId>,
 }
 
@@ -136,6 +139,7 @@ pub fn evolve(state: Option<DomainState>, event: &Event) -> Option<DomainState> 
                 check_requested: false,
                 drift_since: None,
                 cleanup_pending: false,
+                preflight: Vec::new(),
                 recent_causations: VecDeque::new(),
             },
             // A log that does not start with a registration is not a domain.
@@ -160,6 +164,7 @@ pub fn evolve(state: Option<DomainState>, event: &Event) -> Option<DomainState> 
             s.deadline_at = Some(*deadline_at);
         }
         EventData::CheckRequested { .. } => s.check_requested = true,
+        EventData::PreflightChecked { warnings } => s.preflight = warnings.clone(),
         EventData::DomainProvisioned {
             provider_id,
             provider_domain_id,

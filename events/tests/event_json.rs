@@ -275,6 +275,15 @@ fn the_frozen_event_log_of_every_type_is_still_readable() {
         cleaned.version += 1;
         cleaned.data = EventData::ProviderCleanedUp {};
         events.push(cleaned);
+        let mut preflight = events.last().unwrap().clone();
+        preflight.version += 1;
+        preflight.data = EventData::PreflightChecked {
+            warnings: vec![email_domain_events::preflight::Warning {
+                code: "existing_spf".into(),
+                message: "`send.acme.test` already has an SPF record".into(),
+            }],
+        };
+        events.push(preflight);
         let lines: Vec<String> = events
             .iter()
             .map(|e| String::from_utf8(e.to_json()).unwrap())
@@ -294,7 +303,7 @@ fn the_frozen_event_log_of_every_type_is_still_readable() {
     }
     assert_eq!(
         types.len(),
-        11,
+        12,
         "every event type is in the fixture: {types:?}"
     );
 }

@@ -141,6 +141,16 @@ impl Db {
         Db { name, admin: host }
     }
 
+    /// A database at a given URL (`postgres://…/<name>`), e.g. on a cluster of the
+    /// test's own; dropped at the end like any other.
+    pub fn at(url: &str) -> Db {
+        let (admin, name) = url.rsplit_once('/').expect("postgres://host/name");
+        Db {
+            name: name.to_string(),
+            admin: admin.to_string(),
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("{}/{}", self.admin, self.name)
     }
@@ -175,6 +185,10 @@ pub struct StackOptions {
     pub projectors: bool,
     /// The provider key the services are given (the dev provider accepts any).
     pub api_key: Option<String>,
+    /// Another Postgres database than a fresh one on the machine's cluster.
+    pub database_url: Option<String>,
+    /// Each service serves `/metrics`, `/healthz`, `/readyz` on a free port (see [`Stack::ops_addr`]).
+    pub ops: bool,
 }
 
 impl Default for StackOptions {
@@ -196,6 +210,8 @@ impl Default for StackOptions {
             handler_lanes: 64,
             projectors: true,
             api_key: None,
+            database_url: None,
+            ops: false,
         }
     }
 }
@@ -212,6 +228,9 @@ pub struct Stack {
     shutdown: Shutdown,
     projector_shutdown: Shutdown,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The ops address of each service started (with `StackOptions::ops`), in start order.
+    pub ops: Vec<(&'static str, std::net::SocketAddr)>,
+    serve_ops: bool,
 }
 
 impl Stack {
@@ -222,7 +241,10 @@ impl Stack {
     pub async fn start_with(opts: StackOptions) -> Stack {
         init_logs();
         let nats = Nats::start();
-        let db = Db::create();
+        let db = match &opts.database_url {
+            Some(url) => Db::at(url),
+            None => Db::create(),
+        };
         let dns = TestDns::start("127.0.0.1:0".parse().unwrap())
             .await
             .expect("test DNS");
@@ -246,6 +268,7 @@ impl Stack {
             snapshot_every: 4,
             lease_ttl: Duration::from_millis(1500),
             command_dedup_window: opts.command_dedup_window,
+            ops_addr: None,
         };
         let client = runtime::connect_nats(&config.nats_url, "test")
             .await
@@ -274,20 +297,24 @@ impl Stack {
             shutdown: Shutdown::new(),
             projector_shutdown: Shutdown::new(),
             tasks: Vec::new(),
+            ops: Vec::new(),
+            serve_ops: opts.ops,
         };
         for _ in 0..opts.handlers {
             stack.start_handler();
         }
         if opts.provider_worker {
+            let config = stack.service_config("provider-worker");
             stack.spawn(
                 "provider-worker",
-                provider_worker::run(config.clone(), stack.shutdown.clone()),
+                provider_worker::run(config, stack.shutdown.clone()),
             );
         }
         if opts.scheduler {
             stack.start_scheduler();
         }
-        stack.spawn("query", query::run(config.clone(), stack.shutdown.clone()));
+        let config = stack.service_config("query");
+        stack.spawn("query", query::run(config, stack.shutdown.clone()));
         if opts.projectors {
             let _ = stack.start_projectors(opts.projector.clone());
         }
@@ -303,15 +330,39 @@ impl Stack {
             all.wait().await;
             mine.trigger();
         });
-        let f = scheduler::run(self.config.clone(), own.clone());
+        let f = scheduler::run(self.service_config("scheduler"), own.clone());
         self.spawn("scheduler", f);
         own
     }
 
     /// Starts one more command handler instance (it stands by while another holds the lease).
     pub fn start_handler(&mut self) {
-        let f = command_handler::run(self.config.clone(), self.shutdown.clone());
+        let f = command_handler::run(
+            self.service_config("command-handler"),
+            self.shutdown.clone(),
+        );
         self.spawn("command-handler", f);
+    }
+
+    /// The config one service instance gets: with `StackOptions::ops`, its own ops port.
+    fn service_config(&mut self, name: &'static str) -> Config {
+        let mut config = self.config.clone();
+        if self.serve_ops {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+            config.ops_addr = Some(addr);
+            self.ops.push((name, addr));
+        }
+        config
+    }
+
+    /// The ops address of the last started instance of `name` (`command-handler`,
+    /// `provider-worker`, `scheduler`, `query`, or a projection's name).
+    pub fn ops_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
+        self.ops
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| *a)
     }
 
     fn spawn(
@@ -346,7 +397,7 @@ impl Stack {
                 crash_after_commit: crash,
             };
             let f = projector::run(
-                self.config.clone(),
+                self.service_config(p.name()),
                 vec![p],
                 self.projector_shutdown.clone(),
                 options,

@@ -7,6 +7,7 @@ use chrono::Utc;
 use dns_check::{DnsChecker, DnsConfig};
 use email_domain_events::event::{Event, EventData, SCHEMA_VERSION};
 use email_domain_events::outcome::{Outcome, Verdict};
+use email_domain_events::preflight;
 use email_domain_events::{
     decide, decide_register, evolve, needs_dns_check, Command, CommandType, Decision, DomainId,
     DomainName, EventId, Rejection,
@@ -50,6 +51,8 @@ impl Services {
 pub struct Work {
     pub msg: jetstream::Message,
     pub cmd: Command,
+    /// When the handler took the command from the stream (for the latency histogram).
+    pub received: std::time::Instant,
 }
 
 /// How many domains a lane keeps warm.
@@ -69,6 +72,18 @@ enum Handled {
     Repeat(bytes::Bytes),
     /// Internal commands have no outcome.
     Silent,
+}
+
+impl Handled {
+    /// The `outcome` label of `email_domains_commands_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Handled::Outcome(o) if o.outcome == Verdict::Accepted => "accepted",
+            Handled::Outcome(_) => "rejected",
+            Handled::Repeat(_) => "duplicate",
+            Handled::Silent => "internal",
+        }
+    }
 }
 
 type Step<T> = Result<T, Retry>;
@@ -97,7 +112,7 @@ pub async fn run(services: Arc<Services>, mut rx: mpsc::Receiver<Work>) {
 
 impl Lane {
     async fn handle(&mut self, work: Work) {
-        let Work { msg, cmd } = work;
+        let Work { msg, cmd, received } = work;
         let span = tracing::info_span!(
             "command",
             command_id = %cmd.command_id,
@@ -110,7 +125,15 @@ impl Lane {
         loop {
             match self.try_handle(&cmd).await {
                 Ok(handled) => {
+                    let outcome = handled.label();
                     if self.finish(&cmd, handled).await.is_ok() {
+                        let kind = cmd.command_type.as_str();
+                        runtime::ops::COMMANDS
+                            .with_label_values(&[kind, outcome])
+                            .inc();
+                        runtime::ops::COMMAND_SECONDS
+                            .with_label_values(&[kind])
+                            .observe(received.elapsed().as_secs_f64());
                         break;
                     }
                 }
@@ -170,7 +193,9 @@ impl Lane {
         }
         match cmd.command_type {
             CommandType::RegisterDomain => self.register(cmd).await,
-            CommandType::Recheck | CommandType::ProviderResult => self.internal(cmd).await,
+            CommandType::Recheck | CommandType::ProviderResult | CommandType::Preflight => {
+                self.internal(cmd).await
+            }
             _ => self.owner_command(cmd).await,
         }
     }
@@ -279,6 +304,9 @@ impl Lane {
                 Ok(())
             }
             Err(AppendError::Conflict) => {
+                runtime::ops::APPEND_CONFLICTS
+                    .with_label_values(&[cmd.command_type.as_str()])
+                    .inc();
                 self.domains.remove(&holder.domain_id);
                 Err(AppendOutcome::Conflict)
             }
@@ -401,6 +429,29 @@ impl Lane {
             })
     }
 
+    /// The pre-flight lookups: the core's questions, then `include:` targets, a few rounds.
+    async fn preflight(
+        &self,
+        zone: &str,
+        records: &[email_domain_events::DnsRecord],
+    ) -> Vec<preflight::Warning> {
+        let mut observation = self
+            .services
+            .dns
+            .observe(&preflight::plan(zone, records))
+            .await;
+        for _ in 0..preflight::MAX_ROUNDS {
+            let more = preflight::follow_up(zone, records, &observation);
+            if more.is_empty() {
+                break;
+            }
+            observation
+                .answers
+                .extend(self.services.dns.observe(&more).await.answers);
+        }
+        preflight::judge(zone, records, &observation)
+    }
+
     async fn internal(&mut self, cmd: &Command) -> Step<Handled> {
         let Some(domain_id) = cmd.domain_id else {
             return Ok(Handled::Silent);
@@ -435,12 +486,23 @@ impl Lane {
             }
             let now = clock();
             let dns = if needs_dns_check(state, cmd, now) {
-                Some(self.services.dns.check(&state.domain, &state.records).await)
+                let records = self.services.dns.check(&state.domain, &state.records).await;
+                runtime::ops::dns_checked(&records);
+                Some(records)
             } else {
                 None
             };
             let now = clock();
-            match decide(state, cmd, dns, now, &self.services.config.policy) {
+            let decision = if cmd.command_type == CommandType::Preflight {
+                if !preflight::wanted(state) {
+                    return Ok(Ok(()));
+                }
+                let warnings = self.preflight(&state.domain, &state.records).await;
+                Ok(preflight::decide(state, warnings))
+            } else {
+                decide(state, cmd, dns, now, &self.services.config.policy)
+            };
+            match decision {
                 Err(r) => return Ok(Err(r)),
                 Ok(Decision::Nothing) => return Ok(Ok(())),
                 Ok(Decision::Append(data)) => {

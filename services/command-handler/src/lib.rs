@@ -28,6 +28,7 @@ pub const CONSUMER: &str = "command-handler";
 
 /// Runs the handler until `shutdown`: waits for the lease, then consumes.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let ops = runtime::ops::Ops::serve(&config, "command-handler", &shutdown).await?;
     let client = runtime::connect_nats(&config.nats_url, "command-handler").await?;
     let js = runtime::jetstream(client);
     streams::ensure(
@@ -40,6 +41,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let services = Arc::new(Services::open(&js, &config).await?);
     let leases = js.get_key_value(streams::LEASES_BUCKET).await?;
     let lease = Lease::new(leases, CONSUMER, config.lease_ttl);
+    ops.jetstream(&js).ready();
     loop {
         let Some(mut guard) = lease.acquire(&shutdown).await else {
             break;
@@ -118,11 +120,18 @@ async fn consume(
             Ok(cmd) => {
                 let key = lane_key(&cmd, &services.config.reserved_domains);
                 let idx = lane_index(&key, lanes.len());
-                if lanes[idx].send(lane::Work { msg, cmd }).await.is_err() {
+                let received = std::time::Instant::now();
+                let work = lane::Work { msg, cmd, received };
+                if lanes[idx].send(work).await.is_err() {
                     anyhow::bail!("lane {idx} stopped");
                 }
             }
             Err(failure) => {
+                let kind = command::CommandType::from_subject_token(&token)
+                    .map_or("unknown", |t| t.as_str());
+                runtime::ops::COMMANDS
+                    .with_label_values(&[kind, "invalid"])
+                    .inc();
                 let services = services.clone();
                 tokio::spawn(async move { reject_unreadable(&services, msg, failure).await });
             }

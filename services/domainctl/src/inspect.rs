@@ -296,6 +296,13 @@ pub fn summary(e: &Event) -> String {
             format!("to_tenant={to_tenant} cleanup_required={cleanup_required}")
         }
         EventData::ProviderCleanedUp {} => String::new(),
+        EventData::PreflightChecked { warnings } => {
+            if warnings.is_empty() {
+                "no warnings".to_string()
+            } else {
+                warnings.iter().map(|w| w.code.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        }
     }
 }
 

@@ -241,62 +241,10 @@ impl Fold {
     }
 }
 
-/// The envelope of a stored event with its data left as raw JSON text: decoding
-/// the data after its type is known avoids serde's buffering of flattened fields.
-#[derive(serde::Deserialize)]
-struct Envelope<'a> {
-    event_id: email_domain_events::EventId,
-    tenant_id: TenantId,
-    domain_id: DomainId,
-    domain: String,
-    version: u64,
-    occurred_at: DateTime<Utc>,
-    causation_id: email_domain_events::CommandId,
-    correlation_id: uuid::Uuid,
-    #[serde(default)]
-    schema_version: Option<u32>,
-    #[serde(rename = "type", borrow)]
-    event_type: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    data: Option<&'a serde_json::value::RawValue>,
-}
-
-fn decode_fast(bytes: &[u8]) -> Option<Event> {
-    let env: Envelope = serde_json::from_slice(bytes).ok()?;
-    let schema_version = env.schema_version.unwrap_or(1);
-    let data = env.data?;
-    if schema_version < 1 || data.get() == "null" {
-        return None;
-    }
-    // `{"type": T, "data": D}`: the tag first, so serde reads the data directly.
-    let mut text = String::with_capacity(data.get().len() + env.event_type.len() + 20);
-    text.push_str("{\"type\":");
-    text.push_str(&serde_json::to_string(&env.event_type).ok()?);
-    text.push_str(",\"data\":");
-    text.push_str(data.get());
-    text.push('}');
-    let data: EventData = serde_json::from_str(&text).ok()?;
-    Some(Event {
-        event_id: env.event_id,
-        tenant_id: env.tenant_id,
-        domain_id: env.domain_id,
-        domain: env.domain,
-        version: env.version,
-        occurred_at: env.occurred_at,
-        causation_id: env.causation_id,
-        correlation_id: env.correlation_id,
-        schema_version,
-        data,
-    })
-}
-
-/// Decodes a stored event exactly as [`Event::from_json`] does: a fast path for
-/// events of today's form, else `from_json` itself with its upcasting.
+/// Decodes a stored event: [`Event::from_json`] (today's form directly, older
+/// forms upcast). Kept as a function so the replay's decoding has one name.
 pub fn decode_event(bytes: &[u8]) -> Result<Event, serde_json::Error> {
-    match decode_fast(bytes) {
-        Some(e) => Ok(e),
-        None => Event::from_json(bytes),
-    }
+    Event::from_json(bytes)
 }
 
 struct Decoded {

@@ -162,9 +162,11 @@ pub async fn run_db_named<P: DbProjection>(
     // The checkpoint in Postgres is the position; the durable consumer is recreated
     // from it, so messages a crashed instance held can never be overtaken by later
     // ones (which would move the checkpoint past events not yet applied).
+    let lag = runtime::ops::ProjectionLag::start(js, name, shutdown);
     'restart: loop {
         folder.reset();
         let (mut checkpoint, generation) = position(&pool, name).await?;
+        lag.set(checkpoint);
         let stream = js.get_stream(streams::EVENTS).await?;
         let _ = stream.delete_consumer(consumer_name).await;
         let consumer = consumer(js, consumer_name, checkpoint).await?;
@@ -218,6 +220,7 @@ pub async fn run_db_named<P: DbProjection>(
                     }
                 }
                 checkpoint = last_seq;
+                lag.set(checkpoint);
             }
             if options.should_crash() {
                 anyhow::bail!("crash point after commit, before ack (test)");

@@ -42,6 +42,9 @@ pub struct Metadata {
     pub check_requested: bool,
     #[serde(default)]
     pub provider_cleanup_pending: bool,
+    /// What will bite the owner later, found after provisioning (see `preflight`).
+    #[serde(default)]
+    pub preflight_warnings: Vec<email_domain_events::preflight::Warning>,
 }
 
 impl Row {
@@ -65,6 +68,7 @@ impl Row {
                 recheck_attempt: s.attempt,
                 check_requested: s.check_requested,
                 provider_cleanup_pending: s.cleanup_pending,
+                preflight_warnings: s.preflight.clone(),
             },
             verified_at: s.verified_at,
             dns_last_checked_at: s.dns_last_checked_at,
@@ -100,6 +104,7 @@ impl Row {
             check_requested: self.metadata.check_requested,
             drift_since: self.metadata.drift_since,
             cleanup_pending: self.metadata.provider_cleanup_pending,
+            preflight: self.metadata.preflight_warnings,
             recent_causations: Default::default(),
         })
     }

@@ -109,6 +109,7 @@ pub async fn run(
     shutdown: Shutdown,
     options: Options,
 ) -> anyhow::Result<()> {
+    let ops = runtime::ops::Ops::serve(&config, "projector", &shutdown).await?;
     let client = runtime::connect_nats(&config.nats_url, "projector").await?;
     let js = runtime::jetstream(client);
     streams::ensure(
@@ -124,6 +125,11 @@ pub async fn run(
     } else {
         None
     };
+    ops.jetstream(&js);
+    if let Some(pool) = &pool {
+        ops.postgres(pool);
+    }
+    ops.ready();
     let mut tasks = Vec::new();
     for p in which {
         let js = js.clone();

@@ -50,6 +50,7 @@ pub fn provider_from_config(config: &Config) -> anyhow::Result<Arc<dyn EmailProv
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let ops = runtime::ops::Ops::serve(&config, "provider-worker", &shutdown).await?;
     let client = runtime::connect_nats(&config.nats_url, "provider-worker").await?;
     let js = runtime::jetstream(client);
     streams::ensure(
@@ -66,6 +67,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         "provider-worker",
         config.lease_ttl,
     );
+    ops.jetstream(&js).ready();
     loop {
         let Some(mut guard) = lease.acquire(&shutdown).await else {
             break;
@@ -109,32 +111,45 @@ async fn dispatch(js: &jetstream::Context, shutdown: &Shutdown) -> anyhow::Resul
         let js = js.clone();
         async move {
             let Ok(msg) = msg else { return };
-            let item = match Event::from_json(&msg.payload) {
-                Ok(ev) => work_for(&ev),
+            let (item, preflight) = match Event::from_json(&msg.payload) {
+                Ok(ev) => (work_for(&ev), work::preflight_for(&ev)),
                 Err(e) => {
                     tracing::error!(error = %e, subject = %msg.subject, "unreadable event skipped by the provider worker");
-                    None
+                    (None, None)
                 }
             };
             if let Some(item) = item {
-                loop {
-                    let body = serde_json::to_vec(&item).expect("work items serialise");
-                    let publish = PublishMessage::build().payload(body.into()).message_id(&item.work_id);
-                    match js.send_publish(item.subject(), publish).await {
-                        Ok(ack) => match ack.await {
-                            Ok(_) => break,
-                            Err(e) => tracing::warn!(error = %e, "work item not stored yet"),
-                        },
-                        Err(e) => tracing::warn!(error = %e, "work item not published yet"),
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                let body = serde_json::to_vec(&item).expect("work items serialise");
+                publish_until_stored(&js, item.subject(), body, &item.work_id).await;
+            }
+            // The pre-flight is DNS work, not provider work: it goes to the handler as a
+            // command, off the provider's rate limit.
+            if let Some(cmd) = preflight {
+                let body = serde_json::to_vec(&cmd.to_body()).expect("commands serialise");
+                publish_until_stored(&js, &cmd.subject(), body, &cmd.command_id.to_string()).await;
             }
             let _ = msg.ack().await;
         }
     });
     work.await;
     Ok(())
+}
+
+/// Publishes with a dedup id, retrying until JetStream has stored it.
+async fn publish_until_stored(js: &jetstream::Context, subject: &str, body: Vec<u8>, msg_id: &str) {
+    loop {
+        let publish = PublishMessage::build()
+            .payload(body.clone().into())
+            .message_id(msg_id);
+        match js.send_publish(subject.to_string(), publish).await {
+            Ok(ack) => match ack.await {
+                Ok(_) => return,
+                Err(e) => tracing::warn!(error = %e, subject, "not stored yet"),
+            },
+            Err(e) => tracing::warn!(error = %e, subject, "not published yet"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn work_consumer(
@@ -220,7 +235,10 @@ async fn execute_one(
     };
     let span = tracing::info_span!("provider", kind = ?item.kind, domain = %item.domain, domain_id = %item.domain_id);
     let _e = span.enter();
-    match call(provider, &item).await {
+    let started = std::time::Instant::now();
+    let called = call(provider, &item).await;
+    observe_call(&item, &called, started.elapsed());
+    match called {
         Ok(Some(result)) => {
             let cmd = Command {
                 command_type: CommandType::ProviderResult,
@@ -275,6 +293,32 @@ async fn execute_one(
             let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
         }
     }
+}
+
+/// `email_domains_provider_calls_total` and `email_domains_provider_call_duration_seconds`.
+fn observe_call(
+    item: &WorkItem,
+    called: &Result<Option<ProviderResult>, ProviderError>,
+    took: Duration,
+) {
+    let operation = serde_json::to_value(item.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
+    let status = match called {
+        Ok(Some(ProviderResult::CreateRejected { .. })) => "rejected",
+        Ok(_) => "ok",
+        Err(ProviderError::RateLimited { .. }) => "rate_limited",
+        Err(ProviderError::Transient(_)) => "unavailable",
+        Err(ProviderError::NotFound) => "not_found",
+        Err(ProviderError::Rejected { .. }) => "rejected",
+    };
+    runtime::ops::PROVIDER_CALLS
+        .with_label_values(&[operation.as_str(), status])
+        .inc();
+    runtime::ops::PROVIDER_SECONDS
+        .with_label_values(&[operation.as_str()])
+        .observe(took.as_secs_f64());
 }
 
 /// One provider call; `None` when there is nothing to report.

@@ -113,6 +113,28 @@ pub fn work_for(event: &Event) -> Option<WorkItem> {
     }
 }
 
+/// The pre-flight command a freshly provisioned domain gets (see `preflight`).
+pub fn preflight_for(event: &Event) -> Option<email_domain_events::Command> {
+    match &event.data {
+        EventData::DomainProvisioned {
+            cleanup_required: false,
+            ..
+        } => Some(email_domain_events::Command {
+            command_type: email_domain_events::CommandType::Preflight,
+            command_id: email_domain_events::CommandId(derive(event.event_id.0, "preflight")),
+            tenant_id: event.tenant_id,
+            domain: event.domain.clone(),
+            requested_by: Some("provider-worker".into()),
+            region: None,
+            domain_id: Some(event.domain_id),
+            reason: None,
+            provider_result: None,
+            correlation_id: Some(event.correlation_id),
+        }),
+        _ => None,
+    }
+}
+
 pub fn to_dns_record(r: provider::ProviderRecord) -> DnsRecord {
     DnsRecord {
         purpose: r.purpose,

@@ -21,10 +21,12 @@ struct Request {
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let ops = runtime::ops::Ops::serve(&config, "query", &shutdown).await?;
     let client = runtime::connect_nats(&config.nats_url, "query").await?;
     let pool = runtime::db::connect_and_migrate(&config.database_url, 8).await?;
     let mut sender = client.queue_subscribe(SENDER, QUEUE.into()).await?;
     let mut domains = client.queue_subscribe(DOMAINS, QUEUE.into()).await?;
+    ops.nats(&client).postgres(&pool).ready();
     tracing::info!("answering {SENDER} and {DOMAINS}");
     loop {
         let (msg, kind) = tokio::select! {

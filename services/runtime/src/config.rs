@@ -26,6 +26,8 @@ pub struct Config {
     pub lease_ttl: std::time::Duration,
     /// The commands stream's duplicate window (tests shorten it).
     pub command_dedup_window: std::time::Duration,
+    /// `METRICS_ADDR`: where `/metrics`, `/healthz` and `/readyz` are served; `None` = not served.
+    pub ops_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Config {
@@ -147,6 +149,12 @@ impl Config {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(120),
             ),
+            ops_addr: match var("METRICS_ADDR") {
+                None => None,
+                Some(v) => Some(v.trim().parse().map_err(|_| {
+                    anyhow::anyhow!("METRICS_ADDR={v:?} is not ip:port (e.g. 0.0.0.0:9090)")
+                })?),
+            },
         })
     }
 }

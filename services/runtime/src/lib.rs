@@ -11,6 +11,7 @@ pub mod db;
 pub mod dead_letters;
 pub mod lease;
 pub mod names;
+pub mod ops;
 pub mod outcomes;
 pub mod shutdown;
 pub mod store;

@@ -25,6 +25,7 @@ pub const CONSUMER: &str = "scheduler-timers";
 const FIRE_BATCH: i64 = 500;
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let ops = runtime::ops::Ops::serve(&config, "scheduler", &shutdown).await?;
     let client = runtime::connect_nats(&config.nats_url, "scheduler").await?;
     let js = runtime::jetstream(client);
     streams::ensure(
@@ -35,6 +36,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     )
     .await?;
     let pool = runtime::db::connect_and_migrate(&config.database_url, 4).await?;
+    ops.jetstream(&js).postgres(&pool).ready();
+    tokio::spawn(count_pending(pool.clone(), shutdown.clone()));
     let keeper = {
         let (js, pool, shutdown) = (js.clone(), pool.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -128,6 +131,25 @@ pub fn recheck_id(domain: DomainId, due_at: DateTime<Utc>) -> CommandId {
     ))
 }
 
+/// Samples `email_domains_timers_pending` every 10 s (a count over the partial index).
+async fn count_pending(pool: PgPool, shutdown: Shutdown) {
+    while !shutdown.is_triggered() {
+        let n: Result<i64, _> = sqlx::query_scalar(
+            "SELECT count(*) FROM scheduler_timers WHERE fired_due_at IS DISTINCT FROM due_at",
+        )
+        .fetch_one(&pool)
+        .await;
+        match n {
+            Ok(n) => runtime::ops::TIMERS_PENDING.set(n),
+            Err(e) => tracing::debug!(error = %e, "pending timers not counted"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = shutdown.wait() => break,
+        }
+    }
+}
+
 /// Fires due timers until shutdown.
 async fn fire_loop(
     js: &jetstream::Context,
@@ -198,6 +220,7 @@ pub async fn fire_due(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    runtime::ops::TIMERS_FIRED.inc_by(due.len() as u64);
     tracing::debug!(fired = due.len(), "timers fired");
     Ok(due.len())
 }

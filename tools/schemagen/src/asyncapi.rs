@@ -62,6 +62,7 @@ pub fn document() -> String {
         let channel = format!("command{}", upper_first(&name));
         let who = match ty {
             "recheck" => "the scheduler",
+            "preflight" => "the provider worker (after provisioning)",
             "provider_result" => "the provider worker",
             "fail_domain" => "an operator (`domainctl fail`)",
             _ => "the platform",

@@ -152,6 +152,12 @@ pub fn events() -> Vec<Event> {
             provider_domain_id: None,
         },
         EventData::ProviderCleanedUp {},
+        EventData::PreflightChecked {
+            warnings: vec![email_domain_events::preflight::Warning {
+                code: "existing_spf".into(),
+                message: "`send.acme.example` already has an SPF record (`v=spf1 -all`)".into(),
+            }],
+        },
     ];
     datas
         .into_iter()
@@ -178,7 +184,7 @@ pub fn events() -> Vec<Event> {
 fn command(command_type: CommandType) -> Command {
     let internal = matches!(
         command_type,
-        CommandType::Recheck | CommandType::ProviderResult
+        CommandType::Recheck | CommandType::ProviderResult | CommandType::Preflight
     );
     Command {
         command_type,
@@ -225,6 +231,7 @@ pub fn all() -> Vec<(String, String, Value)> {
         CommandType::FailDomain,
         CommandType::Recheck,
         CommandType::ProviderResult,
+        CommandType::Preflight,
     ] {
         put(
             &format!("command.{}", ty.as_str()),

@@ -27,7 +27,7 @@ pub fn schemas_dir() -> PathBuf {
 }
 
 /// The command types and the schema of each body: (type, internal).
-pub const COMMANDS: [(&str, bool); 7] = [
+pub const COMMANDS: [(&str, bool); 8] = [
     ("register_domain", false),
     ("dns_configured", false),
     ("refresh_status", false),
@@ -35,10 +35,11 @@ pub const COMMANDS: [(&str, bool); 7] = [
     ("fail_domain", true),
     ("recheck", true),
     ("provider_result", true),
+    ("preflight", true),
 ];
 
 /// Every event type (the `type` of an event, and the `data` schema of each).
-pub const EVENT_TYPES: [&str; 11] = [
+pub const EVENT_TYPES: [&str; 12] = [
     "domain_registered",
     "domain_provisioned",
     "check_requested",
@@ -50,6 +51,7 @@ pub const EVENT_TYPES: [&str; 11] = [
     "domain_deleted",
     "domain_released",
     "provider_cleaned_up",
+    "preflight_checked",
 ];
 
 fn root_schema<T: JsonSchema>() -> Value {
@@ -216,7 +218,8 @@ pub fn schemas() -> BTreeMap<String, Value> {
         let schema = match ty {
             "register_domain" => root_schema::<wire::RegisterDomain>(),
             "fail_domain" => root_schema::<wire::FailDomain>(),
-            "recheck" => root_schema::<wire::Recheck>(),
+            // Same body as a re-check: a domain id and nothing else.
+            "recheck" | "preflight" => root_schema::<wire::Recheck>(),
             "provider_result" => root_schema::<wire::ProviderResultCommand>(),
             _ => root_schema::<wire::DomainCommand>(),
         };

@@ -1,0 +1,539 @@
+//! Hostile input: the command decoder and the name parser never panic on anything,
+//! and a burst of hostile messages through a running stack kills no service, answers
+//! every readable command id exactly once and dead-letters every unreadable message
+//! with its original bytes.
+//!
+//! The stack test's generator is seeded: it prints `HOSTILE_SEED=<n>`, and setting that
+//! variable replays the same burst.
+
+use email_domain_events::command::{decode, MAX_COMMAND_BYTES};
+use email_domain_events::outcome::Verdict;
+use email_domain_events::{DomainName, ReservedDomains};
+use futures::StreamExt;
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use system_tests::Stack;
+use uuid::Uuid;
+
+/// Contract §2.2 dead-letter reasons, plus `invalid_command` for a readable command
+/// with bad fields.
+const REASONS: &[&str] = &[
+    "unreadable_json",
+    "not_an_object",
+    "missing_command_id",
+    "unknown_command",
+    "too_large",
+    "invalid_command",
+];
+
+const TOKENS: &[&str] = &[
+    "register_domain",
+    "dns_configured",
+    "refresh_status",
+    "delete_domain",
+    "recheck",
+    "provider_result",
+    "fail_domain",
+    "transfer_domain",
+    "",
+    "REGISTER_DOMAIN",
+    "register_domain.extra",
+];
+
+/// Checks the decoder's total contract on one input.
+fn check_decode(token: &str, body: &[u8]) -> Result<(), TestCaseError> {
+    match decode(token, body) {
+        Ok(c) => {
+            prop_assert!(body.len() <= MAX_COMMAND_BYTES);
+            prop_assert_eq!(c.command_type.as_str(), token);
+            // What it decoded reads back the same.
+            let again = decode(token, &serde_json::to_vec(&c.to_body()).unwrap());
+            prop_assert_eq!(again.as_ref(), Ok(&c));
+        }
+        Err(f) => {
+            prop_assert!(
+                REASONS.contains(&f.dead_letter_reason),
+                "unexpected reason {:?}",
+                f.dead_letter_reason
+            );
+            prop_assert!(!f.error.is_empty(), "a dead letter says what is wrong");
+            prop_assert_eq!(
+                f.dead_letter_reason == "too_large",
+                body.len() > MAX_COMMAND_BYTES
+            );
+            // Only invalid or unknown commands have a readable id (and get an outcome).
+            if f.command_id.is_some() {
+                prop_assert!(
+                    matches!(f.dead_letter_reason, "invalid_command" | "unknown_command"),
+                    "{} with an id",
+                    f.dead_letter_reason
+                );
+            } else {
+                prop_assert!(f.dead_letter_reason != "invalid_command");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn token() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => proptest::sample::select(TOKENS).prop_map(str::to_string),
+        1 => any::<String>(),
+    ]
+}
+
+/// Any JSON value, nested a few levels.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|f| json!(f)),
+        any::<String>().prop_map(Value::String),
+        Just(json!(Uuid::new_v4().to_string())),
+        Just(json!("0b5e7c4e-8f0a-4b8e-9a43-5f1c2d3e4f50")),
+        Just(json!("acme.test")),
+        Just(json!("a\u{0}b.test")),
+        "[a-zA-Z0-9.\\-_]{0,300}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::btree_map("[a-z_]{0,12}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+const FIELDS: &[&str] = &[
+    "command_id",
+    "tenant_id",
+    "domain",
+    "requested_by",
+    "region",
+    "domain_id",
+    "reason",
+    "provider_result",
+    "correlation_id",
+];
+
+/// A JSON object whose known fields are each present or absent, with a valid value or
+/// any other value; plus random extra fields.
+fn command_like_object() -> impl Strategy<Value = Value> {
+    let field = prop_oneof![
+        2 => Just(None),
+        2 => Just(Some(json!(Uuid::new_v4().to_string()))),
+        1 => Just(Some(json!({"kind": "polled", "provider_status": "pending"}))),
+        1 => Just(Some(json!({"kind": "created", "provider_id": "dev", "provider_domain_id": "x", "region": null, "records": []}))),
+        3 => json_value().prop_map(Some),
+    ];
+    (
+        proptest::collection::vec(field, FIELDS.len()),
+        proptest::collection::btree_map("[a-z_]{1,10}", json_value(), 0..3),
+    )
+        .prop_map(|(values, extra)| {
+            let mut m: Map<String, Value> = extra.into_iter().collect();
+            for (k, v) in FIELDS.iter().zip(values) {
+                if let Some(v) = v {
+                    m.insert((*k).to_string(), v);
+                }
+            }
+            Value::Object(m)
+        })
+}
+
+/// Strings that look like domain names often enough for `Ok` to happen.
+fn name_like() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[a-zA-Z0-9\\-]{1,20}(\\.[a-zA-Z0-9\\-]{1,20}){0,4}\\.?",
+        "[a-zA-Zäöüß\u{4e2d}\u{0430}-\u{044f}0-9\\-.]{1,40}\\.(com|test|de|co\\.uk|xn--p1ai)\\.?",
+        "[a-z]{60,70}\\.[a-z]{60,70}\\.[a-z]{60,70}\\.[a-z]{60,70}\\.com",
+        "\\PC{0,10}\\.\\PC{0,10}\\.com",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+    #[test]
+    fn decode_never_panics_on_arbitrary_bytes(
+        t in token(),
+        body in prop_oneof![
+            8 => proptest::collection::vec(any::<u8>(), 0..512),
+            1 => proptest::collection::vec(any::<u8>(), MAX_COMMAND_BYTES - 2..MAX_COMMAND_BYTES + 3),
+        ],
+    ) {
+        check_decode(&t, &body)?;
+    }
+
+    #[test]
+    fn decode_never_panics_on_arbitrary_json_objects(t in token(), v in command_like_object()) {
+        check_decode(&t, &serde_json::to_vec(&v).unwrap())?;
+    }
+
+    #[test]
+    fn decode_never_panics_on_arbitrary_json(t in token(), v in json_value()) {
+        check_decode(&t, &serde_json::to_vec(&v).unwrap())?;
+    }
+
+    #[test]
+    fn parsed_names_are_normal_and_parsing_is_idempotent(input in name_like()) {
+        let reserved = ReservedDomains::parse("platform.example.com");
+        if let Ok(name) = DomainName::parse(&input, &reserved) {
+            let s = name.as_str();
+            prop_assert!(
+                s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'),
+                "{:?} → {:?} is not lower-case ASCII", input, s
+            );
+            prop_assert!(!s.ends_with('.'), "{:?} → {:?} has a trailing dot", input, s);
+            prop_assert!(s.len() <= 253, "{:?} → {} chars", input, s.len());
+            let again = DomainName::parse(s, &reserved);
+            prop_assert_eq!(again.as_ref().map(|n| n.as_str()), Ok(s), "{:?} not idempotent", input);
+        }
+    }
+}
+
+/// One hostile message: its subject's type token and body.
+struct Hostile {
+    token: String,
+    body: Vec<u8>,
+}
+
+fn hostile(rng: &mut StdRng, tenant: Uuid) -> Hostile {
+    const BAD_NAMES: &[&str] = &[
+        "",
+        ".",
+        "..",
+        "co.uk",
+        "com",
+        "localhost",
+        "a..b.test",
+        "-a.test",
+        "a-.test",
+        "under_score.test",
+        "10.0.0.1",
+        "[::1]",
+        "x.invalid",
+        "mail.local",
+        "a\u{0}b.test",
+        "\u{0}",
+        "платформа",
+        "platform.example.com",
+        "sub.platform.example.com",
+        "a b.test",
+        "a/b.test",
+        "%00.test",
+    ];
+    let valid_token = [
+        "register_domain",
+        "dns_configured",
+        "refresh_status",
+        "delete_domain",
+    ][rng.random_range(0..4)]
+    .to_string();
+    let id = Uuid::new_v4().to_string();
+    match rng.random_range(0..9) {
+        // Malformed JSON: a valid command cut short, or random bytes.
+        0 => {
+            let full = serde_json::to_vec(
+                &json!({"command_id": id, "tenant_id": tenant, "domain": "cut.test"}),
+            )
+            .unwrap();
+            let cut = rng.random_range(0..full.len());
+            Hostile {
+                token: valid_token,
+                body: full[..cut].to_vec(),
+            }
+        }
+        1 => {
+            let n = rng.random_range(0..300);
+            Hostile {
+                token: valid_token,
+                body: (0..n).map(|_| rng.random()).collect(),
+            }
+        }
+        // Oversized: a readable command padded past 64 KiB (not read, so no outcome).
+        2 => {
+            let pad = "x".repeat(MAX_COMMAND_BYTES + rng.random_range(1..10_000));
+            Hostile {
+                token: valid_token,
+                body: serde_json::to_vec(
+                    &json!({"command_id": id, "tenant_id": tenant, "domain": "big.test", "requested_by": pad}),
+                )
+                .unwrap(),
+            }
+        }
+        // Unknown subjects, with and without a readable id.
+        3 => {
+            let token = [
+                "transfer_domain",
+                "x.y.z",
+                "REGISTER_DOMAIN",
+                "register_domain2",
+                "\u{e9}t\u{e9}",
+            ][rng.random_range(0..5)]
+            .to_string();
+            let body = if rng.random_bool(0.5) {
+                json!({"command_id": id, "tenant_id": tenant, "domain": "u.test"})
+            } else {
+                json!({"tenant_id": tenant})
+            };
+            Hostile {
+                token,
+                body: serde_json::to_vec(&body).unwrap(),
+            }
+        }
+        // Valid-looking commands with invalid names.
+        4 | 5 => {
+            let name = BAD_NAMES[rng.random_range(0..BAD_NAMES.len())];
+            Hostile {
+                token: valid_token,
+                body: serde_json::to_vec(
+                    &json!({"command_id": id, "tenant_id": tenant, "domain": name, "requested_by": "hostile"}),
+                )
+                .unwrap(),
+            }
+        }
+        // NUL bytes: raw in the body, inside strings, in the id.
+        6 => {
+            let mut body = serde_json::to_vec(
+                &json!({"command_id": id, "tenant_id": tenant, "domain": "nul.test"}),
+            )
+            .unwrap();
+            let at = rng.random_range(0..body.len());
+            body.insert(at, 0);
+            Hostile {
+                token: valid_token,
+                body,
+            }
+        }
+        7 => {
+            let body = match rng.random_range(0..4) {
+                0 => {
+                    json!({"command_id": format!("{id}\u{0}"), "tenant_id": tenant, "domain": "n.test"})
+                }
+                1 => {
+                    json!({"command_id": id, "tenant_id": format!("{tenant}\u{0}"), "domain": "n.test"})
+                }
+                2 => {
+                    json!({"command_id": id, "tenant_id": tenant, "domain": "n.test", "region": "\u{0}\u{0}"})
+                }
+                _ => {
+                    json!({"command_id": id, "tenant_id": tenant, "domain": "n.test", "requested_by": "\u{0}"})
+                }
+            };
+            Hostile {
+                token: valid_token,
+                body: serde_json::to_vec(&body).unwrap(),
+            }
+        }
+        // Wrong types, not-objects, missing ids.
+        _ => {
+            let body = match rng.random_range(0..7) {
+                0 => json!([1, 2, 3]),
+                1 => json!("a string"),
+                2 => json!(null),
+                3 => json!({"command_id": 42, "tenant_id": tenant, "domain": "t.test"}),
+                4 => json!({"command_id": id, "tenant_id": 7, "domain": ["x"]}),
+                5 => json!({"command_id": id, "tenant_id": tenant, "domain": {"a": 1}}),
+                _ => {
+                    json!({"command_id": id, "tenant_id": tenant, "domain": "t.test", "domain_id": "nope"})
+                }
+            };
+            Hostile {
+                token: valid_token,
+                body: serde_json::to_vec(&body).unwrap(),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_hostile_messages_kills_nothing_and_loses_nothing() {
+    let seed: u64 = std::env::var("HOSTILE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("HOSTILE_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let stack = Stack::start().await;
+    let tenant = Uuid::new_v4();
+    let msgs: Vec<Hostile> = (0..200).map(|_| hostile(&mut rng, tenant)).collect();
+
+    // Every outcome as it is published (core NATS sees each JetStream publish).
+    let mut outcomes_sub = stack
+        .client
+        .subscribe("email_domains.outcomes.>")
+        .await
+        .unwrap();
+    stack.client.flush().await.unwrap();
+
+    let mut expect_outcome: HashMap<String, (usize, Option<&'static str>)> = HashMap::new();
+    let mut expect_letter: BTreeMap<(String, Vec<u8>), usize> = BTreeMap::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let subject = format!("email_domains.commands.{}", m.token);
+        let local_token = subject.strip_prefix("email_domains.commands.").unwrap();
+        match decode(local_token, &m.body) {
+            Ok(c) => {
+                expect_outcome.insert(c.command_id.to_string(), (i, None));
+            }
+            Err(f) => {
+                if let Some(id) = f.command_id {
+                    expect_outcome.insert(id.to_string(), (i, Some("invalid_command")));
+                }
+                *expect_letter
+                    .entry((subject.clone(), m.body.clone()))
+                    .or_default() += 1;
+            }
+        }
+        // No Nats-Msg-Id: nothing may be hidden by JetStream's duplicate window.
+        stack
+            .js
+            .publish(subject, m.body.clone().into())
+            .await
+            .unwrap_or_else(|e| panic!("publish {i}: {e}"))
+            .await
+            .unwrap_or_else(|e| panic!("ack {i}: {e}"));
+    }
+
+    // The stack still answers a valid command afterwards.
+    let ok = stack
+        .send("register_domain", tenant, "still-alive.test")
+        .await;
+    assert_eq!(ok.outcome, Verdict::Accepted, "{ok:?}");
+    stack
+        .wait_status(tenant, "still-alive.test", "awaiting_dns")
+        .await;
+
+    // Every readable id: exactly one outcome, with a code.
+    let mut seen: HashMap<String, Vec<Value>> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while expect_outcome.keys().any(|k| !seen.contains_key(k)) && Instant::now() < deadline {
+        if let Ok(Some(m)) =
+            tokio::time::timeout(Duration::from_millis(200), outcomes_sub.next()).await
+        {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            let id = m
+                .subject
+                .as_str()
+                .trim_start_matches("email_domains.outcomes.")
+                .to_string();
+            seen.entry(id).or_default().push(v);
+        }
+    }
+    // A little longer, to catch a second outcome.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle {
+        if let Ok(Some(m)) =
+            tokio::time::timeout(Duration::from_millis(200), outcomes_sub.next()).await
+        {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            let id = m
+                .subject
+                .as_str()
+                .trim_start_matches("email_domains.outcomes.")
+                .to_string();
+            seen.entry(id).or_default().push(v);
+        }
+    }
+    let mut problems = Vec::new();
+    for (id, (i, want)) in &expect_outcome {
+        let m = &msgs[*i];
+        let body = String::from_utf8_lossy(&m.body);
+        match seen.get(id).map(Vec::as_slice) {
+            None | Some([]) => problems.push(format!("#{i} {} {body}: no outcome", m.token)),
+            Some([o]) => {
+                let code = o["reason"]["code"].as_str().unwrap_or("");
+                if code.is_empty() || o["outcome"] != "rejected" {
+                    problems.push(format!(
+                        "#{i} {} {body}: outcome without a code: {o}",
+                        m.token
+                    ));
+                } else if let Some(w) = want {
+                    if code != *w {
+                        problems.push(format!(
+                            "#{i} {} {body}: code {code}, expected {w}",
+                            m.token
+                        ));
+                    }
+                }
+            }
+            Some(many) => problems.push(format!(
+                "#{i} {} {body}: {} outcomes: {many:?}",
+                m.token,
+                many.len()
+            )),
+        }
+    }
+    // Outcomes only for ids we sent (and the final valid command).
+    for id in seen.keys() {
+        if !expect_outcome.contains_key(id)
+            && ok.command_id.map(|c| c.to_string()).as_deref() != Some(id.as_str())
+        {
+            problems.push(format!("an outcome for an id nobody sent readably: {id}"));
+        }
+    }
+
+    // Every unreadable message dead-lettered with its original subject and bytes.
+    let stream = stack
+        .js
+        .get_stream("EMAIL_DOMAIN_DEAD_LETTERS")
+        .await
+        .unwrap();
+    let want_letters: usize = expect_letter.values().sum();
+    let mut letters: BTreeMap<(String, Vec<u8>), usize> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        letters.clear();
+        let mut seq = 1;
+        while let Ok(m) = stream
+            .direct_get_next_for_subject("email_domains.dead_letters.>", Some(seq))
+            .await
+        {
+            let l: runtime::dead_letters::DeadLetter = serde_json::from_slice(&m.payload).unwrap();
+            assert!(REASONS.contains(&l.reason.as_str()), "reason {}", l.reason);
+            assert!(!l.error.is_empty());
+            *letters
+                .entry((l.subject.clone(), l.body().expect("base64 body")))
+                .or_default() += 1;
+            seq = m.sequence + 1;
+        }
+        if letters.values().sum::<usize>() >= want_letters || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for ((subject, body), n) in &expect_letter {
+        let got = letters
+            .get(&(subject.clone(), body.clone()))
+            .copied()
+            .unwrap_or(0);
+        if got != *n {
+            problems.push(format!(
+                "{subject} {:?}: {got} dead letters, expected {n}",
+                String::from_utf8_lossy(&body[..body.len().min(120)])
+            ));
+        }
+    }
+    for ((subject, body), n) in &letters {
+        if !expect_letter.contains_key(&(subject.clone(), body.clone())) {
+            problems.push(format!(
+                "{n} unexpected dead letters on {subject}: {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(120)])
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "HOSTILE_SEED={seed}: {} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    stack.shutdown().await;
+}
