@@ -188,13 +188,14 @@ start dns "$BIN/dev-dns" --listen "$DEV_DNS_ADDR" --zone-file "$ZONE_FILE"
 if [[ $USE_DEV_PROVIDER == 1 ]]; then
     DEV_PROVIDER_DNS="${DEV_PROVIDER_DNS:-$DEV_DNS_ADDR}" start provider "$BIN/dev-provider" --listen "$DEV_PROVIDER_ADDR"
 fi
-start handler "$BIN/command-handler"
-start worker "$BIN/provider-worker"
-start scheduler "$BIN/scheduler"
-start proj-domains "$BIN/projector" --projection email_domains
-start proj-settings "$BIN/projector" --projection tenant_settings
-start proj-analytics "$BIN/projector" --projection analytics
-start query "$BIN/query"
+# Each service serves /metrics, /healthz and /readyz on its own port (METRICS_ADDR).
+METRICS_ADDR=127.0.0.1:9101 start handler "$BIN/command-handler"
+METRICS_ADDR=127.0.0.1:9102 start worker "$BIN/provider-worker"
+METRICS_ADDR=127.0.0.1:9103 start scheduler "$BIN/scheduler"
+METRICS_ADDR=127.0.0.1:9104 start proj-domains "$BIN/projector" --projection email_domains
+METRICS_ADDR=127.0.0.1:9105 start proj-settings "$BIN/projector" --projection tenant_settings
+METRICS_ADDR=127.0.0.1:9106 start proj-analytics "$BIN/projector" --projection analytics
+METRICS_ADDR=127.0.0.1:9107 start query "$BIN/query"
 export GATEWAY_LISTEN="${GATEWAY_LISTEN:-127.0.0.1:8080}"
 start gateway "$BIN/gateway"
 say "started ${#PIDS[@]} processes: ${NAMES[*]}"

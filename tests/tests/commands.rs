@@ -199,9 +199,8 @@ async fn invalid_names_are_rejected_with_the_contract_codes() {
         .wait_status(tenant, "xn--bcher-kva.test", "awaiting_dns")
         .await;
     assert_eq!(row["domain_name"], "xn--bcher-kva.test");
-    assert_eq!(
-        stack.events().await.len(),
-        2,
+    assert!(
+        stack.events().await.iter().all(|e| e.domain == "xn--bcher-kva.test"),
         "no event for any rejected command"
     );
     stack.shutdown().await;
