@@ -308,6 +308,15 @@ pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
                 out.push(entry("removed", "Domain released".into(), None))
             }
             EventData::ProviderCleanedUp {} => {}
+            EventData::PreflightChecked { warnings } => out.push(entry(
+                "preflight_checked",
+                "Looked ahead for DNS problems".into(),
+                Some(if warnings.is_empty() {
+                    "nothing found that would get in the way".into()
+                } else {
+                    warnings.iter().map(|w| w.message.clone()).collect::<Vec<_>>().join(" ")
+                }),
+            )),
         }
     }
     out
