@@ -29,11 +29,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target/fuzz}"
 
 status=0
 for t in "${TARGETS[@]}"; do
-    corpus="fuzz/corpus/$t"
+    # The growing corpus lives in the target dir; fuzz/seeds/<target> are the checked-in seeds.
+    corpus="$CARGO_TARGET_DIR/corpus/$t"
     mkdir -p "$corpus" "fuzz/artifacts/$t"
     say "$t: ${FUZZ_SECS}s (sanitizer: $SANITIZER)"
     started=$SECONDS
-    if cargo fuzz run --fuzz-dir fuzz --sanitizer "$SANITIZER" --release --debug-assertions "$t" "$corpus" -- \
+    if cargo fuzz run --fuzz-dir fuzz --sanitizer "$SANITIZER" --release --debug-assertions "$t" "$corpus" "fuzz/seeds/$t" -- \
         -max_total_time="$FUZZ_SECS" -max_len=70000 -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="fuzz/artifacts/$t/" -print_final_stats=1 2> >(tee "fuzz/artifacts/$t.log" >&2); then
         execs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "fuzz/artifacts/$t.log" | grep -Eo '[0-9]+$' || echo '?')

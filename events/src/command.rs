@@ -186,6 +186,11 @@ fn opt_string(
 ) -> Result<Option<String>, String> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
+        // Free text ends up in events and rows: control characters (a NUL above all,
+        // which Postgres refuses in text and jsonb) have no business there.
+        Some(serde_json::Value::String(s)) if s.chars().any(char::is_control) => {
+            Err(format!("`{field}` contains control characters"))
+        }
         Some(serde_json::Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
         Some(serde_json::Value::String(_)) => {
             Err(format!("`{field}` is longer than {max} characters"))
@@ -395,6 +400,16 @@ mod tests {
             f.command_id.is_some(),
             "an unknown command with a readable id still gets an outcome"
         );
+    }
+
+    #[test]
+    fn free_text_with_control_characters_is_an_invalid_command() {
+        let body = format!(
+            r#"{{"command_id":"{ID}","tenant_id":"{TENANT}","domain":"a.com","requested_by":"x\u0000y"}}"#
+        );
+        let f = decode("register_domain", body.as_bytes()).unwrap_err();
+        assert_eq!(f.dead_letter_reason, "invalid_command");
+        assert!(f.error.contains("control characters"), "{}", f.error);
     }
 
     #[test]

@@ -36,14 +36,28 @@ fuzz_target!(|data: &[u8]| {
             assert!(body.len() <= MAX_COMMAND_BYTES);
             assert_eq!(c.command_type.as_str(), token);
             let again = decode(token, &serde_json::to_vec(&c.to_body()).unwrap());
-            assert_eq!(again.as_ref(), Ok(&c), "a decoded command reads back the same");
+            assert_eq!(
+                again.as_ref(),
+                Ok(&c),
+                "a decoded command reads back the same"
+            );
         }
         Err(f) => {
-            assert!(REASONS.contains(&f.dead_letter_reason), "{}", f.dead_letter_reason);
+            assert!(
+                REASONS.contains(&f.dead_letter_reason),
+                "{}",
+                f.dead_letter_reason
+            );
             assert!(!f.error.is_empty());
-            assert_eq!(f.dead_letter_reason == "too_large", body.len() > MAX_COMMAND_BYTES);
+            assert_eq!(
+                f.dead_letter_reason == "too_large",
+                body.len() > MAX_COMMAND_BYTES
+            );
             if f.command_id.is_some() {
-                assert!(matches!(f.dead_letter_reason, "invalid_command" | "unknown_command"));
+                assert!(matches!(
+                    f.dead_letter_reason,
+                    "invalid_command" | "unknown_command"
+                ));
             }
         }
     }

@@ -55,6 +55,7 @@ enum Running {
     Process(Child),
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Mode {
     InProcess(runtime::Config),
     Processes {
@@ -172,6 +173,8 @@ struct Params {
     /// How long the publisher spreads its load.
     publish_secs: f64,
     converge_within: Duration,
+    /// `Some(s)`: the provider work consumers redeliver after `s` seconds instead of 300.
+    provider_work_ack_wait_secs: Option<u64>,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -238,6 +241,39 @@ async fn chaos(processes: Option<PathBuf>, p: Params) {
             }
         }
     };
+    if let Some(secs) = p.provider_work_ack_wait_secs {
+        // The provider worker's work consumers wait 300 s before redelivering what a
+        // killed worker held (services/provider-worker/src/lib.rs `work_consumer`).
+        // Created here first, identical but for a shorter ack wait, so that the short
+        // test can see those items come back; the worker gets the existing consumers.
+        let stream = stack
+            .js
+            .get_stream(runtime::streams::PROVIDER_WORK)
+            .await
+            .unwrap();
+        for (name, subject) in [
+            (
+                provider_worker::INTERACTIVE_CONSUMER,
+                runtime::streams::PROVIDER_WORK_INTERACTIVE,
+            ),
+            (
+                provider_worker::BACKGROUND_CONSUMER,
+                runtime::streams::PROVIDER_WORK_BACKGROUND,
+            ),
+        ] {
+            stream
+                .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some(name.into()),
+                    filter_subject: subject.into(),
+                    ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(secs),
+                    max_ack_pending: 128,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    }
     let mut svcs: Vec<Svc> = KINDS
         .iter()
         .map(|k| Svc {
@@ -497,14 +533,30 @@ async fn chaos(processes: Option<PathBuf>, p: Params) {
             }
         }
         if status != "awaiting_dns" {
-            failures.push(format!("row {id}: status {status}"));
+            failures.push(format!(
+                "row {id} ({}): status {status}; its events: {:?}",
+                es[0].domain,
+                es.iter().map(|e| e.data.type_name()).collect::<Vec<_>>()
+            ));
         }
     }
     if mismatches > 3 {
         failures.push(format!("{mismatches} rows differ from the fold in all"));
     }
     // 5. Analytics: each source event's CloudEvent once.
-    let analytics = stack.analytics().await;
+    // (The analytics emitter keeps no Postgres checkpoint: wait up to 30 s for it.)
+    let analytics_deadline = Instant::now() + Duration::from_secs(30);
+    let analytics = loop {
+        let a = stack.analytics().await;
+        let n = a
+            .iter()
+            .filter(|a| a["type"] == "email_domain.registered")
+            .count();
+        if n >= p.commands || Instant::now() > analytics_deadline {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let registered: Vec<&Value> = analytics
         .iter()
         .filter(|a| a["type"] == "email_domain.registered")
@@ -553,6 +605,7 @@ async fn services_killed_at_random_moments_lose_nothing_and_duplicate_nothing() 
             down_ms: (0, 800),
             publish_secs: 10.0,
             converge_within: Duration::from_secs(120),
+            provider_work_ack_wait_secs: Some(20),
         },
     )
     .await;
@@ -592,7 +645,10 @@ async fn service_processes_killed_with_sigkill_lose_nothing_and_duplicate_nothin
             ),
             down_ms: (0, env_or("CHAOS_MAX_DOWN_MS", 1500)),
             publish_secs: env_or("CHAOS_PUBLISH_SECS", (commands as f64 / 200.0).max(10.0)),
-            converge_within: Duration::from_secs(env_or("CHAOS_CONVERGE_SECS", 300)),
+            converge_within: Duration::from_secs(env_or("CHAOS_CONVERGE_SECS", 420)),
+            provider_work_ack_wait_secs: std::env::var("CHAOS_PROVIDER_ACK_WAIT_SECS")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         },
     )
     .await;

@@ -200,7 +200,11 @@ async fn invalid_names_are_rejected_with_the_contract_codes() {
         .await;
     assert_eq!(row["domain_name"], "xn--bcher-kva.test");
     assert!(
-        stack.events().await.iter().all(|e| e.domain == "xn--bcher-kva.test"),
+        stack
+            .events()
+            .await
+            .iter()
+            .all(|e| e.domain == "xn--bcher-kva.test"),
         "no event for any rejected command"
     );
     stack.shutdown().await;

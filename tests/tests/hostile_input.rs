@@ -383,9 +383,10 @@ async fn a_burst_of_hostile_messages_kills_nothing_and_loses_nothing() {
             Ok(c) => {
                 // A readable command: a bad name must be rejected with the parser's code;
                 // a good one (NUL bytes in other fields) may be accepted.
-                let want = DomainName::parse(&c.domain, &ReservedDomains::parse("platform.example.com"))
-                    .err()
-                    .map(|r| r.code());
+                let want =
+                    DomainName::parse(&c.domain, &ReservedDomains::parse("platform.example.com"))
+                        .err()
+                        .map(|r| r.code());
                 expect_outcome.insert(c.command_id.to_string(), (i, want));
             }
             Err(f) => {

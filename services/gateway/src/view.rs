@@ -314,7 +314,11 @@ pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
                 Some(if warnings.is_empty() {
                     "nothing found that would get in the way".into()
                 } else {
-                    warnings.iter().map(|w| w.message.clone()).collect::<Vec<_>>().join(" ")
+                    warnings
+                        .iter()
+                        .map(|w| w.message.clone())
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 }),
             )),
         }

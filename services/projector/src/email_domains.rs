@@ -47,8 +47,57 @@ pub struct Metadata {
     pub preflight_warnings: Vec<email_domain_events::preflight::Warning>,
 }
 
+/// Postgres refuses NUL in text and jsonb. Text that reaches a row from outside (DNS
+/// answers, provider replies, operator reasons) could carry one and would stop the
+/// projection for everyone, so it is replaced, the same way live and in a replay.
+fn clean(s: &mut String) {
+    if s.contains('\0') {
+        *s = s.replace('\0', "\u{FFFD}");
+    }
+}
+
+fn clean_opt(s: &mut Option<String>) {
+    if let Some(s) = s {
+        clean(s);
+    }
+}
+
 impl Row {
     pub fn from_state(s: &DomainState) -> Row {
+        let mut row = Row::from_state_raw(s);
+        clean_opt(&mut row.provider_id);
+        clean_opt(&mut row.provider_domain_id);
+        clean_opt(&mut row.failure_reason);
+        let m = &mut row.metadata;
+        for f in [
+            &mut m.region,
+            &mut m.requested_by,
+            &mut m.provider_status,
+            &mut m.deactivation_reason,
+        ] {
+            clean_opt(f);
+        }
+        for w in &mut m.preflight_warnings {
+            clean(&mut w.message);
+        }
+        for r in &mut row.dns_records {
+            for f in [
+                &mut r.purpose,
+                &mut r.record_type,
+                &mut r.name,
+                &mut r.value,
+            ] {
+                clean(f);
+            }
+            r.observed.iter_mut().for_each(clean);
+            if let Some(d) = &mut r.diagnosis {
+                clean(&mut d.message);
+            }
+        }
+        row
+    }
+
+    fn from_state_raw(s: &DomainState) -> Row {
         Row {
             id: s.domain_id,
             tenant: s.tenant_id,

@@ -164,7 +164,10 @@ async fn work_consumer(
                 durable_name: Some(name.into()),
                 filter_subject: subject.into(),
                 ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(300),
+                // Short enough that work a killed worker held comes back soon; a call
+                // (at most 15 s) plus the wait for its rate-limit slot fits well inside.
+                // A redelivered item only repeats an idempotent call.
+                ack_wait: Duration::from_secs(60),
                 max_ack_pending: CONCURRENCY as i64 * 2,
                 ..Default::default()
             },
