@@ -411,6 +411,7 @@ fn after_check(
                 attempt,
                 drift_detected,
                 drift_resolved: false,
+                propagation: Vec::new(),
                 provider_domain_id: state.provider_domain_id.clone(),
                 records,
             };
@@ -440,6 +441,7 @@ fn after_check(
             attempt,
             drift_detected: false,
             drift_resolved,
+            propagation: Vec::new(),
             provider_domain_id: state.provider_domain_id.clone(),
             records,
         };
@@ -464,6 +466,7 @@ fn after_check(
         attempt,
         drift_detected: false,
         drift_resolved: false,
+        propagation: Vec::new(),
         provider_domain_id: state.provider_domain_id.clone(),
         records,
     }

@@ -76,6 +76,9 @@ pub enum EventData {
         /// The provider's id of the domain, for the provider worker's verify or poll.
         #[serde(default)]
         provider_domain_id: Option<String>,
+        /// Records the authority serves but resolvers still deny (negative cache).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        propagation: Vec<crate::records::Propagation>,
     },
     /// The provider said where verification stands.
     ProviderPolled {
@@ -115,6 +118,15 @@ pub enum EventData {
 }
 
 impl EventData {
+    /// Adds what the DNS adapter learned about resolver caches to a check's event (a
+    /// fact of the check, like its records; it decides nothing).
+    pub fn with_propagation(mut self, p: Vec<crate::records::Propagation>) -> Self {
+        if let EventData::DnsChecked { propagation, .. } = &mut self {
+            *propagation = p;
+        }
+        self
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             EventData::DomainRegistered { .. } => "domain_registered",

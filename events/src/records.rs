@@ -80,6 +80,20 @@ impl DiagnosisCode {
     }
 }
 
+/// A record the zone's authoritative servers already serve while the recursive
+/// resolvers (and so the provider) still deny it from their negative cache: it will be
+/// seen by everyone in `expires_in_secs` (from the SOA minimum / negative TTL).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+pub struct Propagation {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// What the resolver still answers: `nx_domain` or `no_data`.
+    pub resolver_answer: String,
+    pub expires_in_secs: Option<u32>,
+}
+
 /// One question the DNS adapter must ask: `name` (full, lower case, no trailing dot)
 /// and the record type (`TXT`, `MX`, `CNAME`, `A`, `AAAA`, `NS`, `SOA`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -94,6 +94,9 @@ pub struct DomainState {
     /// Pre-flight warnings (see `preflight`).
     #[serde(default)]
     pub preflight: Vec<crate::preflight::Warning>,
+    /// From the last check: records the authority serves but resolvers still deny.
+    #[serde(default)]
+    pub propagation: Vec<crate::records::Propagation>,
     pub recent_causations: VecDeque<CommandId>,
 }
 
@@ -140,6 +143,7 @@ pub fn evolve(state: Option<DomainState>, event: &Event) -> Option<DomainState> 
                 drift_since: None,
                 cleanup_pending: false,
                 preflight: Vec::new(),
+                propagation: Vec::new(),
                 recent_causations: VecDeque::new(),
             },
             // A log that does not start with a registration is not a domain.
@@ -202,9 +206,11 @@ pub fn evolve(state: Option<DomainState>, event: &Event) -> Option<DomainState> 
             attempt,
             drift_detected,
             drift_resolved,
+            propagation,
             ..
         } => {
             s.records = records.clone();
+            s.propagation = propagation.clone();
             s.dns_last_checked_at = Some(event.occurred_at);
             s.next_check_at = *next_check_at;
             s.attempt = *attempt;

@@ -766,3 +766,38 @@ fn the_schedulers_timer_follows_each_event() {
         "a deleted domain gets no timer from a late create"
     );
 }
+
+#[test]
+fn a_check_that_saw_resolvers_still_denying_a_record_keeps_when_that_ends_until_the_next_check() {
+    let d = in_awaiting_dns("cache.test");
+    let cmd = d.command(CommandType::DnsConfigured);
+    let records = d.dns_all_found();
+    let data =
+        match email_domain_events::decide(&d.state(), &cmd, Some(records), at(100), &policy())
+            .unwrap()
+        {
+            email_domain_events::Decision::Append(data) => data,
+            other => panic!("expected an event, got {other:?}"),
+        };
+    let waiting = email_domain_events::records::Propagation {
+        name: "send.cache.test".into(),
+        record_type: "TXT".into(),
+        resolver_answer: "nx_domain".into(),
+        expires_in_secs: Some(900),
+    };
+    let mut d = d;
+    d.record(
+        at(100),
+        cmd.command_id,
+        data.clone().with_propagation(vec![waiting.clone()]),
+    );
+    assert_eq!(d.state().propagation, vec![waiting]);
+    // The stored event says so, and an event without the field reads as "nothing to wait for".
+    let json = String::from_utf8(d.last().to_json()).unwrap();
+    assert!(json.contains("\"expires_in_secs\":900"), "{json}");
+    d.record(at(200), fresh_command_id(), data);
+    assert!(
+        d.state().propagation.is_empty(),
+        "the next check replaces it"
+    );
+}

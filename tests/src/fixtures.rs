@@ -101,6 +101,7 @@ pub fn domain_history(tenant: TenantId, name: &str, n: u64, start: DateTime<Utc>
                     attempt: v as u32,
                     drift_detected: false,
                     drift_resolved: false,
+                    propagation: Vec::new(),
                     provider_domain_id: Some(format!("pd-{id}")),
                 },
             };

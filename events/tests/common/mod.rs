@@ -359,6 +359,7 @@ pub fn checked_event(
         attempt,
         drift_detected: false,
         drift_resolved: false,
+        propagation: Vec::new(),
         // What the decider writes for a provisioned domain.
         provider_domain_id: zone.map(|z| format!("rs-{z}")),
     }
@@ -631,6 +632,7 @@ pub fn as_checked(data: EventData) -> Checked {
             drift_detected,
             drift_resolved,
             provider_domain_id,
+            ..
         } => Checked {
             trigger,
             records,

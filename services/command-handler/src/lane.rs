@@ -485,12 +485,25 @@ impl Lane {
                 return Ok(Ok(()));
             }
             let now = clock();
-            let dns = if needs_dns_check(state, cmd, now) {
-                let records = self.services.dns.check(&state.domain, &state.records).await;
-                runtime::ops::dns_checked(&records);
-                Some(records)
+            let (dns, propagation) = if needs_dns_check(state, cmd, now) {
+                let report = self
+                    .services
+                    .dns
+                    .check_report(&state.domain, &state.records)
+                    .await;
+                let propagation = report
+                    .negative_cache
+                    .into_iter()
+                    .map(|n| email_domain_events::records::Propagation {
+                        name: n.name,
+                        record_type: n.record_type,
+                        resolver_answer: n.resolver_answer,
+                        expires_in_secs: n.expires_in_secs,
+                    })
+                    .collect();
+                (Some(report.records), propagation)
             } else {
-                None
+                (None, Vec::new())
             };
             let now = clock();
             let decision = if cmd.command_type == CommandType::Preflight {
@@ -506,6 +519,7 @@ impl Lane {
                 Err(r) => return Ok(Err(r)),
                 Ok(Decision::Nothing) => return Ok(Ok(())),
                 Ok(Decision::Append(data)) => {
+                    let data = data.with_propagation(propagation);
                     let domain = state.domain.clone();
                     match self.append(cmd, holder, &domain, &loaded, data).await {
                         Ok(()) => return Ok(Ok(())),

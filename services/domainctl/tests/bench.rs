@@ -59,6 +59,7 @@ fn domain_events(tenant: TenantId, n: usize, i: usize) -> Vec<Event> {
                 attempt: v as u32,
                 drift_detected: false,
                 drift_resolved: false,
+                propagation: Vec::new(),
                 provider_domain_id: Some(format!("pd-{i}")),
             },
         };

@@ -45,6 +45,10 @@ pub struct Metadata {
     /// What will bite the owner later, found after provisioning (see `preflight`).
     #[serde(default)]
     pub preflight_warnings: Vec<email_domain_events::preflight::Warning>,
+    /// Records the authority serves but public resolvers still deny, and when that
+    /// ends (from the last check; empty when there is nothing to wait for).
+    #[serde(default)]
+    pub dns_propagation: Vec<email_domain_events::records::Propagation>,
 }
 
 /// Postgres refuses NUL in text and jsonb. Text that reaches a row from outside (DNS
@@ -118,6 +122,7 @@ impl Row {
                 check_requested: s.check_requested,
                 provider_cleanup_pending: s.cleanup_pending,
                 preflight_warnings: s.preflight.clone(),
+                dns_propagation: s.propagation.clone(),
             },
             verified_at: s.verified_at,
             dns_last_checked_at: s.dns_last_checked_at,
@@ -154,6 +159,7 @@ impl Row {
             drift_since: self.metadata.drift_since,
             cleanup_pending: self.metadata.provider_cleanup_pending,
             preflight: self.metadata.preflight_warnings,
+            propagation: self.metadata.dns_propagation,
             recent_causations: Default::default(),
         })
     }

@@ -121,6 +121,7 @@ pub fn events() -> Vec<Event> {
             attempt: 1,
             drift_detected: false,
             drift_resolved: false,
+            propagation: Vec::new(),
             provider_domain_id: Some("4dd369bc-aa82-4ff3-97de-514ae3000ee0".into()),
         },
         EventData::ProviderPolled {

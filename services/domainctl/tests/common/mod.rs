@@ -253,6 +253,7 @@ impl Writer {
                 attempt: 0,
                 drift_detected: false,
                 drift_resolved: false,
+                propagation: Vec::new(),
                 provider_domain_id: Some(format!("pd-{name}")),
             },
         )
