@@ -67,6 +67,9 @@ pub struct DomainView {
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
     pub failure_reason: Option<String>,
+    /// Things to know: what will get in the way (pre-flight), and records public DNS
+    /// resolvers will only see after their negative cache expires.
+    pub notes: Vec<String>,
     pub records: Vec<RecordView>,
 }
 
@@ -177,6 +180,7 @@ pub fn domain_view(row: &Value) -> Option<DomainView> {
         time(&row["next_check_at"])
     };
     let (b, label) = badge(&status);
+    let notes = notes(&row["metadata"], &domain);
     Some(DomainView {
         id,
         next_step: next_step(&status, &records, next_check_at.as_deref()),
@@ -189,9 +193,34 @@ pub fn domain_view(row: &Value) -> Option<DomainView> {
         created_at: time(&row["created_at"]),
         updated_at: time(&row["updated_at"]),
         failure_reason: row["failure_reason"].as_str().map(scrub),
+        notes,
         records,
         status,
     })
+}
+
+/// The row's pre-flight warnings and negative-cache waits, in plain words.
+fn notes(metadata: &Value, zone: &str) -> Vec<String> {
+    let mut out: Vec<String> = metadata["preflight_warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w["message"].as_str().map(scrub))
+        .collect();
+    for p in metadata["dns_propagation"].as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap_or_default();
+        let host = relative_host(name, zone);
+        let when = match p["expires_in_secs"].as_u64() {
+            Some(s) if s >= 120 => format!("in about {} minutes", s.div_ceil(60)),
+            Some(s) => format!("in about {s} seconds"),
+            None => "soon".to_string(),
+        };
+        out.push(format!(
+            "Your DNS host already serves the record at `{host}`; public DNS resolvers that looked before it \
+             existed will see it {when} (they remember the earlier \"no such record\" until then)."
+        ));
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]

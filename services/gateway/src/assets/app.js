@@ -154,6 +154,7 @@
     }
     if (d.last_checked_at) parts.push(el("p", { class: "help" }, "Last checked: ", timeEl(d.last_checked_at)));
     if (d.failure_reason) parts.push(el("p", { class: "diagnosis failure", text: d.failure_reason }));
+    for (const note of d.notes || []) parts.push(el("p", { class: "diagnosis note", text: note }));
     return parts;
   }
 
