@@ -42,7 +42,11 @@ pub async fn run(
             name,
             pull::Config {
                 durable_name: Some(name.into()),
-                ack_policy: AckPolicy::All,
+                // Explicit, not All: this emitter has no checkpoint of its own, and with
+                // AckPolicy::All a restarted instance acknowledging a later event would
+                // also acknowledge events a killed instance held but never emitted
+                // (found by the chaos test). Each event is acknowledged once emitted.
+                ack_policy: AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(15),
                 max_ack_pending: 50_000,
                 ..Default::default()
@@ -55,7 +59,9 @@ pub async fn run(
         .messages()
         .await?;
     while let Some(batch) = next_batch(&mut messages, shutdown).await {
-        let Some(last) = batch.last() else { continue };
+        if batch.is_empty() {
+            continue;
+        }
         let events = crate::consume::decode(&batch, 0);
         let mut delay = Duration::from_millis(100);
         loop {
@@ -76,7 +82,9 @@ pub async fn run(
         if options.should_crash() {
             anyhow::bail!("crash point after publish, before ack (test)");
         }
-        let _ = last.ack().await;
+        for m in &batch {
+            let _ = m.ack().await;
+        }
     }
     Ok(())
 }
