@@ -37,6 +37,30 @@ async fn position(pool: &PgPool, projection: &str) -> anyhow::Result<(u64, i64)>
     Ok(row.map(|(s, g)| (s as u64, g)).unwrap_or((0, 0)))
 }
 
+/// The rows (read as `T` from `to_jsonb`) of the distinct `keys` a projection does
+/// not hold in memory; `query` selects by `= ANY($1)`.
+pub async fn fetch_rows<T: serde::de::DeserializeOwned>(
+    tx: &mut Transaction<'static, Postgres>,
+    query: &str,
+    keys: impl IntoIterator<Item = uuid::Uuid>,
+) -> anyhow::Result<Vec<T>> {
+    let keys: Vec<uuid::Uuid> = keys
+        .into_iter()
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<serde_json::Value> = sqlx::query_scalar(query)
+        .bind(&keys)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.into_iter()
+        .map(|r| Ok(serde_json::from_value(r)?))
+        .collect()
+}
+
 pub async fn checkpoint(pool: &PgPool, projection: &str) -> anyhow::Result<u64> {
     let seq: Option<i64> =
         sqlx::query_scalar("SELECT stream_seq FROM projection_checkpoints WHERE projection = $1")

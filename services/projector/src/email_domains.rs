@@ -1,6 +1,6 @@
 //! The `email_domains` projection: one row per registration, the domain's state.
 
-use crate::consume::DbProjection;
+use crate::consume::{fetch_rows, DbProjection};
 use chrono::{DateTime, Utc};
 use email_domain_events::{evolve, DnsRecord, DomainId, DomainState, Event, Status, TenantId};
 use serde::{Deserialize, Serialize};
@@ -208,25 +208,19 @@ impl DbProjection for EmailDomains {
         tx: &mut Transaction<'static, Postgres>,
         events: &[(u64, Event)],
     ) -> anyhow::Result<()> {
-        let missing: Vec<uuid::Uuid> = events
+        let missing = events
             .iter()
             .map(|(_, e)| e.domain_id)
-            .filter(|id| !self.cache.contains_key(id))
-            .map(|id| id.0)
-            .collect::<std::collections::HashSet<_>>()
-            .into_iter()
-            .collect();
-        if !missing.is_empty() {
-            let rows: Vec<serde_json::Value> =
-                sqlx::query_scalar("SELECT to_jsonb(d) FROM email_domains d WHERE id = ANY($1)")
-                    .bind(&missing)
-                    .fetch_all(&mut **tx)
-                    .await?;
-            for r in rows {
-                let row: Row = serde_json::from_value(r)?;
-                if let Some(s) = row.into_state() {
-                    self.pending.insert(s.domain_id, s);
-                }
+            .filter(|id| !self.cache.contains_key(id));
+        let rows: Vec<Row> = fetch_rows(
+            tx,
+            "SELECT to_jsonb(d) FROM email_domains d WHERE id = ANY($1)",
+            missing.map(|id| id.0),
+        )
+        .await?;
+        for row in rows {
+            if let Some(s) = row.into_state() {
+                self.pending.insert(s.domain_id, s);
             }
         }
         let mut touched = Vec::new();

@@ -1,6 +1,6 @@
 //! The `tenant_email_settings` projection: each tenant's default sender domain.
 
-use crate::consume::DbProjection;
+use crate::consume::{fetch_rows, DbProjection};
 use chrono::{DateTime, Utc};
 use email_domain_events::tenant::TenantSettings;
 use email_domain_events::{Event, TenantId};
@@ -86,45 +86,36 @@ impl DbProjection for TenantSettingsProjection {
         tx: &mut Transaction<'static, Postgres>,
         events: &[(u64, Event)],
     ) -> anyhow::Result<()> {
-        let missing: Vec<uuid::Uuid> = events
+        let missing = events
             .iter()
             .map(|(_, e)| e.tenant_id)
-            .filter(|t| !self.cache.contains_key(t))
-            .map(|t| t.0)
-            .collect::<std::collections::HashSet<_>>()
-            .into_iter()
-            .collect();
-        let mut known = std::collections::HashSet::new();
-        if !missing.is_empty() {
-            let rows: Vec<serde_json::Value> = sqlx::query_scalar(
-                "SELECT to_jsonb(t) FROM tenant_email_settings t WHERE tenant = ANY($1)",
-            )
-            .bind(&missing)
-            .fetch_all(&mut **tx)
-            .await?;
-            for r in rows {
-                let row: SettingsRow = serde_json::from_value(r)?;
-                known.insert(row.tenant);
-                let settings = TenantSettings {
-                    default_from_domain: row.default_from_domain,
-                    previous_from_domain: row.previous_from_domain,
-                    verified: serde_json::from_value(row.verified_domains).unwrap_or_default(),
-                };
-                self.pending.insert(
-                    row.tenant,
-                    Entry {
-                        settings,
-                        updated_at: row.updated_at,
-                    },
-                );
-            }
+            .filter(|t| !self.cache.contains_key(t));
+        let rows: Vec<SettingsRow> = fetch_rows(
+            tx,
+            "SELECT to_jsonb(t) FROM tenant_email_settings t WHERE tenant = ANY($1)",
+            missing.map(|t| t.0),
+        )
+        .await?;
+        for row in rows {
+            let settings = TenantSettings {
+                default_from_domain: row.default_from_domain,
+                previous_from_domain: row.previous_from_domain,
+                verified: serde_json::from_value(row.verified_domains).unwrap_or_default(),
+            };
+            self.pending.insert(
+                row.tenant,
+                Entry {
+                    settings,
+                    updated_at: row.updated_at,
+                },
+            );
         }
         let mut touched = Vec::new();
         for (_, event) in events {
             let t = event.tenant_id;
-            let is_new = !self.cache.contains_key(&t)
-                && !known.contains(&t)
-                && !self.pending.contains_key(&t);
+            // Neither cached nor stored (loaded rows are in `pending`) nor seen earlier in
+            // this batch: the tenant gets its row now.
+            let is_new = !self.cache.contains_key(&t) && !self.pending.contains_key(&t);
             let mut entry = self
                 .pending
                 .remove(&t)
