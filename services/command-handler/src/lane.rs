@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// The adapters a lane uses, shared by all lanes.
 pub struct Services {
@@ -120,7 +121,21 @@ impl Lane {
             domain = %cmd.domain,
             r#type = cmd.command_type.as_str()
         );
-        let _enter = span.enter();
+        // The publisher's trace, when it sent one, is this span's parent.
+        runtime::trace::follow(&span, msg.headers.as_ref());
+        // Instrumented, not entered: a guard held across awaits would put other tasks'
+        // spans and log lines inside this command whenever this lane yields.
+        self.handle_in_span(msg, cmd, received)
+            .instrument(span)
+            .await
+    }
+
+    async fn handle_in_span(
+        &mut self,
+        msg: jetstream::Message,
+        cmd: Command,
+        received: std::time::Instant,
+    ) {
         let mut delay = Duration::from_millis(50);
         loop {
             match self.try_handle(&cmd).await {

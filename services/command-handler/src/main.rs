@@ -9,5 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     runtime::telemetry::init("command-handler");
     let config = runtime::Config::from_env()?;
-    command_handler::run(config, runtime::Shutdown::on_signals()).await
+    let result = command_handler::run(config, runtime::Shutdown::on_signals()).await;
+    runtime::telemetry::shutdown();
+    result
 }

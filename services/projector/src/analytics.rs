@@ -3,10 +3,11 @@
 
 use crate::consume::{next_batch, MAX_BATCH};
 use crate::{Options, Projection};
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, message::PublishMessage};
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
 use email_domain_events::{analytics, Event};
 use runtime::{streams, Shutdown};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Publishes the CloudEvents of `event` and waits until JetStream stored them.
 pub async fn emit(js: &jetstream::Context, event: &Event) -> anyhow::Result<usize> {
@@ -14,7 +15,7 @@ pub async fn emit(js: &jetstream::Context, event: &Event) -> anyhow::Result<usiz
     for name in analytics::names(event) {
         let ce = analytics::cloud_event(event, name);
         let id = analytics::cloud_event_id(event, name);
-        let publish = PublishMessage::build()
+        let publish = runtime::trace::message()
             .payload(serde_json::to_vec(&ce)?.into())
             .message_id(id)
             .header("Content-Type", "application/cloudevents+json");
@@ -63,9 +64,16 @@ pub async fn run(
             continue;
         }
         let events = crate::consume::decode(&batch, 0);
+        // With tracing on, each CloudEvent is published inside a span that continues
+        // the trace of the command behind its event (carried in the event's headers).
+        let spans = crate::consume::event_spans(&batch, "analytics", 0);
         let mut delay = Duration::from_millis(100);
         loop {
-            let results = futures::future::join_all(events.iter().map(|(_, e)| emit(js, e))).await;
+            let results = futures::future::join_all(events.iter().map(|(seq, e)| {
+                let span = spans.get(seq).cloned().unwrap_or_else(tracing::Span::none);
+                emit(js, e).instrument(span)
+            }))
+            .await;
             match results.into_iter().find_map(Result::err) {
                 None => break,
                 Some(e) => {

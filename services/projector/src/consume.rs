@@ -153,6 +153,35 @@ pub fn decode(batch: &[jetstream::Message], checkpoint: u64) -> Vec<(u64, Event)
         .collect()
 }
 
+/// With tracing on: a span per event that carries a trace context (a child of the
+/// command that appended it), keyed by stream sequence. Each closes when dropped,
+/// after its batch is committed. Empty, and free, when tracing is off.
+pub fn event_spans(
+    batch: &[jetstream::Message],
+    projection: &str,
+    checkpoint: u64,
+) -> std::collections::HashMap<u64, tracing::Span> {
+    if !runtime::trace::enabled() {
+        return Default::default();
+    }
+    batch
+        .iter()
+        .filter(|m| {
+            m.headers
+                .as_ref()
+                .is_some_and(|h| h.get("traceparent").is_some())
+        })
+        .filter_map(|m| {
+            let seq = m.info().ok()?.stream_sequence;
+            (seq > checkpoint).then(|| {
+                let span = tracing::info_span!("project", projection, seq, subject = %m.subject);
+                runtime::trace::follow(&span, m.headers.as_ref());
+                (seq, span)
+            })
+        })
+        .collect()
+}
+
 pub async fn run_db<P: DbProjection>(
     js: &jetstream::Context,
     pool: PgPool,
@@ -214,6 +243,7 @@ pub async fn run_db_named<P: DbProjection>(
                 continue 'restart;
             }
             let events = decode(&batch, checkpoint);
+            let _spans = event_spans(&batch, name, checkpoint);
             options.count_skipped(batch.len() - events.len());
             if last_seq > checkpoint {
                 let mut delay = Duration::from_millis(100);

@@ -17,11 +17,13 @@ async fn main() -> anyhow::Result<()> {
     let which = Projection::parse_list(&arg)?;
     runtime::telemetry::init(&format!("projector-{arg}"));
     let config = runtime::Config::from_env()?;
-    projector::run(
+    let result = projector::run(
         config,
         which,
         runtime::Shutdown::on_signals(),
         projector::Options::default(),
     )
-    .await
+    .await;
+    runtime::telemetry::shutdown();
+    result
 }

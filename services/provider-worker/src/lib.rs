@@ -15,24 +15,27 @@ mod work;
 pub use rate::RateLimiter;
 pub use work::{work_for, WorkItem, WorkKind};
 
-use async_nats::jetstream::{
-    self, consumer::pull, consumer::AckPolicy, message::PublishMessage, AckKind,
-};
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
 use email_domain_events::{
     event::Event, ids::derive, Command, CommandId, CommandType, ProviderResult,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use provider::{ApiKey, EmailProvider, ProviderError, ResendProvider};
 use runtime::{lease::Lease, streams, Config, Shutdown};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub const DISPATCH_CONSUMER: &str = "provider-dispatch";
 pub const INTERACTIVE_CONSUMER: &str = "provider-interactive";
 pub const BACKGROUND_CONSUMER: &str = "provider-background";
+pub const POLL_CONSUMER: &str = "provider-poll";
 
 /// How many provider calls may be in flight at once.
 const CONCURRENCY: usize = 64;
+
+/// At most this many scheduled polls are answered together (one list page holds 100).
+const POLL_BATCH: usize = 100;
 
 pub fn provider_from_config(config: &Config) -> anyhow::Result<Arc<dyn EmailProvider>> {
     // The development provider accepts any key; a real deployment sets RESEND_API_KEY.
@@ -107,38 +110,53 @@ async fn dispatch(js: &jetstream::Context, shutdown: &Shutdown) -> anyhow::Resul
         .messages()
         .await?;
     let js = js.clone();
-    let work = messages.take_until(shutdown.wait()).for_each_concurrent(512, |msg| {
-        let js = js.clone();
-        async move {
-            let Ok(msg) = msg else { return };
-            let (item, preflight) = match Event::from_json(&msg.payload) {
-                Ok(ev) => (work_for(&ev), work::preflight_for(&ev)),
-                Err(e) => {
-                    tracing::error!(error = %e, subject = %msg.subject, "unreadable event skipped by the provider worker");
-                    (None, None)
-                }
-            };
-            if let Some(item) = item {
-                let body = serde_json::to_vec(&item).expect("work items serialise");
-                publish_until_stored(&js, item.subject(), body, &item.work_id).await;
+    let work = messages
+        .take_until(shutdown.wait())
+        .for_each_concurrent(512, |msg| {
+            let js = js.clone();
+            async move {
+                let Ok(msg) = msg else { return };
+                // A span per event only when traces are exported: this is the hot path.
+                let span = if runtime::trace::enabled() {
+                    let span = tracing::info_span!("provider.dispatch", subject = %msg.subject);
+                    runtime::trace::follow(&span, msg.headers.as_ref());
+                    span
+                } else {
+                    tracing::Span::none()
+                };
+                dispatch_one(&js, msg).instrument(span).await
             }
-            // The pre-flight is DNS work, not provider work: it goes to the handler as a
-            // command, off the provider's rate limit.
-            if let Some(cmd) = preflight {
-                let body = serde_json::to_vec(&cmd.to_body()).expect("commands serialise");
-                publish_until_stored(&js, &cmd.subject(), body, &cmd.command_id.to_string()).await;
-            }
-            let _ = msg.ack().await;
-        }
-    });
+        });
     work.await;
     Ok(())
+}
+
+/// One event: its provider work item and its pre-flight command, if any.
+async fn dispatch_one(js: &jetstream::Context, msg: jetstream::Message) {
+    let (item, preflight) = match Event::from_json(&msg.payload) {
+        Ok(ev) => (work_for(&ev), work::preflight_for(&ev)),
+        Err(e) => {
+            tracing::error!(error = %e, subject = %msg.subject, "unreadable event skipped by the provider worker");
+            (None, None)
+        }
+    };
+    if let Some(item) = item {
+        let body = serde_json::to_vec(&item).expect("work items serialise");
+        publish_until_stored(js, item.subject(), body, &item.work_id).await;
+    }
+    // The pre-flight is DNS work, not provider work: it goes to the handler as a
+    // command, off the provider's rate limit.
+    if let Some(cmd) = preflight {
+        let body = serde_json::to_vec(&cmd.to_body()).expect("commands serialise");
+        publish_until_stored(js, &cmd.subject(), body, &cmd.command_id.to_string()).await;
+    }
+    let _ = msg.ack().await;
 }
 
 /// Publishes with a dedup id, retrying until JetStream has stored it.
 async fn publish_until_stored(js: &jetstream::Context, subject: &str, body: Vec<u8>, msg_id: &str) {
     loop {
-        let publish = PublishMessage::build()
+        let publish = runtime::trace::message()
             .payload(body.clone().into())
             .message_id(msg_id);
         match js.send_publish(subject.to_string(), publish).await {
@@ -156,6 +174,7 @@ async fn work_consumer(
     stream: &jetstream::stream::Stream,
     name: &str,
     subject: &str,
+    pending: usize,
 ) -> anyhow::Result<jetstream::consumer::pull::Stream> {
     let consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
@@ -168,14 +187,14 @@ async fn work_consumer(
                 // (at most 15 s) plus the wait for its rate-limit slot fits well inside.
                 // A redelivered item only repeats an idempotent call.
                 ack_wait: Duration::from_secs(60),
-                max_ack_pending: CONCURRENCY as i64 * 2,
+                max_ack_pending: pending as i64 * 2,
                 ..Default::default()
             },
         )
         .await?;
     Ok(consumer
         .stream()
-        .max_messages_per_batch(CONCURRENCY)
+        .max_messages_per_batch(pending)
         .messages()
         .await?)
 }
@@ -191,12 +210,21 @@ async fn execute(
         &stream,
         INTERACTIVE_CONSUMER,
         streams::PROVIDER_WORK_INTERACTIVE,
+        CONCURRENCY,
     )
     .await?;
     let mut background = work_consumer(
         &stream,
         BACKGROUND_CONSUMER,
         streams::PROVIDER_WORK_BACKGROUND,
+        CONCURRENCY,
+    )
+    .await?;
+    let mut polls = work_consumer(
+        &stream,
+        POLL_CONSUMER,
+        streams::PROVIDER_WORK_POLL,
+        POLL_BATCH,
     )
     .await?;
     let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
@@ -209,6 +237,24 @@ async fn execute(
             _ = shutdown.wait() => return Ok(()),
             Some(m) = interactive.next() => m,
             Some(m) = background.next() => m,
+            Some(m) = polls.next() => {
+                // Scheduled polls ride together on one slot: the polls already
+                // delivered are answered from the provider's domain list.
+                let mut batch: Vec<jetstream::Message> = m.into_iter().collect();
+                while batch.len() < POLL_BATCH {
+                    match polls.next().now_or_never() {
+                        Some(Some(Ok(m))) => batch.push(m),
+                        Some(Some(Err(_))) => continue,
+                        _ => break,
+                    }
+                }
+                let (js, provider, limiter) = (js.clone(), provider.clone(), limiter.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    execute_polls(&js, provider.as_ref(), &limiter, batch).await;
+                });
+                continue;
+            }
             else => return Ok(()),
         };
         let Ok(msg) = msg else { continue };
@@ -237,54 +283,180 @@ async fn execute_one(
         }
     };
     let span = tracing::info_span!("provider", kind = ?item.kind, domain = %item.domain, domain_id = %item.domain_id);
-    let _e = span.enter();
+    runtime::trace::follow(&span, msg.headers.as_ref());
+    execute_item(js, provider, limiter, msg, item)
+        .instrument(span)
+        .await
+}
+
+async fn execute_item(
+    js: &jetstream::Context,
+    provider: &dyn EmailProvider,
+    limiter: &RateLimiter,
+    msg: jetstream::Message,
+    item: WorkItem,
+) {
     let started = std::time::Instant::now();
     let called = call(provider, &item).await;
     observe_call(&item, &called, started.elapsed());
     match called {
-        Ok(Some(result)) => {
-            let cmd = Command {
-                command_type: CommandType::ProviderResult,
-                command_id: CommandId(derive(
-                    uuid::Uuid::parse_str(&item.work_id).unwrap_or_default(),
-                    "result",
-                )),
-                tenant_id: item.tenant_id,
-                domain: item.domain.clone(),
-                requested_by: Some("provider-worker".into()),
-                region: None,
-                domain_id: Some(item.domain_id),
-                reason: None,
-                provider_result: Some(result),
-                correlation_id: item.correlation_id,
-            };
-            let body = serde_json::to_vec(&cmd.to_body()).expect("commands serialise");
-            let publish = PublishMessage::build()
-                .payload(body.into())
-                .message_id(cmd.command_id.to_string());
-            let stored = match js.send_publish(cmd.subject(), publish).await {
-                Ok(ack) => ack.await.is_ok(),
-                Err(_) => false,
-            };
-            if stored {
-                let _ = msg.ack().await;
-            } else {
-                let _ = msg
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
-            }
-        }
+        Ok(Some(result)) => report(js, &item, result, &msg).await,
         Ok(None) => {
             let _ = msg.ack().await;
         }
-        Err(ProviderError::RateLimited { retry_after }) => {
+        Err(e) => retry_later(limiter, &item, e, &msg).await,
+    }
+}
+
+/// Sends a call's result to the handler as a `provider_result` command (its id
+/// derives from the work id, so a repeated call reports once), then acknowledges
+/// the work item.
+async fn report(
+    js: &jetstream::Context,
+    item: &WorkItem,
+    result: ProviderResult,
+    msg: &jetstream::Message,
+) {
+    let cmd = Command {
+        command_type: CommandType::ProviderResult,
+        command_id: CommandId(derive(
+            uuid::Uuid::parse_str(&item.work_id).unwrap_or_default(),
+            "result",
+        )),
+        tenant_id: item.tenant_id,
+        domain: item.domain.clone(),
+        requested_by: Some("provider-worker".into()),
+        region: None,
+        domain_id: Some(item.domain_id),
+        reason: None,
+        provider_result: Some(result),
+        correlation_id: item.correlation_id,
+    };
+    let body = serde_json::to_vec(&cmd.to_body()).expect("commands serialise");
+    let publish = runtime::trace::message()
+        .payload(body.into())
+        .message_id(cmd.command_id.to_string());
+    let stored = match js.send_publish(cmd.subject(), publish).await {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    if stored {
+        let _ = msg.ack().await;
+    } else {
+        let _ = msg
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await;
+    }
+}
+
+/// Scheduled status polls, answered together: the provider's domain list is walked
+/// page by page (the first page on the slot the batch was taken with, each further
+/// page on a slot of its own) until every polled domain was seen; a domain the list
+/// does not show (deleted at the provider, or past the pages worth walking) is asked
+/// for alone. A batch of one is simply asked for.
+async fn execute_polls(
+    js: &jetstream::Context,
+    provider: &dyn EmailProvider,
+    limiter: &RateLimiter,
+    batch: Vec<jetstream::Message>,
+) {
+    let mut items = Vec::with_capacity(batch.len());
+    for msg in batch {
+        match serde_json::from_slice::<WorkItem>(&msg.payload) {
+            Ok(item) => items.push((item, msg)),
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable work item dropped");
+                let _ = msg.ack_with(AckKind::Term).await;
+            }
+        }
+    }
+    let mut wanted: std::collections::HashMap<String, usize> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (item, _))| item.provider_domain_id.clone().map(|id| (id, i)))
+        .collect();
+    let mut statuses: Vec<Option<String>> = vec![None; items.len()];
+    let mut pages_read = 0;
+    if wanted.len() > 1 {
+        // Walking more pages than there are polls would cost more than asking alone.
+        let max_pages = wanted.len() / 2;
+        let mut after: Option<String> = None;
+        for page_no in 0..max_pages {
+            if page_no > 0 {
+                limiter.acquire().await;
+            }
+            let started = std::time::Instant::now();
+            let page = provider.list_domains_page(after.as_deref()).await;
+            pages_read += 1;
+            observe(
+                "list",
+                if page.is_ok() {
+                    "ok"
+                } else {
+                    error_label(page.as_ref().err())
+                },
+                started.elapsed(),
+            );
+            match page {
+                Ok(page) => {
+                    for d in page.domains {
+                        if let Some(i) = wanted.remove(&d.provider_domain_id) {
+                            statuses[i] = Some(d.status.as_str().to_string());
+                        }
+                    }
+                    match page.next {
+                        Some(next) if !wanted.is_empty() => after = Some(next),
+                        _ => break,
+                    }
+                }
+                Err(e) => {
+                    // The batch waits as a whole: each item comes back on its own.
+                    for (item, msg) in &items {
+                        retry_later(limiter, item, e.clone(), msg).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+    let mut slot_unused = pages_read == 0;
+    for ((item, msg), status) in items.into_iter().zip(statuses) {
+        match status {
+            Some(provider_status) => {
+                let span = tracing::info_span!("provider", kind = ?item.kind, domain = %item.domain, domain_id = %item.domain_id, batched = true);
+                runtime::trace::follow(&span, msg.headers.as_ref());
+                report(js, &item, ProviderResult::Polled { provider_status }, &msg)
+                    .instrument(span)
+                    .await;
+            }
+            None => {
+                // The batch's slot pays for the first call made alone, if no page was read.
+                if !std::mem::take(&mut slot_unused) {
+                    limiter.acquire().await;
+                }
+                execute_one(js, provider, limiter, msg).await;
+            }
+        }
+    }
+}
+
+/// A failed call: a 429 pauses every call and the item comes back after the wait;
+/// anything else comes back after a backoff. Never a failed domain.
+async fn retry_later(
+    limiter: &RateLimiter,
+    item: &WorkItem,
+    error: ProviderError,
+    msg: &jetstream::Message,
+) {
+    match error {
+        ProviderError::RateLimited { retry_after } => {
             let wait =
                 provider::retry_after_with_jitter(retry_after, item.domain_id.0.as_u128() as u64);
             tracing::info!(?wait, "provider rate limit: pausing all calls");
             limiter.pause(wait);
             let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
         }
-        Err(e) => {
+        e => {
             let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u32;
             let wait = provider::jittered_backoff(
                 delivered - 1,
@@ -311,16 +483,27 @@ fn observe_call(
     let status = match called {
         Ok(Some(ProviderResult::CreateRejected { .. })) => "rejected",
         Ok(_) => "ok",
-        Err(ProviderError::RateLimited { .. }) => "rate_limited",
-        Err(ProviderError::Transient(_)) => "unavailable",
-        Err(ProviderError::NotFound) => "not_found",
-        Err(ProviderError::Rejected { .. }) => "rejected",
+        Err(e) => error_label(Some(e)),
     };
+    observe(&operation, status, took);
+}
+
+fn error_label(e: Option<&ProviderError>) -> &'static str {
+    match e {
+        None => "ok",
+        Some(ProviderError::RateLimited { .. }) => "rate_limited",
+        Some(ProviderError::Transient(_)) => "unavailable",
+        Some(ProviderError::NotFound) => "not_found",
+        Some(ProviderError::Rejected { .. }) => "rejected",
+    }
+}
+
+fn observe(operation: &str, status: &str, took: Duration) {
     runtime::ops::PROVIDER_CALLS
-        .with_label_values(&[operation.as_str(), status])
+        .with_label_values(&[operation, status])
         .inc();
     runtime::ops::PROVIDER_SECONDS
-        .with_label_values(&[operation.as_str()])
+        .with_label_values(&[operation])
         .observe(took.as_secs_f64());
 }
 

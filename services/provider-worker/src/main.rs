@@ -9,5 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     runtime::telemetry::init("provider-worker");
     let config = runtime::Config::from_env()?;
-    provider_worker::run(config, runtime::Shutdown::on_signals()).await
+    let result = provider_worker::run(config, runtime::Shutdown::on_signals()).await;
+    runtime::telemetry::shutdown();
+    result
 }

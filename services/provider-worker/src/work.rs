@@ -32,6 +32,8 @@ impl WorkItem {
     pub fn subject(&self) -> &'static str {
         if self.interactive {
             runtime::streams::PROVIDER_WORK_INTERACTIVE
+        } else if self.kind == WorkKind::Poll {
+            runtime::streams::PROVIDER_WORK_POLL
         } else {
             runtime::streams::PROVIDER_WORK_BACKGROUND
         }

@@ -26,6 +26,6 @@ pub use api_key::ApiKey;
 pub use backoff::{jittered_backoff, retry_after_with_jitter};
 pub use resend::{ResendConfigError, ResendProvider, DEFAULT_RESEND_BASE_URL};
 pub use types::{
-    EmailProvider, ProviderDomain, ProviderDomainSummary, ProviderError, ProviderRecord,
-    ProviderStatus,
+    DomainPage, EmailProvider, ProviderDomain, ProviderDomainSummary, ProviderError,
+    ProviderRecord, ProviderStatus,
 };

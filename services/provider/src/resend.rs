@@ -12,8 +12,8 @@ use serde_json::Value;
 use crate::api_key::ApiKey;
 use crate::records::{full_record_name, normalize_name, record_purpose};
 use crate::types::{
-    EmailProvider, ProviderDomain, ProviderDomainSummary, ProviderError, ProviderRecord,
-    ProviderStatus,
+    DomainPage, EmailProvider, ProviderDomain, ProviderDomainSummary, ProviderError,
+    ProviderRecord, ProviderStatus,
 };
 
 /// Where Resend's API lives.
@@ -97,6 +97,14 @@ impl ResendProvider {
         url
     }
 
+    /// A request with the key as its bearer token. reqwest marks the header sensitive,
+    /// so the builder's and the request's `Debug` show `Sensitive`, not the key.
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, url)
+            .bearer_auth(self.key.expose())
+    }
+
     /// Removes the key from a text that may have come from outside (error bodies,
     /// transport errors), so it can be shown and logged.
     fn scrub(&self, text: String) -> String {
@@ -116,10 +124,7 @@ impl ResendProvider {
         body: Option<&Value>,
     ) -> Result<reqwest::Response, ProviderError> {
         let path = url.path().to_owned();
-        let mut request = self
-            .client
-            .request(method.clone(), url)
-            .bearer_auth(self.key.expose());
+        let mut request = self.request(method.clone(), url);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -138,7 +143,9 @@ impl ResendProvider {
         if status == StatusCode::NOT_FOUND {
             return Err(ProviderError::NotFound);
         }
-        let text = response.text().await.unwrap_or_default();
+        // Scrubbed whole before anything is cut from it: a key straddling the cut
+        // would otherwise leave its first part behind.
+        let text = self.scrub(response.text().await.unwrap_or_default());
         let (name, message) = error_body(&text);
         let (name, message) = (self.scrub(name), self.scrub(message));
         if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
@@ -165,8 +172,10 @@ impl ResendProvider {
         let bytes = response.bytes().await.map_err(|e| {
             ProviderError::Transient(self.scrub(format!("{method} {path}: {}", error_chain(&e))))
         })?;
+        // serde's message quotes the offending value ("invalid type: string \"…\""),
+        // which is the provider's text: scrubbed like any other.
         serde_json::from_slice(&bytes).map_err(|e| {
-            ProviderError::Transient(format!("{method} {path}: unreadable answer: {e}"))
+            ProviderError::Transient(self.scrub(format!("{method} {path}: unreadable answer: {e}")))
         })
     }
 
@@ -245,23 +254,35 @@ impl EmailProvider for ResendProvider {
         let mut all = Vec::new();
         let mut after: Option<String> = None;
         for _ in 0..MAX_LIST_PAGES {
-            let mut url = self.url(&["domains"]);
-            url.query_pairs_mut()
-                .append_pair("limit", &LIST_PAGE_SIZE.to_string());
-            if let Some(cursor) = &after {
-                url.query_pairs_mut().append_pair("after", cursor);
-            }
-            let page: WireList = self.send_json(Method::GET, url, None).await?;
-            let last_id = page.data.last().map(|d| d.id.clone());
-            all.extend(page.data.into_iter().map(WireDomain::into_summary));
-            match last_id {
-                Some(last) if page.has_more && after.as_deref() != Some(last.as_str()) => {
-                    after = Some(last);
-                }
-                _ => return Ok(all),
+            let page = self.list_domains_page(after.as_deref()).await?;
+            all.extend(page.domains);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
             }
         }
         Ok(all)
+    }
+
+    async fn list_domains_page(&self, after: Option<&str>) -> Result<DomainPage, ProviderError> {
+        let mut url = self.url(&["domains"]);
+        url.query_pairs_mut()
+            .append_pair("limit", &LIST_PAGE_SIZE.to_string());
+        if let Some(cursor) = after {
+            url.query_pairs_mut().append_pair("after", cursor);
+        }
+        let page: WireList = self.send_json(Method::GET, url, None).await?;
+        let last_id = page.data.last().map(|d| d.id.clone());
+        // A cursor that does not move would loop a caller forever: that is the last page.
+        let next = last_id.filter(|last| page.has_more && after != Some(last.as_str()));
+        Ok(DomainPage {
+            domains: page
+                .data
+                .into_iter()
+                .map(WireDomain::into_summary)
+                .collect(),
+            next,
+        })
     }
 
     async fn request_verification(&self, provider_domain_id: &str) -> Result<(), ProviderError> {
@@ -542,6 +563,51 @@ mod tests {
             p.url(&["domains", "a/b?c", "verify"]).as_str(),
             "http://localhost:1/api/domains/a%2Fb%3Fc/verify"
         );
+    }
+
+    #[test]
+    fn a_request_as_built_never_shows_the_key() {
+        let secret = "re_built_request_SECRET_42";
+        let p = ResendProvider::new(
+            "http://localhost:1",
+            ApiKey::new(secret),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let builder = p.request(Method::POST, p.url(&["domains"]));
+        assert!(!format!("{builder:?}").contains(secret));
+        let request = builder.build().unwrap();
+        let auth = &request.headers()[reqwest::header::AUTHORIZATION];
+        assert!(auth.is_sensitive());
+        assert_eq!(
+            auth.to_str().unwrap(),
+            format!("Bearer {secret}"),
+            "the key is sent"
+        );
+        let shown = format!("{request:?} {:?} {auth:?}", request.headers());
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(!format!("{p:?}").contains(secret));
+    }
+
+    #[test]
+    fn scrubbing_comes_before_cutting_an_error_body() {
+        let secret = "re_cut_in_half_SECRET_99";
+        let p = ResendProvider::new(
+            "http://localhost:1",
+            ApiKey::new(secret),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        // Not JSON, and the key straddles the point where the body is cut.
+        let body = format!("{}{secret} and more", "x".repeat(MAX_ERROR_BODY_CHARS - 8));
+        let (_, cut_first) = error_body(&body);
+        assert!(
+            cut_first.contains("re_cut_i"),
+            "the trap is real: {cut_first}"
+        );
+        let (_, message) = error_body(&p.scrub(body));
+        assert!(!message.contains("re_cut_i"), "{message}");
     }
 
     #[test]

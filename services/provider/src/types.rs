@@ -117,6 +117,14 @@ pub struct ProviderDomainSummary {
     pub status: ProviderStatus,
 }
 
+/// A page of [`EmailProvider::list_domains_page`]; `next` is the cursor of the page
+/// after it, `None` on the last page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainPage {
+    pub domains: Vec<ProviderDomainSummary>,
+    pub next: Option<String>,
+}
+
 /// Why a provider call failed, sorted by what the caller should do about it.
 ///
 /// The texts never contain the API key.
@@ -167,6 +175,20 @@ pub trait EmailProvider: Send + Sync {
 
     /// Every domain of the account (all pages).
     async fn list_domains(&self) -> Result<Vec<ProviderDomainSummary>, ProviderError>;
+
+    /// One page of the account's domains, from the cursor `after` on (`None`: the
+    /// first page). Lets a caller poll many domains with one call and stop walking as
+    /// soon as it has seen the ones it wants. A provider without pages answers
+    /// everything as one page.
+    async fn list_domains_page(&self, after: Option<&str>) -> Result<DomainPage, ProviderError> {
+        if after.is_some() {
+            return Ok(DomainPage::default());
+        }
+        Ok(DomainPage {
+            domains: self.list_domains().await?,
+            next: None,
+        })
+    }
 
     /// Asks the provider to check the domain's DNS records (asynchronously).
     async fn request_verification(&self, provider_domain_id: &str) -> Result<(), ProviderError>;

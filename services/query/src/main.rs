@@ -9,5 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     runtime::telemetry::init("query");
     let config = runtime::Config::from_env()?;
-    query::run(config, runtime::Shutdown::on_signals()).await
+    let result = query::run(config, runtime::Shutdown::on_signals()).await;
+    runtime::telemetry::shutdown();
+    result
 }

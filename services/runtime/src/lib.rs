@@ -17,6 +17,7 @@ pub mod shutdown;
 pub mod store;
 pub mod streams;
 pub mod telemetry;
+pub mod trace;
 
 pub use config::Config;
 pub use shutdown::Shutdown;

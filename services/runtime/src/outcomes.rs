@@ -1,7 +1,7 @@
 //! Outcomes: published once per command, and read back to answer a command id that
 //! comes again (the outcome stream doubles as the ledger of handled command ids).
 
-use async_nats::jetstream::{self, message::PublishMessage as Publish, stream::DirectGetErrorKind};
+use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use bytes::Bytes;
 use email_domain_events::outcome::Outcome;
 use email_domain_events::CommandId;
@@ -47,7 +47,7 @@ impl Outcomes {
     /// Publishes stored outcome bytes again (the same outcome for a repeated command id).
     pub async fn publish_raw(&self, id: CommandId, body: Bytes) -> anyhow::Result<()> {
         self.js
-            .send_publish(Outcome::subject(id), Publish::build().payload(body))
+            .send_publish(Outcome::subject(id), crate::trace::message().payload(body))
             .await?
             .await?;
         Ok(())

@@ -1,10 +1,7 @@
 //! The event store on JetStream: one subject per domain registration, appends guarded
 //! by `Nats-Expected-Last-Subject-Sequence`, reads by Direct Get from a snapshot on.
 
-use async_nats::jetstream::{
-    self, context::PublishErrorKind, kv, message::PublishMessage as Publish,
-    stream::DirectGetErrorKind,
-};
+use async_nats::jetstream::{self, context::PublishErrorKind, kv, stream::DirectGetErrorKind};
 use email_domain_events::event::{self, Event};
 use email_domain_events::{evolve, DomainId, DomainState, TenantId};
 use serde::{Deserialize, Serialize};
@@ -140,7 +137,7 @@ impl EventStore {
     /// Appends `event` if the domain's last event is still at `expected_last_seq`
     /// (0: the domain has no events). Returns the new event's stream sequence.
     pub async fn append(&self, event: &Event, expected_last_seq: u64) -> Result<u64, AppendError> {
-        let publish = Publish::build()
+        let publish = crate::trace::message()
             .payload(event.to_json().into())
             .message_id(event.event_id.to_string())
             .expected_last_subject_sequence(expected_last_seq);

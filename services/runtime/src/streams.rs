@@ -19,6 +19,8 @@ pub const COMMAND_SUBJECTS: &str = "email_domains.commands.>";
 pub const EVENT_SUBJECTS: &str = "email_domains.events.>";
 pub const PROVIDER_WORK_INTERACTIVE: &str = "email_domains.provider_work.interactive";
 pub const PROVIDER_WORK_BACKGROUND: &str = "email_domains.provider_work.background";
+/// Scheduled status polls: answered many at a time from the provider's domain list.
+pub const PROVIDER_WORK_POLL: &str = "email_domains.provider_work.poll";
 
 /// Which registration holds a domain name (at most one live owner per name).
 pub const NAMES_BUCKET: &str = "email_domain_names";
