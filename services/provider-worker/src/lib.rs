@@ -19,7 +19,7 @@ use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
 use email_domain_events::{
     event::Event, ids::derive, Command, CommandId, CommandType, ProviderResult,
 };
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use provider::{ApiKey, EmailProvider, ProviderError, ResendProvider};
 use runtime::{lease::Lease, streams, Config, Shutdown};
 use std::sync::Arc;
@@ -36,6 +36,9 @@ const CONCURRENCY: usize = 64;
 
 /// At most this many scheduled polls are answered together (one list page holds 100).
 const POLL_BATCH: usize = 100;
+
+/// How long the first poll of a batch waits for others to arrive.
+const POLL_GATHER: Duration = Duration::from_millis(20);
 
 pub fn provider_from_config(config: &Config) -> anyhow::Result<Arc<dyn EmailProvider>> {
     // The development provider accepts any key; a real deployment sets RESEND_API_KEY.
@@ -240,11 +243,19 @@ async fn execute(
             Some(m) = polls.next() => {
                 // Scheduled polls ride together on one slot: the polls already
                 // delivered are answered from the provider's domain list.
+                // The first one says how many more the consumer holds; those still
+                // on their way from the server are waited for, briefly.
                 let mut batch: Vec<jetstream::Message> = m.into_iter().collect();
-                while batch.len() < POLL_BATCH {
-                    match polls.next().now_or_never() {
-                        Some(Some(Ok(m))) => batch.push(m),
-                        Some(Some(Err(_))) => continue,
+                let more = batch
+                    .first()
+                    .and_then(|m| m.info().ok())
+                    .map_or(0, |i| i.pending as usize);
+                let want = (more + 1).min(POLL_BATCH);
+                let gather = tokio::time::Instant::now() + POLL_GATHER;
+                while batch.len() < want {
+                    match tokio::time::timeout_at(gather, polls.next()).await {
+                        Ok(Some(Ok(m))) => batch.push(m),
+                        Ok(Some(Err(_))) => continue,
                         _ => break,
                     }
                 }
