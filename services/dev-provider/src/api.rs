@@ -135,6 +135,7 @@ pub(crate) async fn create_domain(State(state): State<Arc<AppState>>, body: Byte
         };
         let answer = domain.create_json();
         store.by_name.insert(name.clone(), id.clone());
+        *store.created_by_name.entry(name.clone()).or_default() += 1;
         store.order.insert(seq, id.clone());
         store.domains.insert(id, domain);
         answer

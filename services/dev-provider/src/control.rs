@@ -32,6 +32,17 @@ pub struct Faults {
     /// Delay only the next n requests; absent: every request until `delay_ms` is 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_next: Option<u32>,
+    /// Delay only requests of this route, spelt as in [`Stats::by_path`] (e.g.
+    /// `"POST /domains"`); absent: every API request. Only matching requests count
+    /// towards `delay_next`. Set together with `delay_ms` (absent resets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_route: Option<String>,
+    /// Hold back the answer rather than the request: the request is carried out at
+    /// once and its answer sent after the delay, so a client that gives up waiting has
+    /// still had its request done (a create whose answer came too late). Set together
+    /// with `delay_ms` (absent resets it to false: the request itself waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_after_handling: Option<bool>,
     /// The next create answers 403 "registered already" after really creating the
     /// domain: a create whose answer was lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +64,10 @@ pub struct Stats {
     /// Requests answered with an injected 500.
     #[serde(default)]
     pub server_errors: u64,
+    /// Domains ever created per name (deleted ones included): more than one for a name
+    /// is a duplicate, unless the first was deleted in between.
+    #[serde(default)]
+    pub created_by_name: HashMap<String, u64>,
 }
 
 /// The faults still to be served.
@@ -63,7 +78,17 @@ pub(crate) struct ActiveFaults {
     pub server_error_next: u32,
     pub delay: Duration,
     pub delay_next: Option<u32>,
+    pub delay_route: Option<String>,
+    pub delay_after_handling: bool,
     pub forbid_next_create: bool,
+}
+
+/// The delay one request owes, and where it falls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OwedDelay {
+    pub delay: Duration,
+    /// After the handler ran (the answer waits), not before (the request waits).
+    pub after_handling: bool,
 }
 
 impl Default for ActiveFaults {
@@ -74,6 +99,8 @@ impl Default for ActiveFaults {
             server_error_next: 0,
             delay: Duration::ZERO,
             delay_next: None,
+            delay_route: None,
+            delay_after_handling: false,
             forbid_next_create: false,
         }
     }
@@ -93,6 +120,8 @@ impl ActiveFaults {
         if let Some(ms) = faults.delay_ms {
             self.delay = Duration::from_millis(ms);
             self.delay_next = faults.delay_next;
+            self.delay_route = faults.delay_route.clone().filter(|r| !r.trim().is_empty());
+            self.delay_after_handling = faults.delay_after_handling.unwrap_or(false);
         }
         if let Some(forbid) = faults.forbid_next_create {
             self.forbid_next_create = forbid;
@@ -106,19 +135,33 @@ impl ActiveFaults {
             server_error_next: Some(self.server_error_next),
             delay_ms: Some(self.delay.as_millis() as u64),
             delay_next: self.delay_next,
+            delay_route: self.delay_route.clone(),
+            delay_after_handling: Some(self.delay_after_handling),
             forbid_next_create: Some(self.forbid_next_create),
         }
     }
 
-    /// The delay owed to the next request.
-    pub(crate) fn take_delay(&mut self) -> Duration {
-        match &mut self.delay_next {
+    /// The delay owed to the next request, of `route` (`"METHOD /path"`).
+    pub(crate) fn take_delay(&mut self, route: &str) -> OwedDelay {
+        if self.delay.is_zero()
+            || self
+                .delay_route
+                .as_deref()
+                .is_some_and(|wanted| wanted != route)
+        {
+            return OwedDelay::default();
+        }
+        let delay = match &mut self.delay_next {
             None => self.delay,
             Some(0) => Duration::ZERO,
             Some(n) => {
                 *n -= 1;
                 self.delay
             }
+        };
+        OwedDelay {
+            delay,
+            after_handling: self.delay_after_handling,
         }
     }
 }
@@ -139,7 +182,10 @@ pub(crate) async fn clear_faults(State(state): State<Arc<AppState>>) -> Json<Fau
 }
 
 pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Json<Stats> {
-    let domains = state.store_read().domains.len() as u64;
+    let (domains, created_by_name) = {
+        let store = state.store_read();
+        (store.domains.len() as u64, store.created_by_name.clone())
+    };
     let control = state.control();
     Json(Stats {
         requests: control.requests,
@@ -147,6 +193,7 @@ pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Json<Stats> {
         domains,
         rate_limited: control.rate_limited,
         server_errors: control.server_errors,
+        created_by_name,
     })
 }
 

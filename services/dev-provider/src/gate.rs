@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::api::error_response;
+use crate::control::OwedDelay;
 use crate::state::{AppState, Control};
 
 /// What the control knobs decided for one request.
@@ -32,10 +33,11 @@ struct RateHeaders {
 
 impl Control {
     /// Counts the request and takes the delay owed to it.
-    fn count(&mut self, route: String) -> Duration {
+    fn count(&mut self, route: String) -> OwedDelay {
         self.requests += 1;
+        let owed = self.faults.take_delay(&route);
         *self.by_path.entry(route).or_default() += 1;
-        self.faults.take_delay()
+        owed
     }
 
     fn admit(&mut self, now: Instant, rate_limit_per_sec: Option<u32>) -> Admission {
@@ -120,10 +122,25 @@ pub(crate) async fn gate(
             .get::<MatchedPath>()
             .map_or(request.uri().path(), MatchedPath::as_str)
     );
-    let delay = state.control().count(route) + state.latency;
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+    let owed = state.control().count(route);
+    let (before, after) = if owed.after_handling {
+        (state.latency, owed.delay)
+    } else {
+        (state.latency + owed.delay, Duration::ZERO)
+    };
+    if !before.is_zero() {
+        tokio::time::sleep(before).await;
     }
+    let response = admit_and_run(&state, request, next).await;
+    // The request is done; only its answer waits (a client may give up meanwhile).
+    if !after.is_zero() {
+        tokio::time::sleep(after).await;
+    }
+    response
+}
+
+/// The key check, injected faults and the natural rate limit, then the handler.
+async fn admit_and_run(state: &AppState, request: Request, next: Next) -> Response {
     if !has_api_key(request.headers()) {
         return error_response(
             StatusCode::UNAUTHORIZED,

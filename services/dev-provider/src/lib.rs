@@ -6,8 +6,9 @@
 //! when no `RESEND_API_KEY` is set; every test uses it.
 //!
 //! Beyond Resend it offers a control surface for tests, outside the API paths:
-//! `POST /_control/faults` (inject 429s, 500s, delays, a "lost" create),
-//! `DELETE /_control/faults`, `GET /_control/stats` (request counts) and
+//! `POST /_control/faults` (inject 429s, 500s, delays of requests or of their
+//! answers, optionally of one route only, a "lost" create), `DELETE /_control/faults`,
+//! `GET /_control/stats` (request counts, domains created per name) and
 //! `POST /_control/domains/{id}/status` (force a raw status string).
 //!
 //! Verification is judged by its own deliberately simple DNS check

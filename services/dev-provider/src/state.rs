@@ -88,6 +88,8 @@ pub(crate) struct Store {
     pub order: BTreeMap<u64, String>,
     /// seq of deleted ids, so a list cursor survives a concurrent delete.
     pub deleted_seq: HashMap<String, u64>,
+    /// How many domains were ever created per name (for `GET /_control/stats`).
+    pub created_by_name: HashMap<String, u64>,
     pub next_seq: u64,
 }
 

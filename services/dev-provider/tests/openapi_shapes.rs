@@ -566,6 +566,72 @@ async fn delays_hold_requests_back() {
 }
 
 #[tokio::test]
+async fn a_delay_can_be_limited_to_one_route() {
+    let server = Server::start(DevProviderConfig::default()).await;
+    server
+        .control
+        .set_faults(&Faults {
+            delay_ms: Some(300),
+            delay_next: Some(1),
+            delay_route: Some("POST /domains".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Other routes are not held back and do not use up the one delay.
+    let started = std::time::Instant::now();
+    server.call(Method::GET, "/domains", None).await;
+    assert!(started.elapsed() < Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    server.create("route.example.com").await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    server.create("route2.example.com").await;
+    assert!(started.elapsed() < Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn a_late_answer_still_carries_out_the_request() {
+    let server = Server::start(DevProviderConfig::default()).await;
+    let faults = server
+        .control
+        .set_faults(&Faults {
+            delay_ms: Some(2000),
+            delay_next: Some(1),
+            delay_route: Some("POST /domains".into()),
+            delay_after_handling: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(faults.delay_route.as_deref(), Some("POST /domains"));
+    assert_eq!(faults.delay_after_handling, Some(true));
+    // A client that gives up before the answer comes.
+    let gave_up = server
+        .http
+        .post(format!("{}/domains", server.base))
+        .bearer_auth("re_test_key")
+        .json(&json!({"name": "late.example.com"}))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+    // The domain exists all the same: a second create is refused, not duplicated.
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            "/domains",
+            Some(json!({"name": "late.example.com"})),
+        )
+        .await;
+    assert_error(status, &body, 403, "validation_error");
+    let stats = server.control.stats().await.unwrap();
+    assert_eq!(stats.domains, 1);
+    assert_eq!(stats.created_by_name["late.example.com"], 1);
+    assert_eq!(stats.by_path["POST /domains"], 2);
+}
+
+#[tokio::test]
 async fn stats_count_api_requests_by_route() {
     let server = Server::start(DevProviderConfig::default()).await;
     let id = server.create("stats.example.com").await["id"]
