@@ -189,6 +189,8 @@ pub struct StackOptions {
     pub database_url: Option<String>,
     /// Each service serves `/metrics`, `/healthz`, `/readyz` on a free port (see [`Stack::ops_addr`]).
     pub ops: bool,
+    /// The provider adapter's request timeout.
+    pub provider_timeout: Duration,
 }
 
 impl Default for StackOptions {
@@ -212,6 +214,7 @@ impl Default for StackOptions {
             api_key: None,
             database_url: None,
             ops: false,
+            provider_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -269,6 +272,7 @@ impl Stack {
             lease_ttl: Duration::from_millis(1500),
             command_dedup_window: opts.command_dedup_window,
             ops_addr: None,
+            provider_timeout: opts.provider_timeout,
         };
         let client = runtime::connect_nats(&config.nats_url, "test")
             .await

@@ -3,18 +3,18 @@
 //! come after it are given up on, the call is retried, and the domain the timed-out
 //! create made is adopted: never a second provider domain, never a failed domain.
 //!
-//! The adapter's timeout is the worker's fixed 15 s (`provider_from_config`), so the
-//! timeout test takes about half a minute.
+//! The timeout test gives the adapter a 2 s request timeout (`PROVIDER_TIMEOUT_MS`,
+//! default 15 s), so it takes seconds, not half a minute.
 
 use dev_provider::{DevProviderControl, Faults};
 use email_domain_events::outcome::Verdict;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use system_tests::Stack;
+use system_tests::{Stack, StackOptions};
 use uuid::Uuid;
 
-/// The provider worker's request timeout (`provider_worker::provider_from_config`).
-const ADAPTER_TIMEOUT: Duration = Duration::from_secs(15);
+/// The adapter's request timeout in the timeout test (`PROVIDER_TIMEOUT_MS`).
+const ADAPTER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Waits until the newest row of `domain` has `status`; fails at once if it is ever
 /// `failed`. Returns the row and every status seen on the way.
@@ -129,7 +129,7 @@ async fn slow_answers_within_the_timeout_are_waited_for_without_retries_or_dupli
     let tenant = Uuid::new_v4();
     let names = ["slow-a.test", "slow-b.test", "slow-c.test"];
     let delay = Duration::from_millis(2_000);
-    assert!(delay < ADAPTER_TIMEOUT);
+    assert!(delay < StackOptions::default().provider_timeout);
 
     // Every API call (create, verify, status) takes 2 s.
     control
@@ -186,7 +186,11 @@ async fn slow_answers_within_the_timeout_are_waited_for_without_retries_or_dupli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_create_answered_after_the_timeout_is_retried_and_adopted_never_duplicated_or_failed() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_with(StackOptions {
+        provider_timeout: ADAPTER_TIMEOUT,
+        ..Default::default()
+    })
+    .await;
     let control = DevProviderControl::new(&stack.provider_url);
     let tenant = Uuid::new_v4();
     let name = "late.test";

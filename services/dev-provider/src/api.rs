@@ -241,49 +241,65 @@ pub(crate) async fn list_domains(
     if query.contains_key("after") && query.contains_key("before") {
         return validation_error("Use either `after` or `before`, not both.");
     }
-    let store = state.store_read();
-    let cursor = |key: &str| -> Result<Option<u64>, String> {
-        match query.get(key) {
-            None => Ok(None),
-            Some(id) => store
-                .cursor_seq(id)
-                .map(Some)
-                .ok_or_else(|| format!("The `{key}` cursor is not a known id.")),
+    let (page, has_more) = {
+        let store = state.store_read();
+        let cursor = |key: &str| -> Result<Option<u64>, String> {
+            match query.get(key) {
+                None => Ok(None),
+                Some(id) => store
+                    .cursor_seq(id)
+                    .map(Some)
+                    .ok_or_else(|| format!("The `{key}` cursor is not a known id.")),
+            }
+        };
+        let (after, before) = match (cursor("after"), cursor("before")) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(message), _) | (_, Err(message)) => return validation_error(message),
+        };
+        let (ids, has_more): (Vec<&String>, bool) = if let Some(before) = before {
+            // The `limit` domains just newer than the cursor, still listed newest first.
+            let mut newer: Vec<&String> = store
+                .order
+                .range(before + 1..)
+                .take(limit + 1)
+                .map(|(_, id)| id)
+                .collect();
+            let has_more = newer.len() > limit;
+            newer.truncate(limit);
+            newer.reverse();
+            (newer, has_more)
+        } else {
+            let mut older: Vec<&String> = store
+                .order
+                .range(..after.unwrap_or(u64::MAX))
+                .rev()
+                .take(limit + 1)
+                .map(|(_, id)| id)
+                .collect();
+            let has_more = older.len() > limit;
+            older.truncate(limit);
+            (older, has_more)
+        };
+        let page: Vec<DevDomain> = ids
+            .into_iter()
+            .filter_map(|id| store.domains.get(id).cloned())
+            .collect();
+        (page, has_more)
+    };
+    // Like a get, and like Resend's own background checks: a pending domain's status
+    // is current in the list too (a poller reading only the list still sees it verify).
+    let page = futures::future::join_all(page.into_iter().map(|d| {
+        let state = state.clone();
+        async move {
+            if d.status == "pending" {
+                recheck(&state, d).await
+            } else {
+                d
+            }
         }
-    };
-    let (after, before) = match (cursor("after"), cursor("before")) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(message), _) | (_, Err(message)) => return validation_error(message),
-    };
-    let (ids, has_more): (Vec<&String>, bool) = if let Some(before) = before {
-        // The `limit` domains just newer than the cursor, still listed newest first.
-        let mut newer: Vec<&String> = store
-            .order
-            .range(before + 1..)
-            .take(limit + 1)
-            .map(|(_, id)| id)
-            .collect();
-        let has_more = newer.len() > limit;
-        newer.truncate(limit);
-        newer.reverse();
-        (newer, has_more)
-    } else {
-        let mut older: Vec<&String> = store
-            .order
-            .range(..after.unwrap_or(u64::MAX))
-            .rev()
-            .take(limit + 1)
-            .map(|(_, id)| id)
-            .collect();
-        let has_more = older.len() > limit;
-        older.truncate(limit);
-        (older, has_more)
-    };
-    let data: Vec<Value> = ids
-        .into_iter()
-        .filter_map(|id| store.domains.get(id))
-        .map(DevDomain::list_item_json)
-        .collect();
+    }))
+    .await;
+    let data: Vec<Value> = page.iter().map(DevDomain::list_item_json).collect();
     Json(json!({ "object": "list", "has_more": has_more, "data": data })).into_response()
 }
 

@@ -51,7 +51,7 @@ pub fn provider_from_config(config: &Config) -> anyhow::Result<Arc<dyn EmailProv
     Ok(Arc::new(ResendProvider::new(
         &config.resend_base_url,
         key,
-        Duration::from_secs(15),
+        config.provider_timeout,
     )?))
 }
 

@@ -28,6 +28,8 @@ pub struct Config {
     pub command_dedup_window: std::time::Duration,
     /// `METRICS_ADDR`: where `/metrics`, `/healthz` and `/readyz` are served; `None` = not served.
     pub ops_addr: Option<SocketAddr>,
+    /// `PROVIDER_TIMEOUT_MS`: how long one provider request may take (default 15 s).
+    pub provider_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -43,6 +45,7 @@ impl std::fmt::Debug for Config {
             .field("dns_nameservers", &self.dns_nameservers)
             .field("policy", &self.policy)
             .field("provider_rate_limit", &self.provider_rate_limit)
+            .field("provider_timeout", &self.provider_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -148,6 +151,12 @@ impl Config {
                 var("COMMAND_DEDUP_WINDOW_SECS")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(120),
+            ),
+            provider_timeout: std::time::Duration::from_millis(
+                var("PROVIDER_TIMEOUT_MS")
+                    .and_then(|v| v.parse().ok())
+                    .filter(|ms| *ms > 0)
+                    .unwrap_or(15_000),
             ),
             ops_addr: match var("METRICS_ADDR") {
                 None => None,
