@@ -9,8 +9,15 @@
 //   <- RECORDS_PUBLISHED
 //   -> NEED_EXPIRED_LINK <domain-id> the driver signs a share link that has expired
 //   <- EXPIRED_LINK <url>
+//   (the owner's "Revoke links" is exercised in the page itself)
 //   -> E2E OK                       everything passed (exit status 0)
+//
+// Accessibility: axe-core audits each main state the test visits (the empty page
+// with the add form, a domain with its DNS cards, the verified domain, the share
+// page, refused links, the "not available on your plan" page). Any violation of
+// impact "serious" or "critical" fails the test; minor/moderate ones are counted.
 import { chromium } from "playwright-core";
+import { createRequire } from "node:module";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -47,6 +54,63 @@ function check(cond, what) {
   if (!cond) throw new Error(`check failed: ${what}`);
   console.error(`  ok: ${what}`);
 }
+// axe-core, served to the page from the gateway's own origin (intercepted by the
+// browser context), so the pages' Content-Security-Policy (script-src 'self') stays on.
+const AXE_PATH = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+const AXE_URL = `${base}/__e2e__/axe.min.js`;
+const audits = [];
+async function audit(p, name) {
+  if (!(await p.evaluate(() => typeof window.axe === "object"))) await p.addScriptTag({ url: AXE_URL });
+  const violations = await p.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ["violations", "incomplete"] });
+    window.__axeReview = r.incomplete.map((v) => `${v.id} (${v.nodes.length})`);
+    return r.violations.map((v) => ({
+      id: v.id, impact: v.impact, help: v.help, helpUrl: v.helpUrl,
+      nodes: v.nodes.map((n) => ({ target: n.target.join(" "), summary: n.failureSummary })),
+    }));
+  });
+  const review = await p.evaluate(() => window.__axeReview);
+  if (review.length) console.error(`  axe ${name}: needs review (not failures): ${review.join(", ")}`);
+  const severe = violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  const minor = violations.filter((v) => !severe.includes(v));
+  for (const v of violations) {
+    console.error(`  axe ${name}: ${v.impact} ${v.id} – ${v.help} (${v.helpUrl})`);
+    for (const n of v.nodes.slice(0, 5)) console.error(`      at ${n.target}: ${(n.summary || "").replace(/\n\s*/g, " ")}`);
+    if (v.nodes.length > 5) console.error(`      … and ${v.nodes.length - 5} more`);
+  }
+  audits.push({ name, severe: severe.length, minor: minor.reduce((n, v) => n + v.nodes.length, 0) });
+  check(severe.length === 0, `axe (${name}): no serious or critical violations` +
+    (severe.length ? ` – found ${severe.map((v) => `${v.id} [${v.impact}] at ${v.nodes.map((n) => n.target).join(", ")}: ${v.help}`).join("; ")}` : "") +
+    ` (${minor.length} minor/moderate rule${minor.length === 1 ? "" : "s"}, ${minor.reduce((n, v) => n + v.nodes.length, 0)} node(s))`);
+}
+
+// The audit is real: a deliberately broken fragment (a button without a name, an
+// image without alt text, faint text) must be reported as serious/critical.
+async function auditControl(p) {
+  if (!(await p.evaluate(() => typeof window.axe === "object"))) await p.addScriptTag({ url: AXE_URL });
+  const found = await p.evaluate(async () => {
+    const box = document.createElement("div");
+    box.id = "axe-control";
+    const b = document.createElement("button");
+    const img = document.createElement("img");
+    img.src = "/app.css";
+    const faint = document.createElement("p");
+    faint.textContent = "faint text";
+    faint.style.color = "#d0d0d0";
+    faint.style.background = "#ffffff";
+    box.append(b, img, faint);
+    document.body.append(box);
+    try {
+      const r = await window.axe.run({ include: [["#axe-control"]] }, { resultTypes: ["violations"] });
+      return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => v.id).sort();
+    } finally {
+      box.remove();
+    }
+  });
+  check(["button-name", "color-contrast", "image-alt"].every((id) => found.includes(id)),
+    `axe reports a broken control fragment as serious/critical (${found.join(", ")})`);
+}
+
 const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
 
 const userDataDir = mkdtempSync(join(tmpdir(), "gateway-e2e-"));
@@ -62,6 +126,7 @@ let page;
 let failed = false;
 try {
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
+  await context.route(AXE_URL, (route) => route.fulfill({ path: AXE_PATH, contentType: "text/javascript; charset=utf-8" }));
   page = context.pages()[0] || (await context.newPage());
 
   // 1. The owner's page, empty.
@@ -71,6 +136,8 @@ try {
   check(!page.url().includes("token="), "the token is taken out of the address bar");
   check(await page.getByText("DNS changes can take time").isVisible(), "the note that DNS changes take time");
   await shot(page, "01-empty");
+  await auditControl(page);
+  await audit(page, "domain list and add form");
 
   // 2. Add a domain with the keyboard: label, type, Enter.
   const domain = `e2e-${Math.random().toString(36).slice(2, 8)}.test`;
@@ -88,6 +155,7 @@ try {
   check(await art.getByText(`(full name: send.${domain})`).first().isVisible(), "the full name is shown beside the host");
   check(await art.locator(".next-check time").count() === 1, "the next automatic check is shown");
   await shot(page, "02-records");
+  await audit(page, "a domain with its DNS cards");
 
   // 3. Copy a value.
   const card = art.locator("section.group[data-type=TXT] li.record").first();
@@ -113,6 +181,7 @@ try {
   await art.locator('details.timeline li[data-kind="verified"]').waitFor({ timeout: 20000 });
   check(await art.locator('details.timeline li[data-kind="dns_checked"]').count() >= 1, "the timeline shows the DNS checks");
   await shot(page, "03-verified");
+  await audit(page, "verified, timeline open");
 
   // 5. Check again (refresh_status) keeps it verified.
   await art.getByRole("button", { name: "Check again" }).click();
@@ -125,6 +194,7 @@ try {
   await shareInput.waitFor();
   const shareUrl = await shareInput.inputValue();
   check(shareUrl.startsWith(`${base}/share/${id}?`), "a share link for this domain");
+  await audit(page, "share link shown");
   const admin = await context.newPage();
   const res = await admin.goto(shareUrl);
   check(res.status() === 200, "the share link opens without a token");
@@ -140,6 +210,7 @@ try {
   const names = await admin.locator("li.record").evaluateAll((els) => els.map((e) => e.dataset.name));
   check(names.every((n) => csv.includes(n) && zone.includes(`${n}.`)), "CSV and zone file hold every record");
   await shot(admin, "04-share");
+  await audit(admin, "share page");
 
   // 7. Tampered and expired links are refused.
   const tampered = shareUrl.replace(/sig=([0-9a-f]*)([0-9a-f])$/, (_, a, b) => `sig=${a}${b === "0" ? "1" : "0"}`);
@@ -149,11 +220,25 @@ try {
   check(await admin.getByText("not valid").isVisible(), "and says so");
   check(await admin.locator("li.record").count() === 0, "and shows no records");
   await shot(admin, "05-share-tampered");
+  await audit(admin, "refused share link");
   const expiredUrl = await ask(`NEED_EXPIRED_LINK ${id}`, "EXPIRED_LINK");
   const x = await admin.goto(expiredUrl);
   check(x.status() === 410, `an expired link is refused (${x.status()})`);
   check(await admin.getByText("expired").isVisible(), "and says so");
   await shot(admin, "06-share-expired");
+
+  // 7b. The owner revokes the links: the admin's link is refused like an expired one.
+  await page.bringToFront();
+  page.once("dialog", (d) => d.accept());
+  await art.getByRole("button", { name: "Revoke links" }).click();
+  await art.locator(".share-out .revoked").waitFor({ timeout: 10000 });
+  check(await art.getByLabel(/Read-only link for your DNS admin/).count() === 0, "the revoked link is no longer offered");
+  await audit(page, "share links revoked");
+  const revoked = await admin.goto(shareUrl);
+  check(revoked.status() === 410, `a revoked link is refused (${revoked.status()})`);
+  check(await admin.getByText("withdrawn this link").isVisible(), "and says so");
+  check(await admin.locator("li.record").count() === 0, "and shows no records");
+  await shot(admin, "06b-share-revoked");
 
   // 8. Another tenant's token cannot see this domain.
   const other = await context.newPage();
@@ -164,12 +249,20 @@ try {
   check(status === 404, `another tenant's token gets 404 for the domain (${status})`);
   await shot(other, "07-other-tenant");
 
+  // 8b. Without a token: the page asks to sign in again.
+  const signin = await context.newPage();
+  await signin.goto(`${base}/`);
+  await signin.getByRole("heading", { name: "Please sign in again" }).waitFor();
+  await audit(signin, "sign in again");
+  await signin.close();
+
   // 9. A tenant without the feature sees the plan message, and no form.
   const plan = await context.newPage();
   await plan.goto(`${base}/#token=${COMMUNITY}`);
   await plan.getByText("not available on your plan").first().waitFor();
   check(!(await plan.getByLabel("Domain name").isVisible()), "no add-domain form without the feature");
   await shot(plan, "08-not-on-plan");
+  await audit(plan, "not available on your plan");
 
   // 10. Keyboard: the first Tab reaches the skip link, focus is visible.
   await page.bringToFront();
@@ -180,6 +273,43 @@ try {
   const focused = await page.evaluate(() => document.activeElement && document.activeElement.textContent);
   check(/Skip to your domains/.test(focused || ""), "the skip link is the first stop");
 
+  // 11. Keyboard: Tab reaches the form and every main button of the domain, and each
+  // stop has an accessible name (Chromium's own accessibility tree, over CDP).
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Accessibility.enable");
+  const stops = [];
+  for (let i = 0; i < 80; i++) {
+    await page.keyboard.press("Tab");
+    const { result } = await cdp.send("Runtime.evaluate", { expression: "document.activeElement" });
+    const where = await page.evaluate(() => { const e = document.activeElement; return e ? `${e.tagName.toLowerCase()}${e.dataset.key ? `[${e.dataset.key}]` : ""}` : ""; });
+    if (!result.objectId || where === "body") break; // left the document
+    const { nodes } = await cdp.send("Accessibility.getPartialAXTree", { objectId: result.objectId, fetchRelatives: false });
+    const ax = nodes.find((n) => !n.ignored) || nodes[0] || {};
+    stops.push({ role: ax.role ? ax.role.value : "?", name: ((ax.name && ax.name.value) || "").trim(), where });
+    if (stops.length > 1 && where === stops[0].where) break; // wrapped around
+  }
+  console.error(`  tab order: ${stops.map((s) => `${s.role} "${s.name}"`).join(", ")}`);
+  const unnamed = stops.filter((s) => !s.name);
+  check(unnamed.length === 0, `every Tab stop has an accessible name (${unnamed.map((s) => `${s.role} ${s.where}`).join(", ") || "all named"})`);
+  for (const [role, name] of [["textbox", "Domain name"], ["DisclosureTriangle", /^Timeline of checks/], ["button", "Add domain"], ["button", "I've added the records"],
+    ["button", "Check again"], ["button", "Share with your DNS admin"], ["button", "Revoke links"], ["button", "Download CSV"],
+    ["button", "Download zone file"], ["button", "Remove domain"]]) {
+    check(stops.some((s) => s.role === role && (name instanceof RegExp ? name.test(s.name) : s.name === name)), `Tab reaches the ${role} "${name}"`);
+  }
+  check(stops.some((s) => s.role === "button" && /^Copy value of the TXT record at /.test(s.name)), "Tab reaches the copy buttons, named by record");
+  // And the keyboard alone creates a share link: focus the button, press Enter; focus moves to the link.
+  const shareButton = art.getByRole("button", { name: "Share with your DNS admin" });
+  await shareButton.focus();
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => document.activeElement && document.activeElement.id.startsWith("share-url-"), null, { timeout: 10000 });
+  check(true, "Enter on the share button creates the link and moves focus to it");
+  const fresh = await page.evaluate(() => document.activeElement.value);
+  check(/[?&]ep=1&/.test(fresh), "a link made after revoking carries the new epoch");
+  const reopened = await admin.goto(fresh);
+  check(reopened.status() === 200, `and opens (${reopened.status()})`);
+
+  const minorTotal = audits.reduce((n, a) => n + a.minor, 0);
+  console.error(`  axe: ${audits.length} states audited, 0 serious/critical, ${minorTotal} minor/moderate node(s) (${audits.map((a) => `${a.name}: ${a.minor}`).join("; ")})`);
   console.error(`  browser test took ${((Date.now() - started) / 1000).toFixed(1)} s`);
   console.log("E2E OK");
 } catch (e) {

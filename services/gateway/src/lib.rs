@@ -12,6 +12,7 @@ pub mod token;
 pub mod view;
 
 use async_nats::jetstream;
+use async_nats::jetstream::kv;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -59,12 +60,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/domains/{id}/refresh"),
     ("get", "/api/v1/domains/{id}/timeline"),
     ("post", "/api/v1/domains/{id}/share"),
+    ("delete", "/api/v1/domains/{id}/share"),
     ("get", "/api/v1/domains/{id}/records.csv"),
     ("get", "/api/v1/domains/{id}/records.zone"),
     ("get", "/api/v1/share/{id}"),
     ("get", "/api/v1/share/{id}/records.csv"),
     ("get", "/api/v1/share/{id}/records.zone"),
 ];
+
+/// The gateway's KV bucket of share epochs: key = domain id, value = the epoch (decimal).
+/// A share link carries the epoch it was made in; revoking raises the domain's epoch,
+/// which refuses every older link. Created by the gateway itself (idempotent).
+pub const SHARE_EPOCHS_BUCKET: &str = "gateway_share_epochs";
 
 pub const PLAN_MESSAGE: &str =
     "Managed sending is not available on your plan. It is part of the Enterprise edition; ask your account owner about upgrading.";
@@ -101,6 +108,7 @@ struct Inner {
     outcomes: Outcomes,
     store: EventStore,
     pool: PgPool,
+    share_epochs: kv::Store,
 }
 
 #[derive(Clone)]
@@ -114,6 +122,7 @@ pub async fn app(config: Config, opts: Options) -> anyhow::Result<Router> {
     runtime::streams::ensure(&js, &Default::default()).await?;
     let outcomes = Outcomes::open(&js).await?;
     let store = EventStore::open(&js, config.snapshot_every).await?;
+    let share_epochs = runtime::streams::ensure_bucket(&js, SHARE_EPOCHS_BUCKET).await?;
     let pool = runtime::db::connect_and_migrate(&config.database_url, 8).await?;
     let state = AppState(Arc::new(Inner {
         opts,
@@ -123,6 +132,7 @@ pub async fn app(config: Config, opts: Options) -> anyhow::Result<Router> {
         outcomes,
         store,
         pool,
+        share_epochs,
     }));
     Ok(router(state))
 }
@@ -165,7 +175,10 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/domains/{id}/dns-configured", post(dns_configured))
         .route("/api/v1/domains/{id}/refresh", post(refresh))
         .route("/api/v1/domains/{id}/timeline", get(timeline))
-        .route("/api/v1/domains/{id}/share", post(create_share))
+        .route(
+            "/api/v1/domains/{id}/share",
+            post(create_share).delete(revoke_shares),
+        )
         .route("/api/v1/domains/{id}/records.csv", get(records_csv))
         .route("/api/v1/domains/{id}/records.zone", get(records_zone))
         .route("/api/v1/share/{id}", get(share_domain))
@@ -621,24 +634,117 @@ async fn create_share(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Option<Json<ShareBody>>,
+    body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
     let claims = authorize(&state, &headers)?;
+    // No body, or a JSON object (a malformed one is answered in JSON too, not by axum's plain-text rejection).
+    let body: ShareBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ShareBody::default()
+    } else {
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .filter(Value::is_object)
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "send no body, or a JSON object such as {\"ttl_secs\": 86400}",
+                )
+            })?
+    };
     let id = parse_id(&id)?;
     tenant_row(&state.0.pool, claims.tenant_id, id).await?;
     let ttl = body
-        .and_then(|b| b.0.ttl_secs)
+        .ttl_secs
         .unwrap_or(state.0.opts.share_ttl.as_secs())
         .clamp(60, 30 * 86_400) as i64;
     let exp = now() + ttl;
-    let sig = state.0.opts.keys.share_sig(id, exp);
+    let epoch = share_epoch(&state, id).await?;
+    let sig = state.0.opts.keys.share_sig_at(id, exp, epoch);
     let base = base_url(&state, &headers);
-    let q = format!("exp={exp}&sig={sig}");
+    let q = share_query(exp, epoch, &sig);
     Ok(Json(json!({
         "url": format!("{base}/share/{id}?{q}"),
         "csv_url": format!("{base}/api/v1/share/{id}/records.csv?{q}"),
         "zone_url": format!("{base}/api/v1/share/{id}/records.zone?{q}"),
         "expires_at": chrono::DateTime::from_timestamp(exp, 0).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    })))
+}
+
+/// The query string of a share link (`ep` only after the first revocation).
+fn share_query(exp: i64, epoch: u64, sig: &str) -> String {
+    if epoch == 0 {
+        format!("exp={exp}&sig={sig}")
+    } else {
+        format!("exp={exp}&ep={epoch}&sig={sig}")
+    }
+}
+
+/// The domain's current share epoch (0 until its links are first revoked).
+async fn share_epoch(state: &AppState, id: Uuid) -> ApiResult<u64> {
+    let v = state
+        .0
+        .share_epochs
+        .get(id.to_string())
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(
+        v.and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// Raises the domain's share epoch by one (compare-and-set, retried on a race);
+/// returns the new epoch.
+async fn raise_share_epoch(state: &AppState, id: Uuid) -> ApiResult<u64> {
+    let kv = &state.0.share_epochs;
+    let key = id.to_string();
+    for _ in 0..20 {
+        let entry = kv.entry(key.clone()).await.map_err(ApiError::unavailable)?;
+        let written = match entry {
+            Some(e) => {
+                let next = std::str::from_utf8(&e.value)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+                    + 1;
+                kv.update(&key, next.to_string().into(), e.revision)
+                    .await
+                    .map(|_| next)
+                    .map_err(|e| e.to_string())
+            }
+            None => kv
+                .create(&key, "1".into())
+                .await
+                .map(|_| 1)
+                .map_err(|e| e.to_string()),
+        };
+        match written {
+            Ok(epoch) => return Ok(epoch),
+            Err(e) => {
+                tracing::debug!(error = %e, domain_id = %id, "share epoch changed meanwhile; retrying");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    Err(ApiError::unavailable("could not raise the share epoch"))
+}
+
+/// Revokes every share link of the domain made so far (links made afterwards work).
+async fn revoke_shares(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let claims = authorize(&state, &headers)?;
+    let id = parse_id(&id)?;
+    tenant_row(&state.0.pool, claims.tenant_id, id).await?;
+    raise_share_epoch(&state, id).await?;
+    tracing::info!(domain_id = %id, by = ?claims.sub, "share links revoked");
+    Ok(Json(json!({
+        "revoked": true,
+        "revoked_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     })))
 }
 
@@ -690,13 +796,25 @@ async fn records_zone(
 // ---------------------------------------------------------------------------------
 // share links: no login, HMAC over the domain id and the expiry
 
+/// A share link's query, as text: a garbled value is a refused link (403 in JSON or
+/// HTML), not the framework's plain-text rejection.
 #[derive(Deserialize)]
 struct ShareQuery {
-    exp: Option<i64>,
+    exp: Option<String>,
+    /// The share epoch the link was made in (absent: 0).
+    ep: Option<String>,
     sig: Option<String>,
 }
 
-fn check_share(state: &AppState, id: &str, q: &ShareQuery) -> ApiResult<Uuid> {
+/// A share link that passed [`check_share`].
+struct ShareLink {
+    id: Uuid,
+    exp: i64,
+    epoch: u64,
+}
+
+/// 403 for a tampered, garbled or unsigned link, 410 for an expired or revoked one.
+async fn check_share(state: &AppState, id: &str, q: &ShareQuery) -> ApiResult<ShareLink> {
     let refused = || {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -705,26 +823,52 @@ fn check_share(state: &AppState, id: &str, q: &ShareQuery) -> ApiResult<Uuid> {
         )
     };
     let id = Uuid::parse_str(id).map_err(|_| refused())?;
-    let (Some(exp), Some(sig)) = (q.exp, q.sig.as_deref()) else {
+    let (Some(exp), Some(sig)) = (
+        q.exp.as_deref().and_then(|e| e.parse::<i64>().ok()),
+        q.sig.as_deref(),
+    ) else {
         return Err(refused());
     };
-    match state.0.opts.keys.verify_share(id, exp, sig, now()) {
-        Ok(()) => Ok(id),
-        Err(token::TokenError::Expired) => Err(ApiError::new(
-            StatusCode::GONE,
-            "link_expired",
-            "this link has expired; ask the domain owner for a new one",
-        )),
-        Err(_) => Err(refused()),
+    let epoch = match q.ep.as_deref() {
+        None => 0,
+        Some(e) => e.parse::<u64>().map_err(|_| refused())?,
+    };
+    match state
+        .0
+        .opts
+        .keys
+        .verify_share_at(id, exp, epoch, sig, now())
+    {
+        Ok(()) => {}
+        Err(token::TokenError::Expired) => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "link_expired",
+                "this link has expired; ask the domain owner for a new one",
+            ))
+        }
+        Err(_) => return Err(refused()),
     }
+    if epoch < share_epoch(state, id).await? {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "link_revoked",
+            "the domain owner has withdrawn this link; ask them for a new one",
+        ));
+    }
+    Ok(ShareLink { id, exp, epoch })
 }
 
-async fn shared_view(state: &AppState, id: &str, q: &ShareQuery) -> ApiResult<view::DomainView> {
-    let id = check_share(state, id, q)?;
-    let row = row_by_id(&state.0.pool, id)
+async fn shared_view(
+    state: &AppState,
+    id: &str,
+    q: &ShareQuery,
+) -> ApiResult<(ShareLink, view::DomainView)> {
+    let link = check_share(state, id, q).await?;
+    let row = row_by_id(&state.0.pool, link.id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    view_of(&row)
+    Ok((link, view_of(&row)?))
 }
 
 async fn share_page(
@@ -732,7 +876,7 @@ async fn share_page(
     Path(id): Path<String>,
     Query(q): Query<ShareQuery>,
 ) -> Response {
-    match check_share(&state, &id, &q) {
+    match check_share(&state, &id, &q).await {
         Ok(_) => Html(SHARE_HTML).into_response(),
         Err(e) => {
             let page = REFUSED_HTML.replace("{{message}}", &e.message);
@@ -752,9 +896,9 @@ async fn share_domain(
     Path(id): Path<String>,
     Query(q): Query<ShareQuery>,
 ) -> ApiResult<Json<Value>> {
-    let view = shared_view(&state, &id, &q).await?;
-    let exp = q.exp.unwrap_or_default();
-    let qs = format!("exp={exp}&sig={}", q.sig.as_deref().unwrap_or(""));
+    let (link, view) = shared_view(&state, &id, &q).await?;
+    let (id, exp) = (link.id, link.exp);
+    let qs = share_query(exp, link.epoch, q.sig.as_deref().unwrap_or("").trim());
     Ok(Json(json!({
         "domain": view,
         "expires_at": chrono::DateTime::from_timestamp(exp, 0).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
@@ -768,7 +912,7 @@ async fn share_csv(
     Path(id): Path<String>,
     Query(q): Query<ShareQuery>,
 ) -> ApiResult<Response> {
-    Ok(download(&shared_view(&state, &id, &q).await?, false))
+    Ok(download(&shared_view(&state, &id, &q).await?.1, false))
 }
 
 async fn share_zone(
@@ -776,5 +920,5 @@ async fn share_zone(
     Path(id): Path<String>,
     Query(q): Query<ShareQuery>,
 ) -> ApiResult<Response> {
-    Ok(download(&shared_view(&state, &id, &q).await?, true))
+    Ok(download(&shared_view(&state, &id, &q).await?.1, true))
 }

@@ -4,7 +4,11 @@
 //!   `base64url(JSON claims) "." base64url(HMAC-SHA256(secret, "session." + claims_b64))`,
 //!   claims `{"tenant_id": uuid, "edition": "enterprise"|..., "exp": unix seconds, "sub"?: string}`.
 //! - The **share signature** of a read-only link to one domain's records:
-//!   `hex(HMAC-SHA256(secret, "share." + domain_id + "." + exp))`.
+//!   `hex(HMAC-SHA256(secret, "share." + domain_id + "." + exp))` for a link of share
+//!   epoch 0, `hex(HMAC-SHA256(secret, "share." + domain_id + "." + exp + "." + epoch))`
+//!   for a later epoch. Revoking a domain's links raises its epoch (kept by the
+//!   gateway in a KV bucket); a link of an older epoch is refused. Epoch-0 links keep
+//!   the original form, so links made before revocation existed stay valid until revoked.
 //!
 //! The two use distinct prefixes, so neither can be replayed as the other.
 
@@ -120,14 +124,22 @@ impl Keys {
         Ok(claims)
     }
 
-    /// The signature of a share link to `domain_id`, valid until `exp` (Unix seconds).
+    /// The signature of a share link to `domain_id`, valid until `exp` (Unix seconds),
+    /// of share epoch 0.
     pub fn share_sig(&self, domain_id: Uuid, exp: i64) -> String {
-        hex::encode(self.mac(&[
-            b"share.",
-            domain_id.hyphenated().to_string().as_bytes(),
-            b".",
-            exp.to_string().as_bytes(),
-        ]))
+        self.share_sig_at(domain_id, exp, 0)
+    }
+
+    /// The signature of a share link of share epoch `epoch` (see the module docs).
+    pub fn share_sig_at(&self, domain_id: Uuid, exp: i64, epoch: u64) -> String {
+        let id = domain_id.hyphenated().to_string();
+        let exp = exp.to_string();
+        let epoch_s = epoch.to_string();
+        let mut parts: Vec<&[u8]> = vec![b"share.", id.as_bytes(), b".", exp.as_bytes()];
+        if epoch > 0 {
+            parts.extend([b".".as_slice(), epoch_s.as_bytes()]);
+        }
+        hex::encode(self.mac(&parts))
     }
 
     pub fn verify_share(
@@ -137,10 +149,23 @@ impl Keys {
         sig: &str,
         now: i64,
     ) -> Result<(), TokenError> {
+        self.verify_share_at(domain_id, exp, 0, sig, now)
+    }
+
+    /// Verifies the signature (binding the domain, the expiry and the epoch), then the expiry.
+    /// Whether the epoch is still current is the caller's question.
+    pub fn verify_share_at(
+        &self,
+        domain_id: Uuid,
+        exp: i64,
+        epoch: u64,
+        sig: &str,
+        now: i64,
+    ) -> Result<(), TokenError> {
         let Ok(given) = hex::decode(sig.trim()) else {
             return Err(TokenError::Malformed);
         };
-        let expected = hex::decode(self.share_sig(domain_id, exp)).expect("hex");
+        let expected = hex::decode(self.share_sig_at(domain_id, exp, epoch)).expect("hex");
         if !bool::from(expected.ct_eq(&given)) {
             return Err(TokenError::BadSignature);
         }
@@ -207,6 +232,29 @@ mod tests {
         assert_eq!(
             k.verify_share(d, 5_000, &sig, 6_000),
             Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn share_signatures_bind_the_epoch() {
+        let k = Keys::new("s3cret");
+        let d = Uuid::new_v4();
+        // Epoch 0 is the original form.
+        assert_eq!(k.share_sig_at(d, 5_000, 0), k.share_sig(d, 5_000));
+        let sig = k.share_sig_at(d, 5_000, 3);
+        assert_ne!(sig, k.share_sig(d, 5_000));
+        assert!(k.verify_share_at(d, 5_000, 3, &sig, 1_000).is_ok());
+        for epoch in [0, 2, 4, 30] {
+            assert_eq!(
+                k.verify_share_at(d, 5_000, epoch, &sig, 1_000),
+                Err(TokenError::BadSignature),
+                "epoch {epoch}"
+            );
+        }
+        // "exp.epoch" cannot be shifted: exp 5000 epoch 3 is not exp 50 epoch 003 etc.
+        assert_eq!(
+            k.verify_share_at(d, 50, 3, &k.share_sig_at(d, 5_000, 3), 1),
+            Err(TokenError::BadSignature)
         );
     }
 

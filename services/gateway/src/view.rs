@@ -226,8 +226,8 @@ fn notes(metadata: &Value, zone: &str) -> Vec<String> {
 #[derive(Debug, Clone, Serialize)]
 pub struct TimelineEntry {
     pub at: String,
-    /// `registered`, `records_ready`, `check_requested`, `dns_checked`, `provider_polled`,
-    /// `verified`, `failed`, `removed`.
+    /// `registered`, `records_ready`, `preflight_checked`, `check_requested`, `dns_checked`,
+    /// `provider_polled`, `verified`, `failed`, `removed`.
     pub kind: String,
     pub title: String,
     pub detail: Option<String>,
@@ -345,7 +345,7 @@ pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
                 } else {
                     warnings
                         .iter()
-                        .map(|w| w.message.clone())
+                        .map(|w| scrub(&w.message))
                         .collect::<Vec<_>>()
                         .join(" ")
                 }),

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::spec::Spec;
 use common::Gw;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
@@ -17,6 +18,10 @@ struct Api<'a> {
     http: Client,
     gw: &'a Gw,
     seen: std::sync::Mutex<Seen>,
+    /// Every response is checked against openapi.yaml (status, content type, JSON body).
+    spec: Spec,
+    /// How many responses were checked, and how many of them had a JSON body.
+    checked: std::sync::Mutex<(usize, usize)>,
 }
 
 impl<'a> Api<'a> {
@@ -25,6 +30,8 @@ impl<'a> Api<'a> {
             http: Client::new(),
             gw,
             seen: Default::default(),
+            spec: Spec::gateway(),
+            checked: Default::default(),
         }
     }
 
@@ -35,6 +42,19 @@ impl<'a> Api<'a> {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, String) {
+        let body = body.map(|b| ("application/json", b.to_string()));
+        self.call_raw(method, path, token, body).await
+    }
+
+    /// A request with a body as given (`(content type, text)`); the response is
+    /// checked against openapi.yaml like every other.
+    async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, String)>,
+    ) -> (StatusCode, String) {
         let url = if path.starts_with("http") {
             path.to_string()
         } else {
@@ -44,12 +64,32 @@ impl<'a> Api<'a> {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        if let Some(b) = body {
-            req = req.json(&b);
+        if let Some((ct, b)) = body {
+            req = req.header(reqwest::header::CONTENT_TYPE, ct).body(b);
         }
         let res = req.send().await.expect("request");
         let status = res.status();
+        let content_type = res
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string());
         let text = res.text().await.unwrap();
+        if let Err(e) = self.spec.check(
+            method.as_str(),
+            &url,
+            status.as_u16(),
+            content_type.as_deref(),
+            &text,
+        ) {
+            panic!("the response does not match openapi.yaml: {e}");
+        }
+        {
+            let mut c = self.checked.lock().unwrap();
+            c.0 += 1;
+            if content_type.is_some_and(|t| t.starts_with("application/json")) {
+                c.1 += 1;
+            }
+        }
         self.seen
             .lock()
             .unwrap()
@@ -106,6 +146,26 @@ async fn wait_domain(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Makes a share link; returns its query string.
+async fn new_link(api: &Api<'_>, share_path: &str, token: &str) -> String {
+    let (s, v) = api
+        .json(
+            Method::POST,
+            share_path,
+            Some(token),
+            Some(json!({"ttl_secs": 600})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["url"]
+        .as_str()
+        .unwrap()
+        .split_once('?')
+        .unwrap()
+        .1
+        .to_string()
 }
 
 /// The zone file's rdata strings for `name` + `type`, TXT character-strings joined.
@@ -276,6 +336,7 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
         (Method::DELETE, format!("/api/v1/domains/{id}")),
         (Method::GET, format!("/api/v1/domains/{id}/timeline")),
         (Method::POST, format!("/api/v1/domains/{id}/share")),
+        (Method::DELETE, format!("/api/v1/domains/{id}/share")),
         (Method::GET, format!("/api/v1/domains/{id}/records.csv")),
         (Method::GET, format!("/api/v1/domains/{id}/records.zone")),
     ] {
@@ -353,6 +414,7 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
         (Method::GET, format!("/api/v1/domains/{id}")),
         (Method::POST, format!("/api/v1/domains/{id}/refresh")),
         (Method::POST, format!("/api/v1/domains/{id}/share")),
+        (Method::DELETE, format!("/api/v1/domains/{id}/share")),
     ] {
         let (s, v) = api
             .json(
@@ -492,6 +554,31 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{share}");
+    for bad in ["{", "[1]", "{\"ttl_secs\": \"soon\"}"] {
+        let (s, v) = api
+            .call_raw(
+                Method::POST,
+                &format!("/api/v1/domains/{id}/share"),
+                Some(&token),
+                Some(("application/json", bad.to_string())),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(v.contains("invalid_request"), "{v}");
+    }
+    let (s, v) = api
+        .call_raw(
+            Method::POST,
+            &format!("/api/v1/domains/{id}/share"),
+            Some(&token),
+            Some(("application/json", String::new())),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "an empty body is the default lifetime: {v}"
+    );
     let url = share["url"].as_str().unwrap().to_string();
     assert!(url.starts_with(&gw.base), "{url}");
     let (s, page) = api.call(Method::GET, &url, None, None).await;
@@ -571,6 +658,16 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
         ),
         ("no signature", id.clone(), StatusCode::FORBIDDEN),
         (
+            "garbled expiry",
+            format!("{id}?exp=soon&sig={sig}"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "garbled epoch",
+            format!("{id}?exp={exp}&ep=x&sig={sig}"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
             "expired",
             format!("{id}?exp={past}&sig={expired_sig}"),
             StatusCode::GONE,
@@ -628,6 +725,95 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
         );
     }
 
+    // Revoking: every link made so far is refused like an expired one (410,
+    // `link_revoked`); a link made afterwards carries the new epoch and works; the
+    // epoch lives in NATS KV, so another gateway instance refuses the same links.
+    let revoke = format!("/api/v1/domains/{id}/share");
+    let (s, v) = api.json(Method::DELETE, &revoke, None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    let (s, _) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/share/{id}?{query}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "the link works before it is revoked");
+    let (s, v) = api.json(Method::DELETE, &revoke, Some(&token), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["revoked"], true);
+    let revoked_urls = |q: &str| {
+        [
+            format!("/share/{id}?{q}"),
+            format!("/api/v1/share/{id}?{q}"),
+            format!("/api/v1/share/{id}/records.csv?{q}"),
+            format!("/api/v1/share/{id}/records.zone?{q}"),
+        ]
+    };
+    for p in revoked_urls(&query) {
+        let (s, body) = api.call(Method::GET, &p, None, None).await;
+        assert_eq!(s, StatusCode::GONE, "revoked {p}: {body}");
+        assert!(
+            body.contains("link_revoked") || body.contains("withdrawn this link"),
+            "{p}: {body}"
+        );
+        assert!(!body.contains("DNS records to add"), "{p}");
+    }
+    let q1 = new_link(&api, &revoke, &token).await;
+    assert!(q1.contains("&ep=1&"), "{q1}");
+    for p in revoked_urls(&q1) {
+        let (s, body) = api.call(Method::GET, &p, None, None).await;
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "a link made after revoking works: {p}: {body}"
+        );
+    }
+    // The epoch is signed: moving it forward, back or away is tampering.
+    for forged in [
+        q1.replace("ep=1", "ep=2"),
+        q1.replace("ep=1&", ""),
+        q1.replace("ep=1", "ep=0"),
+    ] {
+        let (s, v) = api
+            .json(
+                Method::GET,
+                &format!("/api/v1/share/{id}?{forged}"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::FORBIDDEN, "invalid_link"),
+            "{forged}: {v}"
+        );
+    }
+    let (s, _) = api.json(Method::DELETE, &revoke, Some(&token), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let q2 = new_link(&api, &revoke, &token).await;
+    assert!(q2.contains("&ep=2&"), "{q2}");
+    let (other_base, other_gw) = gw.another_instance().await;
+    for (q, want) in [
+        (&query, StatusCode::GONE),
+        (&q1, StatusCode::GONE),
+        (&q2, StatusCode::OK),
+    ] {
+        for base in [&gw.base, &other_base] {
+            let (s, body) = api
+                .call(
+                    Method::GET,
+                    &format!("{base}/api/v1/share/{id}?{q}"),
+                    None,
+                    None,
+                )
+                .await;
+            assert_eq!(s, want, "{base} {q}: {body}");
+        }
+    }
+    other_gw.trigger();
+
     // Delete: removed, and no more commands on it.
     let (s, v) = api
         .json(
@@ -663,6 +849,14 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
             ]
         })
         .collect();
+    let (checked, json_checked) = *api.checked.lock().unwrap();
+    eprintln!(
+        "{checked} responses checked against openapi.yaml ({json_checked} JSON bodies validated)"
+    );
+    assert!(
+        checked > 60 && json_checked > 40,
+        "{checked} / {json_checked}"
+    );
     let seen = std::mem::take(&mut api.seen.lock().unwrap().0);
     assert!(seen.len() > 60, "{}", seen.len());
     for (what, body) in &seen {
@@ -687,4 +881,206 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
     }
     eprintln!("api flow took {:?}", started.elapsed());
     gw.stop().await;
+}
+
+/// The spec check is a real check: well-formed bodies pass, and each kind of wrong
+/// body, status or content type fails (negative controls; no stack needed).
+#[test]
+fn the_openapi_check_rejects_what_the_spec_does_not_allow() {
+    let spec = Spec::gateway();
+    let compiled = spec.compile_all().unwrap();
+    assert!(compiled > 50, "{compiled} JSON response schemas");
+    let id = "0b4e1d53-5b7e-4d0c-9d57-7f6a2b3c4d5e";
+    let record = |diagnosis: Value, priority: Value| {
+        json!({"purpose": "spf", "type": "MX", "host": "send", "name": "send.acme.com",
+               "value": "feedback-smtp.example.net", "priority": priority, "required": true,
+               "dns_status": "mismatch", "dns_status_label": "Needs a fix", "observed": ["x"],
+               "diagnosis": diagnosis})
+    };
+    let domain = json!({"id": id, "domain": "acme.com", "status": "awaiting_dns", "badge": "waiting_for_dns",
+        "badge_label": "Waiting for DNS", "next_step": "Add the records", "next_check_at": "2025-01-02T03:04:05Z",
+        "last_checked_at": null, "verified_at": null, "created_at": "2025-01-01T00:00:00Z", "updated_at": null,
+        "failure_reason": null, "notes": [],
+        "records": [record(json!(null), json!(10)),
+                    record(json!({"code": "value_mismatch", "message": "change it"}), json!(null))]});
+    let get = |path: &str, status: u16, ct: Option<&str>, body: &Value| {
+        spec.check("GET", path, status, ct, &body.to_string())
+    };
+    let json_ct = Some("application/json");
+    let with = |pointer: &str, v: Value| {
+        let mut d = json!({"domain": domain.clone()});
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        let parent = d.pointer_mut(parent).unwrap();
+        match parent {
+            Value::Array(a) => a[key.parse::<usize>().unwrap()] = v,
+            Value::Object(m) => {
+                m.insert(key.to_string(), v);
+            }
+            _ => unreachable!(),
+        }
+        d
+    };
+    let without = |field: &str| {
+        let mut d = json!({"domain": domain.clone()});
+        d["domain"].as_object_mut().unwrap().remove(field);
+        d
+    };
+    let one = format!("/api/v1/domains/{id}");
+
+    // Good bodies pass (nullable fields null or set, the allOf-nullable diagnosis both ways).
+    get(&one, 200, json_ct, &json!({"domain": domain})).unwrap();
+    get(
+        &format!("http://127.0.0.1:1{one}?x=1"),
+        200,
+        Some("application/json; charset=utf-8"),
+        &json!({"domain": domain}),
+    )
+    .unwrap();
+    let error = json!({"error": {"code": "unauthorized", "message": "sign in"}});
+    get("/api/v1/domains", 401, json_ct, &error).unwrap();
+    spec.check(
+        "GET",
+        &format!("/api/v1/domains/{id}/records.csv"),
+        200,
+        Some("text/csv; charset=utf-8"),
+        "type,host\r\n",
+    )
+    .unwrap();
+
+    // Each of these is wrong, and the check says where.
+    let wrong: Vec<(&str, &str, Result<(), String>)> = vec![
+        (
+            "a required field missing",
+            "\"records\" is a required property",
+            get(&one, 200, json_ct, &without("records")),
+        ),
+        (
+            "a wrong type",
+            "at \"/domain/records/0/priority\"",
+            get(
+                &one,
+                200,
+                json_ct,
+                &with("/domain/records/0/priority", json!("10")),
+            ),
+        ),
+        (
+            "null where not nullable",
+            "at \"/domain/badge\": null is not of type",
+            get(&one, 200, json_ct, &with("/domain/badge", json!(null))),
+        ),
+        (
+            "a value outside the enum",
+            "at \"/domain/status\"",
+            get(
+                &one,
+                200,
+                json_ct,
+                &with("/domain/status", json!("provisioning")),
+            ),
+        ),
+        (
+            "a bad uuid",
+            "is not a \"uuid\"",
+            get(&one, 200, json_ct, &with("/domain/id", json!("not-a-uuid"))),
+        ),
+        (
+            "a bad date-time",
+            "is not a \"date-time\"",
+            get(
+                &one,
+                200,
+                json_ct,
+                &with("/domain/verified_at", json!("yesterday")),
+            ),
+        ),
+        (
+            "a bad diagnosis",
+            "at \"/domain/records/1/diagnosis\"",
+            get(
+                &one,
+                200,
+                json_ct,
+                &with(
+                    "/domain/records/1/diagnosis",
+                    json!({"code": "nope", "message": "x"}),
+                ),
+            ),
+        ),
+        (
+            "an undescribed field",
+            "'provider' was unexpected",
+            get(
+                &one,
+                200,
+                json_ct,
+                &with("/domain/provider", json!("someone")),
+            ),
+        ),
+        (
+            "an error code outside the enum",
+            "at \"/error/code\"",
+            get(
+                "/api/v1/domains",
+                401,
+                json_ct,
+                &json!({"error": {"code": "oops", "message": "x"}}),
+            ),
+        ),
+        (
+            "an error without a message",
+            "\"message\" is a required property",
+            get(
+                "/api/v1/domains",
+                401,
+                json_ct,
+                &json!({"error": {"code": "unauthorized"}}),
+            ),
+        ),
+        (
+            "an undescribed status",
+            "status 500 is not described",
+            get(&one, 500, json_ct, &error),
+        ),
+        (
+            "an undescribed content type",
+            "text/plain is not described",
+            get("/api/v1/domains", 401, Some("text/plain"), &error),
+        ),
+        (
+            "no content type",
+            "no Content-Type",
+            get("/api/v1/domains", 401, None, &error),
+        ),
+        (
+            "JSON that is not JSON",
+            "the body is not JSON",
+            spec.check("GET", "/api/v1/domains", 401, json_ct, "Unauthorized"),
+        ),
+        (
+            "an undescribed method",
+            "the spec has no PUT",
+            spec.check("PUT", &one, 200, json_ct, "{}"),
+        ),
+        (
+            "an undescribed path",
+            "the spec has no path",
+            spec.check("GET", "/api/v1/nothing", 200, json_ct, "{}"),
+        ),
+    ];
+    for (what, expected, r) in wrong {
+        let e = r.expect_err(what);
+        eprintln!("{what}: {e}");
+        assert!(e.contains(expected), "{what}: expected {expected:?} in {e}");
+    }
+    // The undescribed field is caught by strictness alone.
+    Spec::from_yaml(gateway::OPENAPI_YAML, false)
+        .check(
+            "GET",
+            &one,
+            200,
+            json_ct,
+            &with("/domain/provider", json!("someone")).to_string(),
+        )
+        .unwrap();
 }

@@ -1,8 +1,9 @@
 //! Browser end-to-end test: starts the whole stack and the gateway, then runs
 //! `node e2e/run.mjs <url> <token>` (Playwright driving /usr/bin/chromium) and
 //! answers its requests: put a domain's records into the test DNS server, sign an
-//! expired share link. Fails (never silently passes) when Chromium, node or the
-//! e2e packages are missing.
+//! expired share link. The script also audits each state with axe-core (serious or
+//! critical violations fail) and walks the page with the keyboard. Fails (never
+//! silently passes) when Chromium, node or the e2e packages are missing.
 
 mod common;
 
@@ -22,11 +23,13 @@ async fn the_managed_sending_page_in_a_real_browser() {
         Path::new(CHROMIUM).exists(),
         "the browser test needs Chromium at {CHROMIUM}: run `apt-get install -y chromium` (this test fails rather than pass without a browser)"
     );
-    assert!(
-        e2e.join("node_modules/playwright-core").exists(),
-        "the browser test needs playwright-core: run `npm ci` in {} (node 20)",
-        e2e.display()
-    );
+    for package in ["playwright-core", "axe-core"] {
+        assert!(
+            e2e.join("node_modules").join(package).exists(),
+            "the browser test needs {package}: run `npm ci` in {} (node 20)",
+            e2e.display()
+        );
+    }
 
     let started = Instant::now();
     let gw = Gw::start().await;

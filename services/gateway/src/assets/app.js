@@ -110,10 +110,10 @@
     const rows = [
       el("dt", { text: "Type" }), el("dd", {}, el("span", { class: "mono", text: r.type })),
       el("dt", { text: "Host" }),
-      el("dd", {}, el("code", { class: "host", text: r.host }), " ", copyButton(r.host, `host of the ${r.type} record`, `host-${key}`),
+      el("dd", {}, el("code", { class: "host", text: r.host }), " ", copyButton(r.host, `host of the ${r.type} record at ${r.host}`, `host-${key}`),
         " ", el("span", { class: "full", text: `(full name: ${r.name})` })),
       el("dt", { text: "Value" }),
-      el("dd", {}, el("code", { class: "value", text: r.value }), " ", copyButton(r.value, `value of the ${r.type} record`, `value-${key}`)),
+      el("dd", {}, el("code", { class: "value", text: r.value }), " ", copyButton(r.value, `value of the ${r.type} record at ${r.host}`, `value-${key}`)),
     ];
     if (r.priority !== null && r.priority !== undefined) rows.push(el("dt", { text: "Priority" }), el("dd", { text: String(r.priority) }));
     const diag = r.diagnosis ? el("p", { class: "diagnosis", "data-code": r.diagnosis.code, text: r.diagnosis.message }) : null;
@@ -128,7 +128,8 @@
       diag, observed);
   }
 
-  function recordGroups(domain) {
+  // `level`: the heading level of the groups, one below the domain's own heading.
+  function recordGroups(domain, level) {
     const groups = new Map();
     for (const [i, r] of domain.records.entries()) {
       if (!groups.has(r.type)) groups.set(r.type, []);
@@ -142,7 +143,7 @@
     return types.map((t) => {
       const hid = `group-${domain.id}-${t}`;
       return el("section", { class: "group", "aria-labelledby": hid, "data-type": t },
-        el("h4", { id: hid, text: `${t} record${groups.get(t).length > 1 ? "s" : ""}` }),
+        el(`h${level}`, { id: hid, text: `${t} record${groups.get(t).length > 1 ? "s" : ""}` }),
         el("ul", { class: "records", role: "list" }, groups.get(t).map(([i, r]) => recordCard(domain, r, i))));
     });
   }
@@ -161,7 +162,7 @@
   // ---- owner page ---------------------------------------------------------------
 
   let token = null;
-  const state = { rendered: new Map(), timelines: new Map(), shares: new Map(), openTimelines: new Set(), busy: new Set() };
+  const state = { rendered: new Map(), timelines: new Map(), shares: new Map(), revoked: new Map(), openTimelines: new Set(), busy: new Set() };
 
   function readToken() {
     const hash = new URLSearchParams(location.hash.replace(/^#/, ""));
@@ -190,14 +191,21 @@
     return (r.json && r.json.error && r.json.error.message) || `Something went wrong (HTTP ${r.status}). Try again.`;
   }
 
-  function showPlan(message) {
+  // The skip link leads to the domain list; without the list it would lead nowhere.
+  function hideApp() {
     $("app").hidden = true;
+    const skip = document.querySelector("a.skip");
+    if (skip) skip.hidden = true;
+  }
+
+  function showPlan(message) {
+    hideApp();
     $("plan-message").textContent = message;
     $("plan").hidden = false;
   }
 
   function showSignin(message) {
-    $("app").hidden = true;
+    hideApp();
     $("signin-message").textContent = message;
     $("signin").hidden = false;
   }
@@ -233,16 +241,37 @@
     if (handleAuth(r)) return;
     if (r.status >= 400) { showError(errorText(r)); return; }
     state.shares.set(domain.id, r.json);
+    state.revoked.delete(domain.id);
     renderShare(domain, out);
     const input = out.querySelector("input");
     if (input) input.focus();
     announce("Share link created");
   }
 
+  async function revokeShares(domain, out, button) {
+    if (!window.confirm(`Revoke every share link for ${domain.domain}? Anyone you sent one to can no longer open it. You can share a new link afterwards.`)) return;
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    const r = await api("DELETE", `/api/v1/domains/${domain.id}/share`);
+    button.disabled = false;
+    button.removeAttribute("aria-busy");
+    if (handleAuth(r)) return;
+    if (r.status >= 400) { showError(errorText(r)); return; }
+    showError(null);
+    state.shares.delete(domain.id);
+    state.revoked.set(domain.id, r.json.revoked_at);
+    renderShare(domain, out);
+    announce(`Share links for ${domain.domain} revoked`);
+  }
+
   function renderShare(domain, out) {
     const s = state.shares.get(domain.id);
     out.replaceChildren();
-    if (!s) return;
+    if (!s) {
+      const at = state.revoked.get(domain.id);
+      if (at) out.append(el("p", { class: "help revoked" }, "Share links made before ", timeEl(at), " no longer open."));
+      return;
+    }
     const id = `share-url-${domain.id}`;
     const input = el("input", { id, type: "text", readOnly: true, value: s.url, "data-key": `share-input-${domain.id}` });
     out.append(
@@ -286,21 +315,23 @@
     if (live) {
       const out = el("div", { class: "share-out" });
       const mk = (text, kind, cls) => {
-        const b = el("button", { type: "button", class: cls || "", "data-action": kind, "data-key": `${kind}-${d.id}`, text });
+        const b = el("button", { type: "button", class: cls || "", "data-action": kind, "data-key": `${kind}-${d.id}`, "aria-describedby": hid, text });
         b.addEventListener("click", () => action(d, kind, b));
         return b;
       };
-      const shareBtn = el("button", { type: "button", "data-action": "share", "data-key": `share-${d.id}`, text: "Share with your DNS admin" });
+      const shareBtn = el("button", { type: "button", "data-action": "share", "data-key": `share-${d.id}`, "aria-describedby": hid, text: "Share with your DNS admin" });
       shareBtn.addEventListener("click", () => share(d, out));
-      const csvBtn = el("button", { type: "button", "data-action": "csv", "data-key": `csv-${d.id}`, text: "Download CSV" });
+      const revokeBtn = el("button", { type: "button", "data-action": "revoke-shares", "data-key": `revoke-shares-${d.id}`, "aria-describedby": hid, text: "Revoke links" });
+      revokeBtn.addEventListener("click", () => revokeShares(d, out, revokeBtn));
+      const csvBtn = el("button", { type: "button", "data-action": "csv", "data-key": `csv-${d.id}`, "aria-describedby": hid, text: "Download CSV" });
       csvBtn.addEventListener("click", () => downloadFile(d, "csv"));
-      const zoneBtn = el("button", { type: "button", "data-action": "zone", "data-key": `zone-${d.id}`, text: "Download zone file" });
+      const zoneBtn = el("button", { type: "button", "data-action": "zone", "data-key": `zone-${d.id}`, "aria-describedby": hid, text: "Download zone file" });
       zoneBtn.addEventListener("click", () => downloadFile(d, "zone"));
       art.append(el("div", { class: "actions" },
-        mk("I've added the records", "dns-configured", "primary"), mk("Check again", "refresh"), shareBtn, csvBtn, zoneBtn,
+        mk("I've added the records", "dns-configured", "primary"), mk("Check again", "refresh"), shareBtn, revokeBtn, csvBtn, zoneBtn,
         mk("Remove domain", "delete", "danger")), out);
       renderShare(d, out);
-      art.append(el("h4", { class: "visually-hidden", text: `DNS records for ${d.domain}` }), ...recordGroups(d));
+      art.append(...recordGroups(d, 4));
     }
     art.append(timelineBlock(d));
     return art;
@@ -427,7 +458,7 @@
         $("domain-list").replaceChildren(el("article", { class: "domain", id: `domain-${d.id}`, "data-domain": d.domain, "data-status": d.status, "aria-labelledby": hid },
           el("header", {}, el("h2", { class: "name", id: hid, text: d.domain }),
             el("span", { class: "badge", "data-badge": d.badge, role: "status", text: d.badge_label })),
-          statusBlock(d), ...recordGroups(d)));
+          statusBlock(d), ...recordGroups(d, 3)));
       }
       document.body.dataset.loaded = "true";
     };

@@ -2,6 +2,8 @@
 //! with the gateway in-process on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod spec;
+
 use gateway::token::{Claims, Keys};
 use runtime::Shutdown;
 use system_tests::Stack;
@@ -40,6 +42,25 @@ impl Gw {
             shutdown,
             task,
         }
+    }
+
+    /// Another gateway instance over the same stack (NATS, Postgres) and secret, as
+    /// when several run behind a load balancer; stops with `shutdown.trigger()`.
+    pub async fn another_instance(&self) -> (String, Shutdown) {
+        let router = gateway::app(
+            self.stack.config.clone(),
+            gateway::Options::new(self.keys.clone()),
+        )
+        .await
+        .expect("a second gateway starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = Shutdown::new();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = gateway::serve(listener, router, s).await;
+        });
+        (base, shutdown)
     }
 
     pub fn token(&self, tenant: Uuid, edition: &str, ttl_secs: i64) -> String {
