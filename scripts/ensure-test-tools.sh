@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tools the tests need beyond NATS and Postgres (scripts/ensure-infra.sh):
 #   - Debian's chromium, for the owner page's browser test (services/gateway/tests/browser.rs)
-#   - playwright-core from npm in services/gateway/e2e (its package-lock.json)
+#   - playwright-core and axe-core from npm in services/gateway/e2e (its package-lock.json)
 # Installs what is missing when run as root; otherwise says what to install. Quiet when all is there.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +17,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 E2E="$ROOT/services/gateway/e2e"
-if [[ -f "$E2E/package-lock.json" && ! -d "$E2E/node_modules/playwright-core" ]]; then
+if [[ -f "$E2E/package-lock.json" && ( ! -d "$E2E/node_modules/playwright-core" || ! -d "$E2E/node_modules/axe-core" ) ]]; then
     if command -v npm >/dev/null 2>&1; then
         echo "[test-tools] npm ci in services/gateway/e2e" >&2
         (cd "$E2E" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)

@@ -383,6 +383,14 @@ async fn send_command(
         .map_err(ApiError::unavailable)?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", id.to_string().as_str());
+    // With tracing on, the command's trace starts here (the handler, the events and the
+    // projectors continue it).
+    let span =
+        tracing::info_span!("gateway.command", r#type = kind.as_str(), command_id = %id, domain);
+    {
+        let _entered = span.enter();
+        runtime::trace::inject(&mut headers);
+    }
     let body = serde_json::to_vec(&command.to_body()).map_err(ApiError::unavailable)?;
     inner
         .js

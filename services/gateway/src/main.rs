@@ -121,5 +121,7 @@ async fn main() -> anyhow::Result<()> {
             keys.sign(&claims)
         );
     }
-    gateway::serve(listener, router, runtime::Shutdown::on_signals()).await
+    let result = gateway::serve(listener, router, runtime::Shutdown::on_signals()).await;
+    runtime::telemetry::shutdown();
+    result
 }

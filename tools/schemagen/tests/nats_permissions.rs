@@ -303,6 +303,7 @@ fn each_service_may_publish_only_what_it_must() {
             "KV_email_domain_leases",
             "KV_email_domain_names",
             "KV_email_domain_snapshots",
+            "KV_gateway_share_epochs",
         ]
     );
     assert_refused(&mut admin, "email_domains.commands.register_domain");
@@ -395,6 +396,9 @@ fn each_service_may_publish_only_what_it_must() {
     assert_refused(&mut gateway, &format!("{cmd}.recheck"));
     assert_refused(&mut gateway, event);
     assert_refused(&mut gateway, "analytics.email_domain.registered");
+    // Its own bucket of share-link epochs, and nobody else's.
+    assert_allowed(&mut gateway, "$KV.gateway_share_epochs.some-domain");
+    assert_refused(&mut gateway, "$KV.email_domain_names.acme.com");
     assert!(gateway
         .js_api("$JS.API.STREAM.INFO.EMAIL_DOMAIN_EVENTS", "")
         .is_ok());
