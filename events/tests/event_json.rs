@@ -307,3 +307,41 @@ fn the_frozen_event_log_of_every_type_is_still_readable() {
         "every event type is in the fixture: {types:?}"
     );
 }
+
+/// The one-pass reader takes `data` straight into its variant when `type` comes first
+/// (as this service writes events); another writer may put `data` first, or leave it
+/// out for an event with empty data. All three read the same.
+#[test]
+fn events_read_the_same_whatever_the_order_of_their_fields() {
+    let text = std::fs::read_to_string(FIXTURE).expect("tests/fixtures/events-v1.jsonl");
+    for (i, line) in text.lines().enumerate() {
+        let written = Event::from_json(line.as_bytes()).unwrap();
+        assert!(
+            line.find("\"type\"") < line.find("\"data\""),
+            "line {}: written with type first",
+            i + 1
+        );
+        // serde_json's map sorts keys: `data` now comes before `type`.
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let reordered = serde_json::to_string(&value).unwrap();
+        assert!(reordered.find("\"data\"") < reordered.find("\"type\""));
+        assert_eq!(
+            Event::from_json(reordered.as_bytes()).unwrap(),
+            written,
+            "line {}",
+            i + 1
+        );
+        if value["data"].as_object().is_some_and(|d| d.is_empty()) {
+            let mut without = value.clone();
+            without.as_object_mut().unwrap().remove("data");
+            let bytes = serde_json::to_vec(&without).unwrap();
+            assert_eq!(Event::from_json(&bytes).unwrap(), written, "line {}", i + 1);
+        }
+    }
+    // A missing field is an error that names it.
+    let mut value: serde_json::Value =
+        serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    value.as_object_mut().unwrap().remove("tenant_id");
+    let err = Event::from_json(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("tenant_id"), "{err}");
+}
