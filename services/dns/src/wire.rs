@@ -13,6 +13,8 @@ use tokio::net::{TcpStream, UdpSocket};
 
 /// The EDNS payload size we announce (the DNS flag day 2020 value).
 const EDNS_PAYLOAD: u16 = 1232;
+/// Room for one UDP answer (see `ask_once`): more than the EDNS payload we offer.
+const UDP_BUFFER: usize = 4096;
 
 fn next_id() -> u16 {
     static COUNTER: AtomicU16 = AtomicU16::new(0);
@@ -98,24 +100,31 @@ pub(crate) async fn exchange(
         let sock = UdpSocket::bind(bind).await.map_err(io)?;
         sock.connect(server).await.map_err(io)?;
         sock.send(&packet).await.map_err(io)?;
-        let mut buf = vec![0u8; 65535];
+        // A server sends at most the EDNS payload we offered (1232); a bigger answer
+        // comes truncated and is asked again over TCP. The buffer leaves room for
+        // servers that ignore that, and a datagram that fills it is treated as cut.
+        // (A 64 KiB zeroed buffer per query was a tenth of the CPU under load.)
+        let mut buf = vec![0u8; UDP_BUFFER];
         loop {
             let n = match sock.recv(&mut buf).await {
                 Ok(n) => n,
                 // ICMP port unreachable and the like
                 Err(e) => return Err(io(e)),
             };
+            if n == buf.len() {
+                return Ok(None);
+            }
             if let Ok(msg) = Message::from_vec(&buf[..n]) {
                 if is_reply(&msg, id, name, rtype) {
-                    return Ok(msg);
+                    return Ok(Some(msg));
                 }
             }
         }
     };
-    let msg = tokio::time::timeout(timeout, udp)
+    let answer = tokio::time::timeout(timeout, udp)
         .await
         .map_err(|_| to("over UDP"))??;
-    if !msg.truncated() {
+    if let Some(msg) = answer.filter(|m| !m.truncated()) {
         return Ok(msg);
     }
     let tcp = async {
