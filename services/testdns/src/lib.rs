@@ -298,7 +298,7 @@ impl TestDns {
 async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     let mut last = None;
     for _ in 0..20 {
-        let udp = UdpSocket::bind(addr).await?;
+        let udp = bind_udp(addr)?;
         let port = udp.local_addr()?.port();
         match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
             Ok(tcp) => return Ok((udp, tcp)),
@@ -307,6 +307,23 @@ async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
         }
     }
     Err(last.unwrap_or_else(|| io::Error::other("no free port")))
+}
+
+/// A UDP socket with a receive buffer large enough for a burst of queries: with the
+/// default (about 200 KiB) a load of thousands of checks at once overflowed it, and
+/// each dropped query cost its asker a timeout, which is not what a resolver does.
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    // Capped by net.core.rmem_max; a smaller buffer only means more drops under load.
+    let _ = sock.set_recv_buffer_size(8 << 20);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
 }
 
 async fn serve_udp(sock: Arc<UdpSocket>, inner: std::sync::Weak<Inner>) {
