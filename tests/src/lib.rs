@@ -519,6 +519,34 @@ impl Stack {
         serde_json::from_slice(&reply.payload).unwrap()
     }
 
+    /// Waits until the tenant's sender (its own projection, with its own lag behind the
+    /// rows) names `domain`, and returns it.
+    pub async fn wait_sender(&self, tenant: Uuid, domain: &str) -> Value {
+        self.wait_sender_until(tenant, domain, |s| s["domain"] == domain)
+            .await
+    }
+
+    /// Waits until the tenant's sender satisfies `pred`, and returns it.
+    pub async fn wait_sender_until(
+        &self,
+        tenant: Uuid,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let sender = self.sender(tenant).await;
+            if pred(&sender) {
+                return sender;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited 30 s for the sender: {what}; it is {sender}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until the tenant's row for `domain` satisfies `pred`, and returns it.
     pub async fn wait_row(
         &self,

@@ -68,7 +68,8 @@ async fn a_domain_walks_from_registration_to_verified_and_becomes_the_sender_the
         .iter()
         .filter(|r| r["required"] == true)
         .all(|r| r["dns_status"] == "found"));
-    let sender = stack.sender(tenant).await;
+    // The settings projector has its own lag behind the row.
+    let sender = stack.wait_sender(tenant, "acme.test").await;
     assert_eq!(sender["from"], "notifications@acme.test");
     assert_eq!(sender["domain"], "acme.test");
     assert_eq!(sender["managed"], true);

@@ -84,7 +84,10 @@ async fn waiting_polls_are_answered_from_list_pages_and_a_domain_the_list_lacks_
     }
     // And one the provider no longer has: the list cannot show it, so it is asked
     // for alone and reported as not found.
-    let gone = adapter.create_domain("gone.polls.test", None).await.unwrap();
+    let gone = adapter
+        .create_domain("gone.polls.test", None)
+        .await
+        .unwrap();
     adapter
         .delete_domain(&gone.provider_domain_id)
         .await
