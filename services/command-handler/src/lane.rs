@@ -61,6 +61,7 @@ const LANE_CACHE: usize = 1024;
 
 struct Lane {
     services: Arc<Services>,
+    shutdown: runtime::Shutdown,
     domains: HashMap<DomainId, Loaded>,
     names: HashMap<String, Claim>,
     prefetched: std::sync::Mutex<Option<(String, Option<Claim>)>>,
@@ -99,9 +100,14 @@ impl<E: std::fmt::Display> From<E> for Retry {
     }
 }
 
-pub async fn run(services: Arc<Services>, mut rx: mpsc::Receiver<Work>) {
+pub async fn run(
+    services: Arc<Services>,
+    mut rx: mpsc::Receiver<Work>,
+    shutdown: runtime::Shutdown,
+) {
     let mut lane = Lane {
         services,
+        shutdown,
         domains: HashMap::new(),
         names: HashMap::new(),
         prefetched: Default::default(),
@@ -158,6 +164,13 @@ impl Lane {
                     self.domains.clear();
                     self.names.clear();
                 }
+            }
+            if self.shutdown.is_triggered() {
+                // Left unacknowledged: JetStream hands it to the next instance, as after
+                // a crash (its effects are idempotent). Not retried against a server
+                // that may be going away with us.
+                tracing::info!("shutting down: the command is left to the next instance");
+                return;
             }
             let _ = msg.ack_with(AckKind::Progress).await;
             tokio::time::sleep(delay).await;

@@ -93,7 +93,7 @@ async fn consume(
     let lanes: Vec<mpsc::Sender<lane::Work>> = (0..config.handler_lanes.max(1))
         .map(|_| {
             let (tx, rx) = mpsc::channel(4096);
-            tokio::spawn(lane::run(services.clone(), rx));
+            tokio::spawn(lane::run(services.clone(), rx, shutdown.clone()));
             tx
         })
         .collect();
