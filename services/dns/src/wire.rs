@@ -161,18 +161,30 @@ pub(crate) async fn ask(
     attempts: usize,
 ) -> Result<Message, Failure> {
     let mut worst: Option<Failure> = None;
+    // REFUSED is the server's policy, not bad luck: a server that refused is not asked
+    // the same question again in a later round (SERVFAIL and timeouts are).
+    let mut refused = vec![false; servers.len()];
     for _ in 0..attempts.max(1) {
-        for server in servers {
+        if refused.iter().all(|r| *r) && !servers.is_empty() {
+            break;
+        }
+        for (i, server) in servers.iter().enumerate() {
+            if refused[i] {
+                continue;
+            }
             let f = match exchange(*server, name, rtype, rd, timeout).await {
                 Ok(msg) => match msg.response_code() {
                     ResponseCode::ServFail => Failure {
                         error: LookupError::ServFail,
                         detail: format!("SERVFAIL from {server}"),
                     },
-                    ResponseCode::Refused => Failure {
-                        error: LookupError::Refused,
-                        detail: format!("REFUSED by {server}"),
-                    },
+                    ResponseCode::Refused => {
+                        refused[i] = true;
+                        Failure {
+                            error: LookupError::Refused,
+                            detail: format!("REFUSED by {server}"),
+                        }
+                    }
                     _ => return Ok(msg),
                 },
                 Err(f) => f,

@@ -708,3 +708,27 @@ async fn dns_check_cli_prints_json_and_a_table() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A server that REFUSES a question is not asked it again in the next round (its
+/// policy will not change in a millisecond); one that SERVFAILs is.
+#[tokio::test]
+async fn a_refusing_server_is_asked_once_a_failing_one_again() {
+    let dns = server().await;
+    dns.fail("rf.acme.test", Fault::Refused);
+    dns.fail("sf.acme.test", Fault::ServFail);
+    let checker = DnsChecker::new(cfg(vec![dns.addr()])).unwrap();
+    assert_eq!(checker.config().attempts, 2);
+    for (name, error, asked) in [
+        ("rf.acme.test", LookupError::Refused, 1),
+        ("outside.example", LookupError::Refused, 1),
+        ("sf.acme.test", LookupError::ServFail, 2),
+    ] {
+        let before = dns.queries();
+        let obs = checker.observe(&[q(name, "TXT")]).await;
+        match obs.answer(name, "TXT") {
+            Some(LookupAnswer::Failed { error: e, .. }) => assert_eq!(*e, error, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+        assert_eq!(dns.queries() - before, asked, "{name}");
+    }
+}
