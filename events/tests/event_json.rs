@@ -339,8 +339,7 @@ fn events_read_the_same_whatever_the_order_of_their_fields() {
         }
     }
     // A missing field is an error that names it.
-    let mut value: serde_json::Value =
-        serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     value.as_object_mut().unwrap().remove("tenant_id");
     let err = Event::from_json(&serde_json::to_vec(&value).unwrap()).unwrap_err();
     assert!(err.to_string().contains("tenant_id"), "{err}");
