@@ -311,6 +311,19 @@ async fn tenant_rows(pool: &PgPool, tenant: Uuid) -> ApiResult<Vec<Value>> {
 }
 
 /// One row, only if it is the tenant's (another tenant's domain is "not found").
+/// The caller's claims, the domain id of the path, and its row: answered as not found
+/// when the domain is another tenant's.
+async fn owned_row(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> ApiResult<(Claims, Uuid, Value)> {
+    let claims = authorize(state, headers)?;
+    let id = parse_id(id)?;
+    let row = tenant_row(&state.0.pool, claims.tenant_id, id).await?;
+    Ok((claims, id, row))
+}
+
 async fn tenant_row(pool: &PgPool, tenant: Uuid, id: Uuid) -> ApiResult<Value> {
     row_by_id(pool, id)
         .await?
@@ -549,9 +562,7 @@ async fn domain_command(
     id: &str,
     kind: CommandType,
 ) -> ApiResult<Json<Value>> {
-    let claims = authorize(state, headers)?;
-    let id = parse_id(id)?;
-    let row = tenant_row(&state.0.pool, claims.tenant_id, id).await?;
+    let (claims, id, row) = owned_row(state, headers, id).await?;
     if row["status"] == "deactivated" {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -605,9 +616,7 @@ async fn timeline(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let claims = authorize(&state, &headers)?;
-    let id = parse_id(&id)?;
-    tenant_row(&state.0.pool, claims.tenant_id, id).await?;
+    let (claims, id, _) = owned_row(&state, &headers, &id).await?;
     let history = state
         .0
         .store
@@ -745,9 +754,7 @@ async fn revoke_shares(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let claims = authorize(&state, &headers)?;
-    let id = parse_id(&id)?;
-    tenant_row(&state.0.pool, claims.tenant_id, id).await?;
+    let (claims, id, _) = owned_row(&state, &headers, &id).await?;
     raise_share_epoch(&state, id).await?;
     tracing::info!(domain_id = %id, by = ?claims.sub, "share links revoked");
     Ok(Json(json!({
