@@ -75,12 +75,22 @@ async fn main() -> anyhow::Result<()> {
         "raw JetStream baselines ({} messages of 300 bytes)...",
         sizes.raw
     );
-    let (raw_publish, raw_read) = raw_baselines(sizes.raw).await?;
+    let (raw_publish, raw_read, raw_cpu_us) = raw_baselines(sizes.raw).await?;
     figures.push(Figure {
         case: "raw".into(),
         measure: "JetStream async publish with acks".into(),
         value: raw_publish,
         unit: "msg/s".into(),
+        baseline: None,
+        ratio: None,
+        target: "-".into(),
+        pass: None,
+    });
+    figures.push(Figure {
+        case: "raw".into(),
+        measure: "CPU per raw publish (client + nats-server)".into(),
+        value: raw_cpu_us,
+        unit: "µs".into(),
         baseline: None,
         ratio: None,
         target: "-".into(),
@@ -102,8 +112,60 @@ async fn main() -> anyhow::Result<()> {
             "P1: {} register_domain commands to awaiting_dns...",
             sizes.p1
         );
-        let rate = p1_throughput(sizes.p1).await?;
+        let (rate, cost) = p1_throughput(sizes.p1).await?;
         let ratio = rate / raw_publish;
+        let cpu = cost.cpu_us_services + cost.cpu_us_nats + cost.cpu_us_postgres;
+        // Where the time goes: what one registration costs, in CPU and in JetStream
+        // traffic, against what one raw publish costs (client and server) in this run.
+        for (measure, value, unit) in [
+            ("CPU per registration, all processes".to_string(), cpu, "µs"),
+            (
+                "CPU per registration, the services (one process here)".into(),
+                cost.cpu_us_services,
+                "µs",
+            ),
+            (
+                "CPU per registration, nats-server".into(),
+                cost.cpu_us_nats,
+                "µs",
+            ),
+            (
+                "CPU per registration, Postgres".into(),
+                cost.cpu_us_postgres,
+                "µs",
+            ),
+            (
+                "JetStream messages stored per registration".into(),
+                cost.messages_stored,
+                "msgs",
+            ),
+            (
+                "JetStream consumer deliveries per registration".into(),
+                cost.deliveries,
+                "msgs",
+            ),
+            (
+                "cores busy during P1 (of 2)".into(),
+                cost.cores_busy,
+                "cores",
+            ),
+        ] {
+            let is_cpu = unit == "µs";
+            figures.push(Figure {
+                case: "P1 cost".into(),
+                measure,
+                value,
+                unit: unit.into(),
+                baseline: is_cpu.then_some(raw_cpu_us),
+                ratio: is_cpu.then_some(value / raw_cpu_us),
+                target: if is_cpu {
+                    "(baseline: CPU of one raw publish)".into()
+                } else {
+                    "-".into()
+                },
+                pass: None,
+            });
+        }
         figures.push(Figure {
             case: "P1".into(),
             measure: format!("register_domain → awaiting_dns, {} domains", sizes.p1),
@@ -155,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
         // The events replayed are larger than the baseline's 300-byte messages: the
         // same read of messages of the events' mean size, for comparison.
         let size = mean_event_size();
-        let (_, sized_read) = raw_baselines_sized(sizes.raw, size).await?;
+        let (_, sized_read, _) = raw_baselines_sized(sizes.raw, size).await?;
         figures.push(Figure {
             case: "P3".into(),
             measure: format!(
@@ -262,7 +324,13 @@ fn print_table(figures: &[Figure]) {
             f.measure,
             f.value,
             f.unit,
-            f.baseline.map(|b| format!("{b:.0}")).unwrap_or("-".into()),
+            f.baseline
+                .map(|b| if b < 100.0 {
+                    format!("{b:.1}")
+                } else {
+                    format!("{b:.0}")
+                })
+                .unwrap_or("-".into()),
             f.ratio.map(|r| format!("{r:.3}")).unwrap_or("-".into()),
             f.target,
             match f.pass {
@@ -292,12 +360,13 @@ fn write_results(figures: &[Figure], quick: bool) -> anyhow::Result<()> {
 }
 
 /// Raw JetStream on a server of its own: async publish with acks, then an ordered read.
-async fn raw_baselines(n: usize) -> anyhow::Result<(f64, f64)> {
+async fn raw_baselines(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     raw_baselines_sized(n, 300).await
 }
 
-/// The raw baselines with messages of `size` bytes.
-async fn raw_baselines_sized(n: usize, size: usize) -> anyhow::Result<(f64, f64)> {
+/// The raw baselines with messages of `size` bytes, and the CPU (client and server)
+/// one published message cost, in µs.
+async fn raw_baselines_sized(n: usize, size: usize) -> anyhow::Result<(f64, f64, f64)> {
     let nats = Nats::start();
     let client = async_nats::connect(nats.url()).await?;
     let js = runtime::jetstream(client);
@@ -310,6 +379,7 @@ async fn raw_baselines_sized(n: usize, size: usize) -> anyhow::Result<(f64, f64)
         })
         .await?;
     let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let cpu_before = Cpu::now(&nats);
     let started = Instant::now();
     let mut acks = Vec::with_capacity(4096);
     for i in 0..n {
@@ -330,6 +400,8 @@ async fn raw_baselines_sized(n: usize, size: usize) -> anyhow::Result<(f64, f64)
         a.await?;
     }
     let publish = n as f64 / started.elapsed().as_secs_f64();
+    let cpu = Cpu::now(&nats).since(cpu_before);
+    let publish_cpu_us = (cpu.services + cpu.nats) / n as f64 * 1e6;
 
     let started = Instant::now();
     let consumer = stream
@@ -345,7 +417,7 @@ async fn raw_baselines_sized(n: usize, size: usize) -> anyhow::Result<(f64, f64)
         read += 1;
     }
     let read_rate = n as f64 / started.elapsed().as_secs_f64();
-    Ok((publish, read_rate))
+    Ok((publish, read_rate, publish_cpu_us))
 }
 
 /// The stack as deployed: the default number of handler lanes.
@@ -362,6 +434,81 @@ async fn count_status(stack: &Stack, status: &str) -> i64 {
         .fetch_one(&stack.pool)
         .await
         .unwrap_or(0)
+}
+
+/// CPU time a process has used (user + system), from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| f.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0 // USER_HZ
+}
+
+/// CPU time used by every process named `comm` (e.g. all Postgres backends).
+fn cpu_secs_of(comm: &str) -> f64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .map(cpu_secs)
+        .sum()
+}
+
+/// CPU seconds used so far by the bench process (all the services run in it), its
+/// nats-server and the machine's Postgres.
+#[derive(Clone, Copy)]
+struct Cpu {
+    services: f64,
+    nats: f64,
+    postgres: f64,
+}
+
+impl Cpu {
+    fn now(nats: &Nats) -> Cpu {
+        Cpu {
+            services: cpu_secs(std::process::id()),
+            nats: nats.pid().map(cpu_secs).unwrap_or(0.0),
+            postgres: cpu_secs_of("postgres"),
+        }
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            services: self.services - before.services,
+            nats: self.nats - before.nats,
+            postgres: self.postgres - before.postgres,
+        }
+    }
+
+    fn total(self) -> f64 {
+        self.services + self.nats + self.postgres
+    }
+}
+
+/// Every message each stream has stored and every delivery each consumer has made.
+async fn jetstream_traffic(js: &jetstream::Context) -> anyhow::Result<(u64, u64)> {
+    let (mut stored, mut delivered) = (0, 0);
+    let mut names = js.stream_names();
+    while let Some(name) = names.next().await {
+        let mut stream = js.get_stream(name?).await?;
+        stored += stream.info().await?.state.last_sequence;
+        let mut consumers = stream.consumers();
+        while let Some(c) = consumers.next().await {
+            delivered += c?.delivered.consumer_sequence;
+        }
+    }
+    Ok((stored, delivered))
 }
 
 async fn publish_command(
@@ -382,9 +529,21 @@ async fn publish_command(
 
 /// P1: distinct registrations published as fast as JetStream accepts them, until
 /// every row is `awaiting_dns`.
-async fn p1_throughput(n: usize) -> anyhow::Result<f64> {
+/// What one registration costs in P1, measured over the run.
+struct P1Cost {
+    messages_stored: f64,
+    deliveries: f64,
+    cpu_us_services: f64,
+    cpu_us_nats: f64,
+    cpu_us_postgres: f64,
+    cores_busy: f64,
+}
+
+async fn p1_throughput(n: usize) -> anyhow::Result<(f64, P1Cost)> {
     let stack = Stack::start_with(bench_options()).await;
     let tenants: Vec<Uuid> = (0..(n / 100).max(1)).map(|_| Uuid::new_v4()).collect();
+    let (stored_before, delivered_before) = jetstream_traffic(&stack.js).await?;
+    let cpu_before = Cpu::now(&stack.nats);
     let started = Instant::now();
     let mut acks = Vec::with_capacity(2048);
     for i in 0..n {
@@ -452,13 +611,33 @@ async fn p1_throughput(n: usize) -> anyhow::Result<f64> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
+    let cpu = Cpu::now(&stack.nats).since(cpu_before);
+    let (stored, delivered) = jetstream_traffic(&stack.js).await?;
     eprintln!(
         "  published in {:.2} s, all awaiting_dns after {:.2} s",
         published.as_secs_f64(),
         elapsed.as_secs_f64()
     );
+    let per = |x: f64| x / n as f64;
+    let cost = P1Cost {
+        messages_stored: per((stored - stored_before) as f64),
+        deliveries: per((delivered - delivered_before) as f64),
+        cpu_us_services: per(cpu.services) * 1e6,
+        cpu_us_nats: per(cpu.nats) * 1e6,
+        cpu_us_postgres: per(cpu.postgres) * 1e6,
+        cores_busy: cpu.total() / elapsed.as_secs_f64(),
+    };
+    eprintln!(
+        "  per registration: {:.1} JetStream messages stored, {:.1} deliveries; CPU {:.0} µs services + {:.0} µs nats-server + {:.0} µs Postgres; {:.2} cores busy",
+        cost.messages_stored,
+        cost.deliveries,
+        cost.cpu_us_services,
+        cost.cpu_us_nats,
+        cost.cpu_us_postgres,
+        cost.cores_busy
+    );
     stack.shutdown().await;
-    Ok(n as f64 / elapsed.as_secs_f64())
+    Ok((n as f64 / elapsed.as_secs_f64(), cost))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -504,6 +683,25 @@ async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64)> {
             }
         })
     };
+    // With BENCH_TRACE: when each registration's first event is appended, seen by a
+    // core subscriber, to split the latency into handler and projector parts.
+    let appended: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+    let event_watch = if std::env::var("BENCH_TRACE").is_ok() {
+        let mut sub = stack.client.subscribe("email_domains.events.>").await?;
+        let appended = appended.clone();
+        Some(tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let at = Instant::now();
+                if let Ok(e) = Event::from_json(&m.payload) {
+                    if e.version == 1 {
+                        appended.lock().unwrap().entry(e.domain).or_insert(at);
+                    }
+                }
+            }
+        }))
+    } else {
+        None
+    };
     let mut ticker = tokio::time::interval(Duration::from_millis(2));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for i in 0..n {
@@ -538,6 +736,32 @@ async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64)> {
             })
             .collect()
     };
+    if let Some(w) = event_watch {
+        w.abort();
+        let published = published.lock().unwrap();
+        let seen = seen.lock().unwrap();
+        let appended = appended.lock().unwrap();
+        let (mut handler, mut projector) = (Vec::new(), Vec::new());
+        for (name, at) in published.iter() {
+            if let (Some(a), Some(r)) = (appended.get(name), seen.get(name)) {
+                handler.push(a.saturating_duration_since(*at).as_secs_f64() * 1000.0);
+                projector.push(r.saturating_duration_since(*a).as_secs_f64() * 1000.0);
+            }
+        }
+        for (what, v) in [
+            ("publish → appended", &mut handler),
+            ("appended → row", &mut projector),
+        ] {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            eprintln!(
+                "  {what}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
+                percentile(v, 0.5),
+                percentile(v, 0.99),
+                v.last().copied().unwrap_or(f64::NAN),
+                v.len()
+            );
+        }
+    }
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     stack.shutdown().await;
     Ok((
@@ -743,6 +967,21 @@ async fn p3_replay(domains: usize) -> anyhow::Result<f64> {
         rows as usize == domains,
         "P3: {rows} rows after replay, expected {domains}"
     );
+    if std::env::var("BENCH_TRACE").is_ok() {
+        let (row, recs, meta, total): (f64, f64, f64, i64) = sqlx::query_as(
+            "SELECT avg(pg_column_size(t.*))::float8, avg(pg_column_size(dns_records))::float8,
+                    avg(pg_column_size(metadata))::float8, pg_total_relation_size('email_domains')
+             FROM email_domains t",
+        )
+        .fetch_one(&stack.pool)
+        .await?;
+        if let Ok(path) = std::env::var("BENCH_DUMP_ROWS") {
+            sqlx::query(&format!("COPY email_domains TO '{path}'"))
+                .execute(&stack.pool)
+                .await?;
+        }
+        eprintln!("  rows: {row:.0} bytes on average (dns_records {recs:.0}, metadata {meta:.0}); table {total} bytes");
+    }
     stack.shutdown().await;
     Ok(summary.events_per_sec)
 }

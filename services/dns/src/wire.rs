@@ -1,5 +1,6 @@
 //! One DNS exchange with one server, as real packets: UDP with EDNS, TCP when the
-//! answer comes back truncated. Nothing is cached.
+//! answer comes back truncated. No answer is cached; connected UDP sockets are kept
+//! for a few questions (see `sockets`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -9,7 +10,7 @@ use email_domain_events::records::{LookupAnswer, LookupError, ObservedRecord};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 
 /// The EDNS payload size we announce (the DNS flag day 2020 value).
 const EDNS_PAYLOAD: u16 = 1232;
@@ -92,14 +93,16 @@ pub(crate) async fn exchange(
         detail: format!("{server}: {e}"),
     };
     let udp = async {
-        let bind: SocketAddr = if server.is_ipv4() {
-            "0.0.0.0:0".parse().unwrap()
-        } else {
-            "[::]:0".parse().unwrap()
+        // A kept socket whose send fails (say its runtime has ended) is dropped and a
+        // fresh one asked instead.
+        let sock = match sockets::take(server) {
+            Some(s) if s.send(&packet).await.is_ok() => s,
+            _ => {
+                let s = sockets::Pooled::new(server).await.map_err(io)?;
+                s.send(&packet).await.map_err(io)?;
+                s
+            }
         };
-        let sock = UdpSocket::bind(bind).await.map_err(io)?;
-        sock.connect(server).await.map_err(io)?;
-        sock.send(&packet).await.map_err(io)?;
         // A server sends at most the EDNS payload we offered (1232); a bigger answer
         // comes truncated and is asked again over TCP. The buffer leaves room for
         // servers that ignore that, and a datagram that fills it is treated as cut.
@@ -116,6 +119,9 @@ pub(crate) async fn exchange(
             }
             if let Ok(msg) = Message::from_vec(&buf[..n]) {
                 if is_reply(&msg, id, name, rtype) {
+                    // Only a socket whose exchange ended cleanly goes back: after a
+                    // timeout a late answer could still be on its way to it.
+                    sockets::give_back(sock);
                     return Ok(Some(msg));
                 }
             }
@@ -285,5 +291,200 @@ pub(crate) fn to_answer(msg: &Message, authoritative_only: bool) -> LookupAnswer
             error: LookupError::Other,
             detail: format!("response code {other}"),
         },
+    }
+}
+
+/// Connected UDP sockets kept per server between exchanges. Opening, registering and
+/// closing a socket for every question was a twelfth of the CPU of a burst of
+/// registrations (the pre-flight asks about six). A socket serves at most
+/// `MAX_USES` questions, one at a time, then is closed, so the source port still
+/// changes often; an answer is only taken when its id and question match.
+mod sockets {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+    use tokio::net::UdpSocket;
+
+    const MAX_USES: u32 = 64;
+    const MAX_IDLE_PER_SERVER: usize = 64;
+    const MAX_IDLE: usize = 256;
+
+    pub(super) struct Pooled {
+        sock: UdpSocket,
+        server: SocketAddr,
+        uses: u32,
+    }
+
+    impl std::ops::Deref for Pooled {
+        type Target = UdpSocket;
+        fn deref(&self) -> &UdpSocket {
+            &self.sock
+        }
+    }
+
+    impl Pooled {
+        pub(super) async fn new(server: SocketAddr) -> std::io::Result<Pooled> {
+            let bind: SocketAddr = if server.is_ipv4() {
+                "0.0.0.0:0".parse().unwrap()
+            } else {
+                "[::]:0".parse().unwrap()
+            };
+            let sock = UdpSocket::bind(bind).await?;
+            sock.connect(server).await?;
+            Ok(Pooled {
+                sock,
+                server,
+                uses: 0,
+            })
+        }
+    }
+
+    fn idle() -> &'static Mutex<HashMap<SocketAddr, Vec<Pooled>>> {
+        static IDLE: std::sync::OnceLock<Mutex<HashMap<SocketAddr, Vec<Pooled>>>> =
+            std::sync::OnceLock::new();
+        IDLE.get_or_init(Default::default)
+    }
+
+    pub(super) fn take(server: SocketAddr) -> Option<Pooled> {
+        let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
+        idle.get_mut(&server).and_then(Vec::pop)
+    }
+
+    pub(super) fn give_back(mut sock: Pooled) {
+        sock.uses += 1;
+        if sock.uses >= MAX_USES {
+            return;
+        }
+        let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|_, list| !list.is_empty());
+        if idle.values().map(Vec::len).sum::<usize>() >= MAX_IDLE {
+            return;
+        }
+        let list = idle.entry(sock.server).or_default();
+        if list.len() < MAX_IDLE_PER_SERVER {
+            list.push(sock);
+        }
+    }
+
+    /// Sockets kept for `server` (for tests).
+    #[cfg(test)]
+    pub(super) fn idle_for(server: SocketAddr) -> usize {
+        idle()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&server)
+            .map_or(0, Vec::len)
+    }
+}
+
+#[cfg(test)]
+mod socket_reuse {
+    use super::*;
+    use testdns::TestDns;
+
+    async fn server() -> TestDns {
+        let dns = TestDns::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        dns.add_zone("reuse.test", 300);
+        dns.add("reuse.test", "TXT", "v=spf1 -all", None, 300);
+        dns
+    }
+
+    fn answered(r: Result<Message, Failure>) -> Message {
+        match r {
+            Ok(m) => m,
+            Err(f) => panic!("no answer: {}", f.detail),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_socket_is_kept_after_a_clean_exchange_and_used_again() {
+        let dns = server().await;
+        let t = Duration::from_millis(500);
+        let m = answered(exchange(dns.addr(), "reuse.test", RecordType::TXT, false, t).await);
+        assert_eq!(m.answers().len(), 1);
+        assert_eq!(sockets::idle_for(dns.addr()), 1);
+        // The next question takes the kept socket (none idle while it is out) and
+        // brings it back.
+        let m = answered(exchange(dns.addr(), "reuse.test", RecordType::TXT, false, t).await);
+        assert_eq!(m.answers().len(), 1);
+        assert_eq!(sockets::idle_for(dns.addr()), 1);
+        assert_eq!(dns.queries(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_timed_out_is_not_kept() {
+        let dns = server().await;
+        dns.set_delay(Some(Duration::from_millis(300)));
+        let r = exchange(
+            dns.addr(),
+            "reuse.test",
+            RecordType::TXT,
+            false,
+            Duration::from_millis(50),
+        )
+        .await;
+        assert!(matches!(
+            r,
+            Err(Failure {
+                error: LookupError::Timeout,
+                ..
+            })
+        ));
+        assert_eq!(sockets::idle_for(dns.addr()), 0);
+        // Its late answer reaches a closed socket, never the next question.
+        dns.set_delay(None);
+        let m = answered(
+            exchange(
+                dns.addr(),
+                "reuse.test",
+                RecordType::TXT,
+                false,
+                Duration::from_millis(500),
+            )
+            .await,
+        );
+        assert_eq!(m.answers().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_socket_kept_by_an_ended_runtime_is_replaced() {
+        let dns = server().await;
+        let addr = dns.addr();
+        // Another runtime asks, keeps the socket, and ends.
+        tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                answered(
+                    exchange(
+                        addr,
+                        "reuse.test",
+                        RecordType::TXT,
+                        false,
+                        Duration::from_millis(500),
+                    )
+                    .await,
+                );
+            });
+        })
+        .await
+        .unwrap();
+        assert_eq!(sockets::idle_for(addr), 1);
+        let m = answered(
+            exchange(
+                addr,
+                "reuse.test",
+                RecordType::TXT,
+                false,
+                Duration::from_millis(500),
+            )
+            .await,
+        );
+        assert_eq!(m.answers().len(), 1);
+        assert_eq!(sockets::idle_for(addr), 1);
     }
 }
