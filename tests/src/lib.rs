@@ -353,6 +353,24 @@ impl Stack {
         self.spawn("command-handler", f);
     }
 
+    /// Starts one more command handler instance; the returned signal stops just this
+    /// one (the stack's shutdown stops it too). Resolves when it has stopped.
+    pub fn start_own_handler(&mut self) -> (Shutdown, tokio::task::JoinHandle<()>) {
+        let own = Shutdown::new();
+        let (all, mine) = (self.shutdown.clone(), own.clone());
+        tokio::spawn(async move {
+            all.wait().await;
+            mine.trigger();
+        });
+        let f = command_handler::run(self.service_config("command-handler"), own.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = f.await {
+                tracing::error!(error = %e, "command-handler stopped");
+            }
+        });
+        (own, task)
+    }
+
     /// The config one service instance gets: with `StackOptions::ops`, its own ops port.
     fn service_config(&mut self, name: &'static str) -> Config {
         let mut config = self.config.clone();

@@ -70,22 +70,6 @@ pub async fn checkpoint(pool: &PgPool, projection: &str) -> anyhow::Result<u64> 
     Ok(seq.unwrap_or(0) as u64)
 }
 
-pub async fn save_checkpoint(
-    tx: &mut Transaction<'static, Postgres>,
-    projection: &str,
-    seq: u64,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (projection, stream_seq, updated_at) VALUES ($1, $2, now())
-         ON CONFLICT (projection) DO UPDATE SET stream_seq = EXCLUDED.stream_seq, updated_at = now()",
-    )
-    .bind(projection)
-    .bind(seq as i64)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// The durable consumer of a projection, created to start right after `from_seq`.
 pub async fn consumer(
     js: &jetstream::Context,
@@ -299,18 +283,23 @@ async fn apply_batch<P: DbProjection>(
     generation: i64,
 ) -> anyhow::Result<bool> {
     let mut tx = pool.begin().await?;
-    // The same row lock a replay's swap takes: a batch and a swap never interleave.
-    let current: Option<i64> = sqlx::query_scalar(
-        "SELECT generation FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
+    // The checkpoint first: writing it takes the same row lock a replay's swap takes,
+    // so a batch and a swap never interleave, and it saves a round trip against a
+    // lock, then a write. A swap since we started means this batch is dropped (the
+    // transaction rolls back, checkpoint and all).
+    let current: i64 = sqlx::query_scalar(
+        "INSERT INTO projection_checkpoints (projection, stream_seq, updated_at) VALUES ($1, $2, now())
+         ON CONFLICT (projection) DO UPDATE SET stream_seq = EXCLUDED.stream_seq, updated_at = now()
+         RETURNING generation",
     )
     .bind(name)
-    .fetch_optional(&mut *tx)
+    .bind(last_seq as i64)
+    .fetch_one(&mut *tx)
     .await?;
-    if current.is_some_and(|g| g != generation) {
+    if current != generation {
         return Ok(false);
     }
     folder.apply(&mut tx, events).await?;
-    save_checkpoint(&mut tx, name, last_seq).await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -208,14 +208,19 @@ impl DbProjection for EmailDomains {
         tx: &mut Transaction<'static, Postgres>,
         events: &[(u64, Event)],
     ) -> anyhow::Result<()> {
-        let missing = events
+        // Rows to read: domains not cached, except those this batch starts (their
+        // first event here is their first event at all: there is no row yet).
+        let mut first_seen = std::collections::HashSet::new();
+        let missing: Vec<DomainId> = events
             .iter()
+            .filter(|(_, e)| first_seen.insert(e.domain_id) && e.version > 1)
             .map(|(_, e)| e.domain_id)
-            .filter(|id| !self.cache.contains_key(id));
+            .filter(|id| !self.cache.contains_key(id))
+            .collect();
         let rows: Vec<Row> = fetch_rows(
             tx,
             "SELECT to_jsonb(d) FROM email_domains d WHERE id = ANY($1)",
-            missing.map(|id| id.0),
+            missing.iter().map(|id| id.0),
         )
         .await?;
         for row in rows {
