@@ -225,14 +225,6 @@ impl Fold {
         }
     }
 
-    fn domain_rows(&self) -> Vec<Row> {
-        self.domains
-            .values()
-            .flatten()
-            .map(Row::from_state)
-            .collect()
-    }
-
     fn tenant_rows(&self) -> Vec<SettingsRow> {
         self.tenants
             .iter()
@@ -561,7 +553,17 @@ fn tenant_copy_text(rows: &[SettingsRow]) -> Vec<u8> {
     out
 }
 
-async fn copy_in(pool: &PgPool, table: &str, columns: &str, data: Vec<u8>) -> anyhow::Result<()> {
+/// COPY streams per table written, and rows per chunk handed to a stream.
+const COPY_STREAMS: usize = 2;
+const COPY_CHUNK_ROWS: usize = 2_000;
+
+/// COPYs into `table` the text chunks `data` yields, as they come.
+async fn copy_in(
+    pool: &PgPool,
+    table: &str,
+    columns: &str,
+    mut data: tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
     // The rows are rebuilt from the log if lost: no need to wait for the WAL flush.
     sqlx::query("SET synchronous_commit = off")
@@ -572,8 +574,10 @@ async fn copy_in(pool: &PgPool, table: &str, columns: &str, data: Vec<u8>) -> an
             "COPY {table} ({columns}) FROM STDIN (FORMAT text)"
         ))
         .await?;
-    for part in data.chunks(1 << 20) {
-        copy.send(part).await?;
+    while let Some(chunk) = data.recv().await {
+        for part in chunk.chunks(1 << 20) {
+            copy.send(part).await?;
+        }
     }
     copy.finish().await?;
     sqlx::query("RESET synchronous_commit")
@@ -978,16 +982,40 @@ async fn replay_locked(
     let sp = spinner(opts.progress, "writing rows");
     let t = Instant::now();
     let mut writes = Vec::new();
+    // The domain rows go out as they are formatted: two COPY streams, each fed in
+    // chunks by its own formatting thread, so Postgres parses the first rows while
+    // the rest are still being written (formatting and parsing share the two cores).
+    let states = std::sync::Arc::new(std::mem::take(&mut fold.domains));
     if domains {
-        let rows = fold.domain_rows();
-        // Two COPY streams: formatting and the server's parsing share the two cores.
-        let half = rows.len().div_ceil(2).max(1);
-        for part in rows.chunks(half) {
-            let part = part.to_vec();
+        for part in 0..COPY_STREAMS {
+            let states = states.clone();
+            let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+            let formatter = tokio::task::spawn_blocking(move || {
+                let mut rows = Vec::with_capacity(COPY_CHUNK_ROWS);
+                let mine = states
+                    .values()
+                    .flatten()
+                    .enumerate()
+                    .filter(|(i, _)| i % COPY_STREAMS == part);
+                for (_, state) in mine {
+                    rows.push(Row::from_state(state));
+                    if rows.len() == COPY_CHUNK_ROWS {
+                        if tx.blocking_send(domain_copy_text(&rows)).is_err() {
+                            return; // the COPY failed; its error is reported
+                        }
+                        rows.clear();
+                    }
+                }
+                if !rows.is_empty() {
+                    let _ = tx.blocking_send(domain_copy_text(&rows));
+                }
+            });
             let pool = pool.clone();
             writes.push(tokio::spawn(async move {
-                let text = tokio::task::spawn_blocking(move || domain_copy_text(&part)).await?;
-                copy_in(&pool, &rebuild_name("email_domains"), DOMAIN_COLUMNS, text).await
+                let copied =
+                    copy_in(&pool, &rebuild_name("email_domains"), DOMAIN_COLUMNS, rx).await;
+                formatter.await?;
+                copied
             }));
         }
     }
@@ -996,17 +1024,23 @@ async fn replay_locked(
         let pool = pool.clone();
         writes.push(tokio::spawn(async move {
             let text = tokio::task::spawn_blocking(move || tenant_copy_text(&rows)).await?;
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.send(text).await?;
+            drop(tx);
             copy_in(
                 &pool,
                 &rebuild_name("tenant_email_settings"),
                 TENANT_COLUMNS,
-                text,
+                rx,
             )
             .await
         }));
     }
-    for w in writes {
-        w.await??;
+    let written = futures::future::join_all(writes).await;
+    fold.domains = std::sync::Arc::try_unwrap(states)
+        .map_err(|_| anyhow::anyhow!("a row formatter outlived the write"))?;
+    for w in written {
+        w??;
     }
     sp.finish_and_clear();
     summary.phases.write = Phase::new(t.elapsed(), read.events);
