@@ -182,7 +182,17 @@ async fn main() -> anyhow::Result<()> {
             "P2: 500 commands/s for {} s, publish → row visible...",
             sizes.p2_secs
         );
-        let (p50, p99, max) = p2_latency(sizes.p2_secs).await?;
+        let (p50, p99, max, busy) = p2_latency(sizes.p2_secs).await?;
+        figures.push(Figure {
+            case: "P2".into(),
+            measure: "cores busy while 500/s are offered (of 2)".into(),
+            value: busy,
+            unit: "cores".into(),
+            baseline: None,
+            ratio: None,
+            target: "-".into(),
+            pass: None,
+        });
         for (m, v) in [("p50", p50), ("max", max)] {
             figures.push(Figure {
                 case: "P2".into(),
@@ -709,7 +719,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// P2: 500 registrations per second, each timed from publish to its row in Postgres.
-async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64)> {
+async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64, f64)> {
     let stack = Stack::start_with(bench_options()).await;
     let tenant = Uuid::new_v4();
     let n = (secs * 500) as usize;
@@ -762,6 +772,10 @@ async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64)> {
     } else {
         None
     };
+    let db_stats = "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted, tup_returned + tup_fetched FROM pg_stat_database WHERE datname = current_database()";
+    let db_before: (i64, i64, i64) = sqlx::query_as(db_stats).fetch_one(&stack.pool).await?;
+    let cpu_before = Cpu::now(&stack.nats);
+    let load_started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_millis(2));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for i in 0..n {
@@ -774,6 +788,26 @@ async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64)> {
             let _ = ack.await;
         });
     }
+    let cpu = Cpu::now(&stack.nats).since(cpu_before);
+    let load_secs = load_started.elapsed().as_secs_f64();
+    let busy = cpu.total() / load_secs;
+    if std::env::var("BENCH_TRACE").is_ok() {
+        // The statistics collector lags by up to a second.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let db_after: (i64, i64, i64) = sqlx::query_as(db_stats).fetch_one(&stack.pool).await?;
+        eprintln!(
+            "  Postgres per registration: {:.1} commits, {:.1} rows written, {:.1} rows read",
+            (db_after.0 - db_before.0) as f64 / n as f64,
+            (db_after.1 - db_before.1) as f64 / n as f64,
+            (db_after.2 - db_before.2) as f64 / n as f64
+        );
+    }
+    eprintln!(
+        "  while publishing: {busy:.2} cores busy (services {:.2}, nats-server {:.2}, Postgres {:.2})",
+        cpu.services / load_secs,
+        cpu.nats / load_secs,
+        cpu.postgres / load_secs
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.lock().unwrap().len() < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -801,6 +835,58 @@ async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64)> {
         let published = published.lock().unwrap();
         let seen = seen.lock().unwrap();
         let appended = appended.lock().unwrap();
+        // When the slowest hundredth were published (100 ms buckets from the first
+        // publish): stalls show as clusters.
+        let t0 = published.values().min().copied();
+        let mut slow: Vec<(f64, f64)> = published
+            .iter()
+            .filter_map(|(name, at)| {
+                let r = seen.get(name)?;
+                Some((
+                    at.saturating_duration_since(t0?).as_secs_f64(),
+                    r.saturating_duration_since(*at).as_secs_f64() * 1000.0,
+                ))
+            })
+            .collect();
+        slow.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+        slow.truncate(published.len() / 100);
+        let mut buckets: std::collections::BTreeMap<u64, usize> = Default::default();
+        for (t, _) in &slow {
+            *buckets.entry((t * 10.0) as u64).or_default() += 1;
+        }
+        eprintln!(
+            "  slowest 1% by publish time (0.1 s bucket: count): {:?}",
+            buckets
+        );
+        if let Some(t0) = t0 {
+            // The wall clock at the first publish, for `perf record -k CLOCK_REALTIME`.
+            let first = chrono::Utc::now()
+                - chrono::Duration::from_std(
+                    std::time::Instant::now().saturating_duration_since(t0),
+                )
+                .unwrap_or_default();
+            eprintln!(
+                "  first publish at {:.3} s since the epoch",
+                first.timestamp_micros() as f64 / 1e6
+            );
+        }
+        // The slowest ten, split into their handler and projector parts.
+        let mut worst: Vec<(f64, f64, f64, f64)> = published
+            .iter()
+            .filter_map(|(name, at)| {
+                let (a, r) = (appended.get(name)?, seen.get(name)?);
+                Some((
+                    at.saturating_duration_since(t0?).as_secs_f64(),
+                    r.saturating_duration_since(*at).as_secs_f64() * 1000.0,
+                    a.saturating_duration_since(*at).as_secs_f64() * 1000.0,
+                    r.saturating_duration_since(*a).as_secs_f64() * 1000.0,
+                ))
+            })
+            .collect();
+        worst.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+        for (t, total, h, p) in worst.iter().take(10) {
+            eprintln!("    at {t:.2} s: {total:.1} ms = handler {h:.1} + projector {p:.1}");
+        }
         let (mut handler, mut projector) = (Vec::new(), Vec::new());
         for (name, at) in published.iter() {
             if let (Some(a), Some(r)) = (appended.get(name), seen.get(name)) {
@@ -828,6 +914,7 @@ async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64)> {
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
         *lat.last().unwrap_or(&f64::NAN),
+        busy,
     ))
 }
 

@@ -15,6 +15,20 @@ pub struct TenantSettings {
 }
 
 impl TenantSettings {
+    /// Whether `event` can change a tenant's settings at all: only these kinds are
+    /// read by [`TenantSettings::apply`]; any other leaves every tenant's settings as
+    /// they are.
+    pub fn may_change(event: &Event) -> bool {
+        matches!(
+            event.data,
+            EventData::ProviderPolled { verified: true, .. }
+                | EventData::VerificationFailed { .. }
+                | EventData::DomainDeleted { .. }
+                | EventData::DomainReleased { .. }
+                | EventData::ProvisioningFailed { .. }
+        )
+    }
+
     /// Applies one event of one of the tenant's domains. Returns whether anything changed.
     pub fn apply(&mut self, event: &Event) -> bool {
         let before = self.clone();

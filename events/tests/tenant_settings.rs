@@ -253,3 +253,31 @@ fn without_a_default_the_sender_is_the_platform_address_and_not_managed() {
         "noreply@platform.invalid"
     );
 }
+
+/// Given a tenant whose default, previous and verified domains are the event's own
+/// domain, when an event of a kind `may_change` rules out is applied, then nothing
+/// changes. (Projectors skip writing for such events.) Every kind of the frozen log.
+#[test]
+fn events_that_may_not_change_settings_never_do() {
+    let log = include_str!("../../tests/fixtures/events-v1.jsonl");
+    let (mut ruled_out, mut changed_some) = (0, 0);
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let e = Event::from_json(line.as_bytes()).expect("fixture event");
+        let mut s = TenantSettings::default();
+        s.verified.insert(e.domain_id, e.domain.clone());
+        s.default_from_domain = Some(e.domain.clone());
+        s.previous_from_domain = Some(e.domain.clone());
+        let changed = s.clone().apply(&e);
+        if TenantSettings::may_change(&e) {
+            changed_some += changed as usize;
+        } else {
+            ruled_out += 1;
+            assert!(!changed, "{:?} changed the settings", e.data);
+        }
+    }
+    assert!(
+        ruled_out >= 5,
+        "the log has kinds that cannot change settings"
+    );
+    assert!(changed_some >= 1, "and kinds that can (the check can fail)");
+}

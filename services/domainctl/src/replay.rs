@@ -19,7 +19,7 @@ use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::Deliv
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use email_domain_events::tenant::TenantSettings;
-use email_domain_events::{evolve, DomainId, DomainState, Event, EventData, TenantId};
+use email_domain_events::{evolve, DomainId, DomainState, Event, TenantId};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use projector::email_domains::Row;
@@ -199,17 +199,8 @@ impl Fold {
             is_new = true;
             TenantEntry::default()
         });
-        // Only these events can change a tenant's settings (`TenantSettings::apply`
-        // leaves the rest alone); skipping the others saves its clone per event.
-        let relevant = matches!(
-            e.data,
-            EventData::ProviderPolled { verified: true, .. }
-                | EventData::VerificationFailed { .. }
-                | EventData::DomainDeleted { .. }
-                | EventData::DomainReleased { .. }
-                | EventData::ProvisioningFailed { .. }
-        );
-        let changed = relevant && entry.settings.apply(e);
+        // Skipping events that cannot change settings saves `apply`'s clone per event.
+        let changed = TenantSettings::may_change(e) && entry.settings.apply(e);
         if changed || is_new {
             entry.updated_at = Some(e.occurred_at);
         }

@@ -24,6 +24,11 @@ pub trait DbProjection: Send {
     fn rolled_back(&mut self);
     /// The tables were rebuilt under us (`domainctl replay`): forget everything cached.
     fn reset(&mut self);
+    /// True when applying `events` would change no row, whatever the rows hold now
+    /// (so the batch only moves the checkpoint). False when unsure.
+    fn unchanged(&self, _events: &[(u64, Event)]) -> bool {
+        false
+    }
 }
 
 /// The projection's checkpoint row, read at start and locked in every batch.
@@ -282,6 +287,24 @@ async fn apply_batch<P: DbProjection>(
     last_seq: u64,
     generation: i64,
 ) -> anyhow::Result<bool> {
+    if folder.unchanged(events) {
+        // Nothing to write but the checkpoint: one statement, no transaction. It only
+        // moves a checkpoint of our generation (a swap holds this row locked while it
+        // runs); no row yet, or a new generation, and the full path below decides.
+        let moved = sqlx::query(
+            "UPDATE projection_checkpoints SET stream_seq = $2, updated_at = now()
+             WHERE projection = $1 AND generation = $3",
+        )
+        .bind(name)
+        .bind(last_seq as i64)
+        .bind(generation)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if moved == 1 {
+            return Ok(true);
+        }
+    }
     let mut tx = pool.begin().await?;
     // The checkpoint first: writing it takes the same row lock a replay's swap takes,
     // so a batch and a swap never interleave, and it saves a round trip against a

@@ -159,4 +159,12 @@ impl DbProjection for TenantSettingsProjection {
         self.pending.clear();
         self.cache.clear();
     }
+
+    /// Events that cannot change a tenant's settings (see `TenantSettings::apply`),
+    /// all of tenants whose row is known to exist.
+    fn unchanged(&self, events: &[(u64, Event)]) -> bool {
+        events
+            .iter()
+            .all(|(_, e)| self.cache.contains_key(&e.tenant_id) && !TenantSettings::may_change(e))
+    }
 }

@@ -121,6 +121,12 @@ impl DbProjection for Timers {
     fn committed(&mut self) {}
     fn rolled_back(&mut self) {}
     fn reset(&mut self) {}
+
+    fn unchanged(&self, events: &[(u64, Event)]) -> bool {
+        events
+            .iter()
+            .all(|(_, e)| matches!(timer_change(e), TimerChange::Keep))
+    }
 }
 
 /// The id of the re-check a timer fires: the same for the same domain and due time.
