@@ -1,5 +1,5 @@
 //! The projections: a crash between a projector's commit and its ack applies no
-//! event twice and skips none.
+//! event twice and skips none; batches that change no row still move the checkpoint.
 
 use email_domain_events::outcome::Verdict;
 use system_tests::{crash_after, Stack, StackOptions};
@@ -131,5 +131,86 @@ async fn a_projector_killed_between_commit_and_ack_applies_no_event_twice() {
         .filter(|a| a["type"] == "email_domain.registered")
         .count();
     assert_eq!(registered, 5);
+    stack.shutdown().await;
+}
+
+/// Events that cannot change a tenant's settings move only its projector's checkpoint:
+/// the checkpoint still reaches the end of the log, and the row is not rewritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_that_change_no_settings_still_move_the_checkpoint() {
+    let stack = Stack::start().await;
+    let tenant = Uuid::new_v4();
+    let o = stack.send("register_domain", tenant, "first.test").await;
+    assert_eq!(o.outcome, Verdict::Accepted);
+    let updated_at = || async {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "SELECT updated_at FROM tenant_email_settings WHERE tenant = $1",
+        )
+        .bind(tenant)
+        .fetch_optional(&stack.pool)
+        .await
+        .unwrap()
+        .flatten()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let first = loop {
+        if let Some(t) = updated_at().await {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "no tenant row");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // More registrations of the same tenant: each appends events (registered,
+    // provisioned, pre-flight) none of which can change its settings.
+    for i in 0..4 {
+        let o = stack
+            .send("register_domain", tenant, &format!("more{i}.test"))
+            .await;
+        assert_eq!(o.outcome, Verdict::Accepted);
+    }
+    let last_seq = || async {
+        stack
+            .js
+            .get_stream("EMAIL_DOMAIN_EVENTS")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .last_sequence as i64
+    };
+    let checkpoint = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT stream_seq FROM projection_checkpoints WHERE projection = 'tenant_settings'",
+        )
+        .fetch_one(&stack.pool)
+        .await
+        .unwrap()
+    };
+    // Wait for the provider and the pre-flight to be done (the log stops growing),
+    // then for the checkpoint to reach its end.
+    let mut quiet_since = (last_seq().await, std::time::Instant::now());
+    loop {
+        let now = last_seq().await;
+        if now != quiet_since.0 {
+            quiet_since = (now, std::time::Instant::now());
+        } else if quiet_since.1.elapsed() > std::time::Duration::from_millis(700)
+            && checkpoint().await == now
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tenant_settings checkpoint stayed at {} of {now}",
+            checkpoint().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        quiet_since.0 >= 13,
+        "five registrations appended their events"
+    );
+    assert_eq!(updated_at().await, Some(first), "the row was not rewritten");
     stack.shutdown().await;
 }
