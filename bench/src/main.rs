@@ -722,7 +722,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64, f64)> {
     let stack = Stack::start_with(bench_options()).await;
     let tenant = Uuid::new_v4();
-    let n = (secs * 500) as usize;
+    // BENCH_P2_RATE offers another rate (for finding where the latency comes from;
+    // the case as defined is 500/s).
+    let rate: u64 = std::env::var("BENCH_P2_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(500);
+    let n = (secs * rate) as usize;
     let published: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
     let seen: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -776,7 +782,7 @@ async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64, f64)> {
     let db_before: (i64, i64, i64) = sqlx::query_as(db_stats).fetch_one(&stack.pool).await?;
     let cpu_before = Cpu::now(&stack.nats);
     let load_started = Instant::now();
-    let mut ticker = tokio::time::interval(Duration::from_millis(2));
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for i in 0..n {
         ticker.tick().await;

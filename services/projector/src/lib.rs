@@ -121,7 +121,7 @@ pub async fn run(
     .await?;
     let needs_db = which.iter().any(|p| *p != Projection::Analytics);
     let pool = if needs_db {
-        Some(runtime::db::connect_and_migrate(&config.database_url, 8).await?)
+        Some(runtime::db::connect_and_migrate_for_retrying_writer(&config.database_url, 8).await?)
     } else {
         None
     };

@@ -35,7 +35,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let pool = runtime::db::connect_and_migrate(&config.database_url, 4).await?;
+    let pool =
+        runtime::db::connect_and_migrate_for_retrying_writer(&config.database_url, 4).await?;
     ops.jetstream(&js).postgres(&pool).ready();
     tokio::spawn(count_pending(pool.clone(), shutdown.clone()));
     let keeper = {
