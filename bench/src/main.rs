@@ -4,7 +4,13 @@
 //! measures the raw baselines first (async publish with acks of same-sized
 //! messages; ordered-consumer read), then each case, and prints one table: figure,
 //! baseline, ratio, target, pass/fail. Results also go to `bench/results/*.json`.
-//! `--quick` runs smaller sizes.
+//! `--quick` runs smaller sizes; `--only P1,P3` some cases.
+//!
+//! Besides the cases, it measures where the time goes: the CPU each process used
+//! and the JetStream traffic per registration (P1), cores busy and Postgres work at
+//! 500/s (P2), the replay's floor (the read alone, Postgres loading the rows alone)
+//! (P3), and the handler's own part of a cold command (P5). `BENCH_TRACE=1` prints
+//! more; `BENCH_P2_RATE=N` offers P2 at another rate.
 #![forbid(unsafe_code)]
 
 use async_nats::jetstream::{self, consumer, message::PublishMessage};
