@@ -59,7 +59,9 @@ pub async fn run(
         .max_messages_per_batch(MAX_BATCH)
         .messages()
         .await?;
-    while let Some(batch) = next_batch(&mut messages, shutdown).await {
+    while let Some(batch) =
+        next_batch(&mut messages, shutdown, crate::consume::OFF_PATH_LINGER).await
+    {
         if batch.is_empty() {
             continue;
         }

@@ -29,6 +29,10 @@ pub trait DbProjection: Send {
     fn unchanged(&self, _events: &[(u64, Event)]) -> bool {
         false
     }
+    /// How long a batch waits, after its first event, for more (see `next_batch`).
+    fn linger(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// The projection's checkpoint row, read at start and locked in every batch.
@@ -99,28 +103,45 @@ pub async fn consumer(
         .await?)
 }
 
-/// Waits for one message, then takes what is already there, up to `MAX_BATCH`.
+/// Waits for one message, then takes what is already there, up to `MAX_BATCH`; with
+/// a `linger`, also what arrives within that time of the first message.
 pub async fn next_batch(
     messages: &mut jetstream::consumer::pull::Stream,
     shutdown: &Shutdown,
+    linger: Duration,
 ) -> Option<Vec<jetstream::Message>> {
     let first = tokio::select! {
         m = messages.next() => m,
         _ = shutdown.wait() => None,
     }?;
+    let until = tokio::time::Instant::now() + linger;
     let mut batch = Vec::with_capacity(64);
     if let Ok(m) = first {
         batch.push(m);
     }
     while batch.len() < MAX_BATCH {
-        match messages.next().now_or_never() {
-            Some(Some(Ok(m))) => batch.push(m),
-            Some(Some(Err(e))) => tracing::warn!(error = %e, "event stream error"),
-            _ => break,
+        let next = match messages.next().now_or_never() {
+            Some(next) => next,
+            None if linger.is_zero() => break,
+            None => match tokio::time::timeout_at(until, messages.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        match next {
+            Some(Ok(m)) => batch.push(m),
+            Some(Err(e)) => tracing::warn!(error = %e, "event stream error"),
+            None => break,
         }
     }
     Some(batch)
 }
+
+/// How long the projections off the owner's path (tenant settings, timers,
+/// analytics) wait after an event for more to come: at a few events per batch, a
+/// transaction and a wake-up per event were most of their cost. The owner's row
+/// (`email_domains`) does not wait.
+pub const OFF_PATH_LINGER: Duration = Duration::from_millis(5);
 
 /// Decodes a batch, dropping what is at or below the checkpoint.
 pub fn decode(batch: &[jetstream::Message], checkpoint: u64) -> Vec<(u64, Event)> {
@@ -218,7 +239,7 @@ pub async fn run_db_named<P: DbProjection>(
             .messages()
             .await?;
         tracing::info!(projection = name, checkpoint, "projecting");
-        while let Some(batch) = next_batch(&mut messages, shutdown).await {
+        while let Some(batch) = next_batch(&mut messages, shutdown, folder.linger()).await {
             let Some(last) = batch.last() else { continue };
             let last_seq = last.info().map(|i| i.stream_sequence).unwrap_or(0);
             // The event log has no gaps (deny delete): the next event must be checkpoint + 1.

@@ -160,6 +160,10 @@ impl DbProjection for TenantSettingsProjection {
         self.cache.clear();
     }
 
+    fn linger(&self) -> std::time::Duration {
+        crate::consume::OFF_PATH_LINGER
+    }
+
     /// Events that cannot change a tenant's settings (see `TenantSettings::apply`),
     /// all of tenants whose row is known to exist.
     fn unchanged(&self, events: &[(u64, Event)]) -> bool {

@@ -123,6 +123,10 @@ impl DbProjection for Timers {
     fn rolled_back(&mut self) {}
     fn reset(&mut self) {}
 
+    fn linger(&self) -> Duration {
+        projector::consume::OFF_PATH_LINGER
+    }
+
     fn unchanged(&self, events: &[(u64, Event)]) -> bool {
         events
             .iter()
