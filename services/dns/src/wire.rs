@@ -398,17 +398,28 @@ mod socket_reuse {
         }
     }
 
+    /// The zone's TXT question to `addr`, answered within 500 ms.
+    async fn ask(addr: SocketAddr) -> Message {
+        answered(
+            exchange(
+                addr,
+                "reuse.test",
+                RecordType::TXT,
+                false,
+                Duration::from_millis(500),
+            )
+            .await,
+        )
+    }
+
     #[tokio::test]
     async fn a_socket_is_kept_after_a_clean_exchange_and_used_again() {
         let dns = server().await;
-        let t = Duration::from_millis(500);
-        let m = answered(exchange(dns.addr(), "reuse.test", RecordType::TXT, false, t).await);
-        assert_eq!(m.answers().len(), 1);
+        assert_eq!(ask(dns.addr()).await.answers().len(), 1);
         assert_eq!(sockets::idle_for(dns.addr()), 1);
         // The next question takes the kept socket (none idle while it is out) and
         // brings it back.
-        let m = answered(exchange(dns.addr(), "reuse.test", RecordType::TXT, false, t).await);
-        assert_eq!(m.answers().len(), 1);
+        assert_eq!(ask(dns.addr()).await.answers().len(), 1);
         assert_eq!(sockets::idle_for(dns.addr()), 1);
         assert_eq!(dns.queries(), 2);
     }
@@ -435,17 +446,7 @@ mod socket_reuse {
         assert_eq!(sockets::idle_for(dns.addr()), 0);
         // Its late answer reaches a closed socket, never the next question.
         dns.set_delay(None);
-        let m = answered(
-            exchange(
-                dns.addr(),
-                "reuse.test",
-                RecordType::TXT,
-                false,
-                Duration::from_millis(500),
-            )
-            .await,
-        );
-        assert_eq!(m.answers().len(), 1);
+        assert_eq!(ask(dns.addr()).await.answers().len(), 1);
     }
 
     #[tokio::test]
@@ -458,33 +459,12 @@ mod socket_reuse {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(async {
-                answered(
-                    exchange(
-                        addr,
-                        "reuse.test",
-                        RecordType::TXT,
-                        false,
-                        Duration::from_millis(500),
-                    )
-                    .await,
-                );
-            });
+            rt.block_on(ask(addr));
         })
         .await
         .unwrap();
         assert_eq!(sockets::idle_for(addr), 1);
-        let m = answered(
-            exchange(
-                addr,
-                "reuse.test",
-                RecordType::TXT,
-                false,
-                Duration::from_millis(500),
-            )
-            .await,
-        );
-        assert_eq!(m.answers().len(), 1);
+        assert_eq!(ask(addr).await.answers().len(), 1);
         assert_eq!(sockets::idle_for(addr), 1);
     }
 }
