@@ -69,15 +69,24 @@ async fn a_projector_killed_between_commit_and_ack_applies_no_event_twice() {
             .wait_status(tenant, &format!("crash{i}.test"), "awaiting_dns")
             .await;
     }
+    // A row reaches `awaiting_dns` before its pre-flight result is projected: wait
+    // for each row to reach the events taken above, then for the checkpoint.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     for i in 0..5 {
         let name = format!("crash{i}.test");
-        let version: i64 =
-            sqlx::query_scalar("SELECT version FROM email_domains WHERE domain_name = $1")
-                .bind(&name)
-                .fetch_one(&stack.pool)
-                .await
-                .unwrap();
         let count = events.iter().filter(|e| e.domain == name).count() as i64;
+        let version = loop {
+            let version: i64 =
+                sqlx::query_scalar("SELECT version FROM email_domains WHERE domain_name = $1")
+                    .bind(&name)
+                    .fetch_one(&stack.pool)
+                    .await
+                    .unwrap();
+            if version >= count || std::time::Instant::now() > deadline {
+                break version;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        };
         assert_eq!(
             version, count,
             "{name}: row version equals its number of events"
@@ -88,12 +97,18 @@ async fn a_projector_killed_between_commit_and_ack_applies_no_event_twice() {
         let mut s = stream.clone();
         s.info().await.unwrap().state.last_sequence as i64
     };
-    let checkpoint: i64 = sqlx::query_scalar(
-        "SELECT stream_seq FROM projection_checkpoints WHERE projection = 'email_domains'",
-    )
-    .fetch_one(&stack.pool)
-    .await
-    .unwrap();
+    let checkpoint = loop {
+        let checkpoint: i64 = sqlx::query_scalar(
+            "SELECT stream_seq FROM projection_checkpoints WHERE projection = 'email_domains'",
+        )
+        .fetch_one(&stack.pool)
+        .await
+        .unwrap();
+        if checkpoint >= last_seq || std::time::Instant::now() > deadline {
+            break checkpoint;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
     assert_eq!(
         checkpoint, last_seq,
         "the checkpoint reached the end of the log"
@@ -124,13 +139,22 @@ async fn a_projector_killed_between_commit_and_ack_applies_no_event_twice() {
             .await
             .unwrap();
     assert_eq!(tenant_row, 1);
-    // Each analytics event exactly once despite the analytics emitter's crash.
-    let analytics = stack.analytics().await;
-    let registered = analytics
-        .iter()
-        .filter(|a| a["type"] == "email_domain.registered")
-        .count();
-    assert_eq!(registered, 5);
+    // Each analytics event exactly once despite the analytics emitter's crash. The
+    // emitter keeps no Postgres checkpoint, so nothing above waited for it: wait here.
+    let registered = || async {
+        stack
+            .analytics()
+            .await
+            .iter()
+            .filter(|a| a["type"] == "email_domain.registered")
+            .count()
+    };
+    // Events a killed emitter held come back when their ack wait (15 s) runs out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while registered().await < 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(registered().await, 5);
     stack.shutdown().await;
 }
 
