@@ -1165,11 +1165,6 @@ async fn p3_replay(domains: usize) -> anyhow::Result<(f64, f64)> {
         )
         .fetch_one(&stack.pool)
         .await?;
-        if let Ok(path) = std::env::var("BENCH_DUMP_ROWS") {
-            sqlx::query(&format!("COPY email_domains TO '{path}'"))
-                .execute(&stack.pool)
-                .await?;
-        }
         eprintln!("  rows: {row:.0} bytes on average (dns_records {recs:.0}, metadata {meta:.0}); table {total} bytes");
     }
     stack.shutdown().await;
