@@ -999,17 +999,10 @@ async fn p5_long_history(domains: usize) -> anyhow::Result<P5> {
         }
         targets.push(name);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await; // let the last snapshots land
-                                                          // A cold handler: started now, warmed only on another domain (lease, consumer).
-    let (handler_stop, handler_task) = stack.start_own_handler();
-    // Warm the process (connections, stream handles) on a domain that is not measured:
-    // the measured domains are still cold (no state of theirs in memory).
+    // Let the last snapshots land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let warm = targets.pop().expect("a warm-up domain");
-    let out = stack.send("dns_configured", tenant.0, &warm).await;
-    anyhow::ensure!(
-        out.outcome == email_domain_events::outcome::Verdict::Accepted,
-        "warm-up failed"
-    );
+    let (handler_stop, handler_task) = start_warm_handler(&mut stack, tenant, &warm).await?;
     if std::env::var("BENCH_TRACE").is_ok() {
         let probe_store = runtime::store::EventStore::open(&stack.js, 4).await?;
         let h = names.get(&targets[0]).await?.expect("claim");
@@ -1057,12 +1050,7 @@ async fn p5_long_history(domains: usize) -> anyhow::Result<P5> {
     // still holds their message blocks in its cache: what the handler itself costs.
     handler_stop.trigger();
     handler_task.await?;
-    let (_again, _task) = stack.start_own_handler();
-    let out = stack.send("dns_configured", tenant.0, &warm).await;
-    anyhow::ensure!(
-        out.outcome == email_domain_events::outcome::Verdict::Accepted,
-        "warm-up after the restart failed"
-    );
+    let _again = start_warm_handler(&mut stack, tenant, &warm).await?;
     let mut warm_server = p5_round(&stack, tenant, &targets).await?;
     cold.sort_by(|a, b| a.partial_cmp(b).unwrap());
     warm_server.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -1073,6 +1061,23 @@ async fn p5_long_history(domains: usize) -> anyhow::Result<P5> {
         server_warm_median: percentile(&warm_server, 0.5),
         server_warm_max: *warm_server.last().unwrap(),
     })
+}
+
+/// A cold handler: started now, and warmed (lease, consumer, connections, stream
+/// handles) only on `warm`, a domain that is not measured: the measured domains stay
+/// cold (no state of theirs in memory).
+async fn start_warm_handler(
+    stack: &mut Stack,
+    tenant: TenantId,
+    warm: &str,
+) -> anyhow::Result<(runtime::Shutdown, tokio::task::JoinHandle<()>)> {
+    let handler = stack.start_own_handler();
+    let out = stack.send("dns_configured", tenant.0, warm).await;
+    anyhow::ensure!(
+        out.outcome == email_domain_events::outcome::Verdict::Accepted,
+        "warm-up failed"
+    );
+    Ok(handler)
 }
 
 struct P5 {

@@ -331,14 +331,21 @@ impl Stack {
         stack
     }
 
-    /// Starts one more scheduler instance; the returned signal stops just this one.
-    pub fn start_scheduler(&mut self) -> Shutdown {
+    /// A signal of its own for one service instance, also triggered when the stack
+    /// shuts down.
+    fn linked_shutdown(&self) -> Shutdown {
         let own = Shutdown::new();
         let (all, mine) = (self.shutdown.clone(), own.clone());
         tokio::spawn(async move {
             all.wait().await;
             mine.trigger();
         });
+        own
+    }
+
+    /// Starts one more scheduler instance; the returned signal stops just this one.
+    pub fn start_scheduler(&mut self) -> Shutdown {
+        let own = self.linked_shutdown();
         let f = scheduler::run(self.service_config("scheduler"), own.clone());
         self.spawn("scheduler", f);
         own
@@ -356,19 +363,9 @@ impl Stack {
     /// Starts one more command handler instance; the returned signal stops just this
     /// one (the stack's shutdown stops it too). Resolves when it has stopped.
     pub fn start_own_handler(&mut self) -> (Shutdown, tokio::task::JoinHandle<()>) {
-        let own = Shutdown::new();
-        let (all, mine) = (self.shutdown.clone(), own.clone());
-        tokio::spawn(async move {
-            all.wait().await;
-            mine.trigger();
-        });
+        let own = self.linked_shutdown();
         let f = command_handler::run(self.service_config("command-handler"), own.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = f.await {
-                tracing::error!(error = %e, "command-handler stopped");
-            }
-        });
-        (own, task)
+        (own, service_task("command-handler", f))
     }
 
     /// The config one service instance gets: with `StackOptions::ops`, its own ops port.
@@ -397,11 +394,7 @@ impl Stack {
         name: &'static str,
         f: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
     ) {
-        self.tasks.push(tokio::spawn(async move {
-            if let Err(e) = f.await {
-                tracing::error!(service = name, error = %e, "service ended with an error");
-            }
-        }));
+        self.tasks.push(service_task(name, f));
     }
 
     /// (Re)starts the three projectors, as separate services, with their own shutdown
@@ -656,6 +649,18 @@ impl Stack {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
     }
+}
+
+/// Runs a service; an error it ends with is logged.
+fn service_task(
+    name: &'static str,
+    f: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = f.await {
+            tracing::error!(service = name, error = %e, "service ended with an error");
+        }
+    })
 }
 
 /// A counter for `projector::Options::crash_after_commit`.

@@ -2,8 +2,24 @@
 //! event twice and skips none; batches that change no row still move the checkpoint.
 
 use email_domain_events::outcome::Verdict;
+use std::time::{Duration, Instant};
 use system_tests::{crash_after, Stack, StackOptions};
 use uuid::Uuid;
+
+/// Reads until `done` holds for what was read, or `deadline` passes; the last read.
+async fn read_until<T, F: std::future::Future<Output = T>>(
+    deadline: Instant,
+    mut read: impl FnMut() -> F,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    loop {
+        let value = read().await;
+        if done(&value) || Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_projector_killed_between_commit_and_ack_applies_no_event_twice() {
@@ -35,7 +51,7 @@ async fn a_projector_killed_between_commit_and_ack_applies_no_event_twice() {
         {
             break events;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // The crashed projectors committed something but acknowledged nothing.
     let mut before = 0i64;
@@ -47,7 +63,7 @@ async fn a_projector_killed_between_commit_and_ack_applies_no_event_twice() {
         if before > 0 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(before > 0, "the first batch was committed");
     // ... and not acknowledged: the durable consumer's ack floor is behind the checkpoint.
@@ -71,22 +87,23 @@ async fn a_projector_killed_between_commit_and_ack_applies_no_event_twice() {
     }
     // A row reaches `awaiting_dns` before its pre-flight result is projected: wait
     // for each row to reach the events taken above, then for the checkpoint.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(20);
     for i in 0..5 {
         let name = format!("crash{i}.test");
         let count = events.iter().filter(|e| e.domain == name).count() as i64;
-        let version = loop {
-            let version: i64 =
-                sqlx::query_scalar("SELECT version FROM email_domains WHERE domain_name = $1")
-                    .bind(&name)
-                    .fetch_one(&stack.pool)
-                    .await
-                    .unwrap();
-            if version >= count || std::time::Instant::now() > deadline {
-                break version;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        };
+        let version = read_until(
+            deadline,
+            || {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT version FROM email_domains WHERE domain_name = $1",
+                )
+                .bind(&name)
+                .fetch_one(&stack.pool)
+            },
+            |v| v.as_ref().is_ok_and(|v| *v >= count),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             version, count,
             "{name}: row version equals its number of events"
@@ -97,18 +114,18 @@ async fn a_projector_killed_between_commit_and_ack_applies_no_event_twice() {
         let mut s = stream.clone();
         s.info().await.unwrap().state.last_sequence as i64
     };
-    let checkpoint = loop {
-        let checkpoint: i64 = sqlx::query_scalar(
-            "SELECT stream_seq FROM projection_checkpoints WHERE projection = 'email_domains'",
-        )
-        .fetch_one(&stack.pool)
-        .await
-        .unwrap();
-        if checkpoint >= last_seq || std::time::Instant::now() > deadline {
-            break checkpoint;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    };
+    let checkpoint = read_until(
+        deadline,
+        || {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT stream_seq FROM projection_checkpoints WHERE projection = 'email_domains'",
+            )
+            .fetch_one(&stack.pool)
+        },
+        |c| c.as_ref().is_ok_and(|c| *c >= last_seq),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         checkpoint, last_seq,
         "the checkpoint reached the end of the log"
@@ -150,16 +167,14 @@ async fn a_projector_killed_between_commit_and_ack_applies_no_event_twice() {
             .count()
     };
     // Events a killed emitter held come back when their ack wait (15 s) runs out.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while registered().await < 5 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    read_until(deadline, registered, |n| *n >= 5).await;
     assert_eq!(registered().await, 5);
     stack.shutdown().await;
 }
 
 /// Events that cannot change a tenant's settings move only its projector's checkpoint:
-/// the checkpoint still reaches the end of the log, and the row is not rewritten.
+/// the checkpoint still reaches the end of the log, and the settings stay as they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_that_change_no_settings_still_move_the_checkpoint() {
     let stack = Stack::start().await;
@@ -176,14 +191,10 @@ async fn events_that_change_no_settings_still_move_the_checkpoint() {
         .unwrap()
         .flatten()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let first = loop {
-        if let Some(t) = updated_at().await {
-            break t;
-        }
-        assert!(std::time::Instant::now() < deadline, "no tenant row");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = read_until(deadline, updated_at, Option::is_some)
+        .await
+        .expect("a tenant row");
     // More registrations of the same tenant: each appends events (registered,
     // provisioned, pre-flight) none of which can change its settings.
     for i in 0..4 {
@@ -214,27 +225,27 @@ async fn events_that_change_no_settings_still_move_the_checkpoint() {
     };
     // Wait for the provider and the pre-flight to be done (the log stops growing),
     // then for the checkpoint to reach its end.
-    let mut quiet_since = (last_seq().await, std::time::Instant::now());
+    let mut quiet_since = (last_seq().await, Instant::now());
     loop {
         let now = last_seq().await;
         if now != quiet_since.0 {
-            quiet_since = (now, std::time::Instant::now());
-        } else if quiet_since.1.elapsed() > std::time::Duration::from_millis(700)
-            && checkpoint().await == now
+            quiet_since = (now, Instant::now());
+        } else if quiet_since.1.elapsed() > Duration::from_millis(700) && checkpoint().await == now
         {
             break;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "the tenant_settings checkpoint stayed at {} of {now}",
             checkpoint().await
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
         quiet_since.0 >= 13,
         "five registrations appended their events"
     );
-    assert_eq!(updated_at().await, Some(first), "the row was not rewritten");
+    // No change was recorded for the tenant: its row's time is the first event's.
+    assert_eq!(updated_at().await, Some(first), "settings unchanged");
     stack.shutdown().await;
 }

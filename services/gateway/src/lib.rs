@@ -310,7 +310,6 @@ async fn tenant_rows(pool: &PgPool, tenant: Uuid) -> ApiResult<Vec<Value>> {
     .map_err(ApiError::unavailable)
 }
 
-/// One row, only if it is the tenant's (another tenant's domain is "not found").
 /// The caller's claims, the domain id of the path, and its row: answered as not found
 /// when the domain is another tenant's.
 async fn owned_row(
@@ -324,6 +323,7 @@ async fn owned_row(
     Ok((claims, id, row))
 }
 
+/// One row, only if it is the tenant's (another tenant's domain is "not found").
 async fn tenant_row(pool: &PgPool, tenant: Uuid, id: Uuid) -> ApiResult<Value> {
     row_by_id(pool, id)
         .await?
