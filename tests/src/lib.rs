@@ -642,6 +642,26 @@ impl Stack {
         out
     }
 
+    /// The analytics messages once `pred` holds for them; the emitter is a separate
+    /// consumer with its own lag behind the rows, so a test reads analytics through this.
+    pub async fn analytics_until(&self, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        for _ in 0..600 {
+            let a = self.analytics().await;
+            if pred(&a) {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "analytics never arrived: {:?}",
+            self.analytics()
+                .await
+                .iter()
+                .map(|a| a["type"].clone())
+                .collect::<Vec<_>>()
+        );
+    }
+
     pub async fn shutdown(mut self) {
         self.shutdown.trigger();
         self.projector_shutdown.trigger();

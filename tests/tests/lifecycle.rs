@@ -116,10 +116,9 @@ async fn a_domain_walks_from_registration_to_verified_and_becomes_the_sender_the
     assert!(second.contains(&"domain_deleted"));
 
     // Analytics: CloudEvents with the contract's attributes.
-    let analytics = wait_analytics(&stack, |a| {
-        a.iter().any(|e| e["type"] == "email_domain.deleted")
-    })
-    .await;
+    let analytics = stack
+        .analytics_until(|a| a.iter().any(|e| e["type"] == "email_domain.deleted"))
+        .await;
     for name in [
         "registered",
         "dns_checked",
@@ -182,17 +181,6 @@ async fn wait_settings(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("default_from_domain never became {default:?}");
-}
-
-async fn wait_analytics(stack: &Stack, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    for _ in 0..600 {
-        let a = stack.analytics().await;
-        if pred(&a) {
-            return a;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("analytics never arrived");
 }
 
 async fn wait_provider_gone(stack: &Stack, provider_domain_id: &str) {
