@@ -228,7 +228,7 @@ async fn main() -> anyhow::Result<()> {
             "P3: replay of both projections from {events} events ({} domains × 10)...",
             sizes.p3_domains
         );
-        let (rate, postgres_alone) = p3_replay(sizes.p3_domains).await?;
+        let (rate, postgres_alone, cpu) = p3_replay(sizes.p3_domains).await?;
         let ratio = rate / raw_read;
         // The events replayed are larger than the baseline's 300-byte messages: the
         // same read of messages of the events' mean size, for comparison.
@@ -280,6 +280,37 @@ async fn main() -> anyhow::Result<()> {
             unit: "events/s".into(),
             baseline: Some(raw_read),
             ratio: Some(floor_rate / raw_read),
+            target: "(what 0.5 would need)".into(),
+            pass: None,
+        });
+        // What each process used while the replay ran, and what that leaves: the
+        // server and the database alone would keep both cores busy this long.
+        let seconds = events as f64 / rate;
+        let others = cpu.nats + cpu.postgres;
+        figures.push(Figure {
+            case: "P3 cost".into(),
+            measure: format!(
+                "CPU during the replay: replay {:.1} / nats-server {:.1} / Postgres {:.1} core-seconds ({:.2} of 2 cores busy)",
+                cpu.services,
+                cpu.nats,
+                cpu.postgres,
+                cpu.total() / seconds
+            ),
+            value: cpu.total(),
+            unit: "core-s".into(),
+            baseline: None,
+            ratio: None,
+            target: "-".into(),
+            pass: None,
+        });
+        let cpu_floor = events as f64 / (others / 2.0);
+        figures.push(Figure {
+            case: "P3 floor".into(),
+            measure: "events / ((nats-server + Postgres CPU) / 2 cores): a replay process that cost no CPU at all".into(),
+            value: cpu_floor,
+            unit: "events/s".into(),
+            baseline: Some(raw_read),
+            ratio: Some(cpu_floor / raw_read),
             target: "(what 0.5 would need)".into(),
             pass: None,
         });
@@ -1112,7 +1143,7 @@ async fn p5_round(stack: &Stack, tenant: TenantId, targets: &[String]) -> anyhow
 }
 
 /// P3: `domainctl replay` of both projections from a log of `domains` × 10 events.
-async fn p3_replay(domains: usize) -> anyhow::Result<(f64, f64)> {
+async fn p3_replay(domains: usize) -> anyhow::Result<(f64, f64, Cpu)> {
     let stack = Stack::start_with(StackOptions {
         handlers: 0,
         provider_worker: false,
@@ -1147,7 +1178,9 @@ async fn p3_replay(domains: usize) -> anyhow::Result<(f64, f64)> {
         progress: false,
         ..Default::default()
     };
+    let cpu_before = Cpu::now(&stack.nats);
     let summary = domainctl::replay::replay(&stack.js, &stack.pool, &opts).await?;
+    let cpu = Cpu::now(&stack.nats).since(cpu_before);
     eprintln!(
         "  {} events in {:.2} s; phases: {}",
         summary.events,
@@ -1173,7 +1206,7 @@ async fn p3_replay(domains: usize) -> anyhow::Result<(f64, f64)> {
         eprintln!("  rows: {row:.0} bytes on average (dns_records {recs:.0}, metadata {meta:.0}); table {total} bytes");
     }
     stack.shutdown().await;
-    Ok((summary.events_per_sec, postgres_alone))
+    Ok((summary.events_per_sec, postgres_alone, cpu))
 }
 
 /// How long Postgres alone takes to load the rebuilt `email_domains` rows: their COPY

@@ -57,6 +57,7 @@ pub enum EventData {
     /// A DNS check ran. Its data also carries what follows from it.
     DnsChecked {
         trigger: CheckTrigger,
+        #[serde(deserialize_with = "deferrable_records")]
         records: Vec<DnsRecord>,
         all_required_found: bool,
         /// Ask the provider to verify now (status becomes `verifying`).
@@ -337,6 +338,62 @@ impl Event {
         upcast(&mut value);
         // Raw values borrow from bytes, not from a `Value`: read the upcast form as text.
         serde_json::from_slice(&serde_json::to_vec(&value)?)
+    }
+}
+
+/// A `dns_checked` event's records left as JSON text by
+/// [`Event::from_json_deferring_records`].
+pub type DeferredRecords = Box<serde_json::value::RawValue>;
+
+thread_local! {
+    /// Set while [`Event::from_json_deferring_records`] decodes on this thread.
+    static DEFER_RECORDS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The records the decode on this thread left unparsed.
+    static DEFERRED: std::cell::RefCell<Option<DeferredRecords>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `DnsChecked::records`: parsed, or (while deferring) kept as raw JSON and read as empty.
+fn deferrable_records<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<DnsRecord>, D::Error> {
+    if DEFER_RECORDS.with(|f| f.get()) {
+        let raw = DeferredRecords::deserialize(d)?;
+        DEFERRED.with(|slot| *slot.borrow_mut() = Some(raw));
+        Ok(Vec::new())
+    } else {
+        Vec::<DnsRecord>::deserialize(d)
+    }
+}
+
+impl Event {
+    /// Like [`Event::from_json`], except that a `dns_checked` event's records are not
+    /// parsed: the event comes back with no records, and their JSON (checked to be
+    /// well-formed JSON, nothing more) comes back beside it, for
+    /// [`Event::parse_deferred_records`]. A check's records replace the state's
+    /// records whole, so a reader folding many events (the replay) only needs to
+    /// parse the last check's: most of a check's bytes are its records.
+    pub fn from_json_deferring_records(
+        bytes: &[u8],
+    ) -> Result<(Event, Option<DeferredRecords>), serde_json::Error> {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                DEFER_RECORDS.with(|f| f.set(false));
+                DEFERRED.with(|slot| slot.borrow_mut().take());
+            }
+        }
+        let _reset = Reset;
+        DEFERRED.with(|slot| slot.borrow_mut().take());
+        DEFER_RECORDS.with(|f| f.set(true));
+        let event = Event::from_json(bytes)?;
+        let deferred = DEFERRED.with(|slot| slot.borrow_mut().take());
+        Ok((event, deferred))
+    }
+
+    /// The records [`Event::from_json_deferring_records`] left unparsed.
+    pub fn parse_deferred_records(
+        raw: &DeferredRecords,
+    ) -> Result<Vec<DnsRecord>, serde_json::Error> {
+        serde_json::from_str(raw.get())
     }
 }
 

@@ -344,3 +344,53 @@ fn events_read_the_same_whatever_the_order_of_their_fields() {
     let err = Event::from_json(&serde_json::to_vec(&value).unwrap()).unwrap_err();
     assert!(err.to_string().contains("tenant_id"), "{err}");
 }
+
+/// The replay's decoder leaves a check's records unparsed: parsed afterwards they are
+/// the records `from_json` reads, in either field order; every other event, and every
+/// other field of a check, reads exactly as `from_json` reads it; and a normal decode
+/// after a deferring one on the same thread parses records again.
+#[test]
+fn deferring_a_checks_records_loses_nothing() {
+    let text = std::fs::read_to_string(FIXTURE).expect("tests/fixtures/events-v1.jsonl");
+    let mut checks = 0;
+    for (i, line) in text.lines().enumerate() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let reordered = serde_json::to_string(&value).unwrap();
+        for bytes in [line.as_bytes(), reordered.as_bytes()] {
+            let full = Event::from_json(bytes).unwrap();
+            let (mut event, deferred) = Event::from_json_deferring_records(bytes).unwrap();
+            match (&mut event.data, &full.data) {
+                (
+                    EventData::DnsChecked { records, .. },
+                    EventData::DnsChecked {
+                        records: expected, ..
+                    },
+                ) => {
+                    assert!(records.is_empty(), "line {}: records were parsed", i + 1);
+                    assert!(
+                        !expected.is_empty(),
+                        "line {}: the fixture check has records",
+                        i + 1
+                    );
+                    *records = Event::parse_deferred_records(&deferred.expect("deferred")).unwrap();
+                    checks += 1;
+                }
+                _ => assert!(deferred.is_none(), "line {}", i + 1),
+            }
+            assert_eq!(event, full, "line {}", i + 1);
+            // The mode ends with the call.
+            assert_eq!(Event::from_json(bytes).unwrap(), full);
+        }
+    }
+    assert!(checks >= 2);
+    // An unreadable event leaves the mode too.
+    assert!(Event::from_json_deferring_records(b"{\"type\":").is_err());
+    let check = text
+        .lines()
+        .find(|l| l.contains("\"dns_checked\""))
+        .unwrap();
+    match Event::from_json(check.as_bytes()).unwrap().data {
+        EventData::DnsChecked { records, .. } => assert!(!records.is_empty()),
+        _ => unreachable!(),
+    }
+}

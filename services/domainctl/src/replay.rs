@@ -18,6 +18,7 @@ use crate::Io;
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use email_domain_events::event::DeferredRecords;
 use email_domain_events::tenant::TenantSettings;
 use email_domain_events::{evolve, DomainId, DomainState, Event, TenantId};
 use futures::StreamExt;
@@ -131,9 +132,10 @@ impl Phase {
 pub struct Phases {
     /// Reading 1..=L (decode and fold run alongside).
     pub read: Phase,
-    /// Time the fold itself took (overlaps `read`).
+    /// CPU time of the fold itself (overlaps `read`), and the time parsing the last
+    /// checks' deferred records took after the read.
     pub fold: Phase,
-    /// Decoding (summed over the parallel decoders; overlaps `read`).
+    /// CPU time of decoding, summed over the parallel decoders (overlaps `read`).
     pub decode: Phase,
     pub write: Phase,
     pub index: Phase,
@@ -180,15 +182,71 @@ struct TenantEntry {
 #[derive(Default)]
 struct Fold {
     domains: HashMap<DomainId, Option<DomainState>>,
+    /// A domain's records as its last applied DNS check left them, not parsed yet
+    /// (see [`Fold::apply_domain`]); its state holds no records meanwhile.
+    pending: HashMap<DomainId, DeferredRecords>,
+    /// Deferred records that turned out unreadable (the state keeps no records).
+    unreadable_records: u64,
     tenants: HashMap<TenantId, TenantEntry>,
     fold_time: Duration,
 }
 
 impl Fold {
-    fn apply_domain(&mut self, e: &Event) -> bool {
+    /// Applies `e` with the core's `evolve`. `deferred` is the records JSON of a DNS
+    /// check decoded by `Event::from_json_deferring_records` (its `records` empty).
+    /// A check replaces a state's records whole and nothing in `evolve` reads them,
+    /// so only the last check's records need parsing: they wait in `pending` until
+    /// the next event that is not such a check (parsed first, so `evolve` sees the
+    /// state exactly as the live projector has it) or the end ([`Fold::finish`]).
+    fn apply_domain(&mut self, e: &Event, deferred: Option<DeferredRecords>) -> bool {
         let slot = self.domains.entry(e.domain_id).or_insert(None);
+        if deferred.is_none() {
+            if let Some(raw) = self.pending.remove(&e.domain_id) {
+                if let Some(state) = slot.as_mut() {
+                    set_records(state, &raw, &mut self.unreadable_records);
+                }
+            }
+        }
+        let before = slot.as_ref().map(|s| s.version);
         *slot = evolve(slot.take(), e);
+        let applied = match before {
+            Some(v) => e.version > v,
+            None => slot.is_some(),
+        };
+        // A check not applied (seen already, or no domain) changes no records.
+        if let (Some(raw), true) = (deferred, applied) {
+            self.pending.insert(e.domain_id, raw);
+        }
         slot.is_some()
+    }
+
+    /// Parses every record list still pending into its state, in two threads.
+    fn finish(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut work: Vec<(&mut DomainState, DeferredRecords)> =
+            Vec::with_capacity(self.pending.len());
+        for (id, slot) in self.domains.iter_mut() {
+            if let (Some(state), Some(raw)) = (slot.as_mut(), self.pending.remove(id)) {
+                work.push((state, raw));
+            }
+        }
+        self.pending.clear();
+        let half = work.len() / 2;
+        let (a, b) = work.split_at_mut(half);
+        fn parse(part: &mut [(&mut DomainState, DeferredRecords)]) -> u64 {
+            let mut bad = 0;
+            for (state, raw) in part.iter_mut() {
+                set_records(state, raw, &mut bad);
+            }
+            bad
+        }
+        let unreadable = std::thread::scope(|scope| {
+            let other = scope.spawn(move || parse(b));
+            parse(a) + other.join().unwrap_or(0)
+        });
+        self.unreadable_records += unreadable;
     }
 
     /// Mirrors `projector::tenant_settings`: a tenant's row exists from its first
@@ -207,9 +265,15 @@ impl Fold {
         changed || is_new
     }
 
-    fn apply(&mut self, e: &Event, domains: bool, tenants: bool) {
+    fn apply(
+        &mut self,
+        e: &Event,
+        deferred: Option<DeferredRecords>,
+        domains: bool,
+        tenants: bool,
+    ) {
         if domains {
-            self.apply_domain(e);
+            self.apply_domain(e, deferred);
         }
         if tenants {
             self.apply_tenant(e);
@@ -224,24 +288,60 @@ impl Fold {
     }
 }
 
+/// Puts deferred records into a state; unreadable ones are counted and logged, and
+/// leave the state without records (the rest of their event was applied).
+fn set_records(state: &mut DomainState, raw: &DeferredRecords, unreadable: &mut u64) {
+    match Event::parse_deferred_records(raw) {
+        Ok(records) => state.records = records,
+        Err(e) => {
+            *unreadable += 1;
+            tracing::error!(domain_id = %state.domain_id, version = state.version, error = %e,
+                "unreadable records in a DNS check; the row shows none");
+        }
+    }
+}
+
 /// Decodes a stored event: [`Event::from_json`] (today's form directly, older
 /// forms upcast). Kept as a function so the replay's decoding has one name.
 pub fn decode_event(bytes: &[u8]) -> Result<Event, serde_json::Error> {
     Event::from_json(bytes)
 }
 
+/// The CPU time the calling thread has used: phase figures that overlap on two cores
+/// are CPU, not wall time (a thread waiting for a core would count otherwise).
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
 struct Decoded {
     events: Vec<Event>,
+    /// With `defer`: each event's deferred records (`None` for all but DNS checks).
+    deferred: Vec<Option<DeferredRecords>>,
     unreadable: u64,
     took: Duration,
 }
 
-fn decode_chunk(chunk: Vec<(u64, Bytes)>) -> Decoded {
-    let start = Instant::now();
+/// Decodes a chunk; with `defer`, DNS checks' records are left unparsed (see
+/// [`Fold::apply_domain`]).
+fn decode_chunk(chunk: Vec<(u64, Bytes)>, defer: bool) -> Decoded {
+    let start = thread_cpu();
     let mut events = Vec::with_capacity(chunk.len());
+    let mut deferred = Vec::with_capacity(if defer { chunk.len() } else { 0 });
     let mut unreadable = 0;
     for (seq, b) in chunk {
-        match decode_event(&b) {
+        let decoded = if defer {
+            Event::from_json_deferring_records(&b).map(|(e, d)| {
+                deferred.push(d);
+                e
+            })
+        } else {
+            decode_event(&b)
+        };
+        match decoded {
             Ok(e) => events.push(e),
             Err(e) => {
                 unreadable += 1;
@@ -251,8 +351,9 @@ fn decode_chunk(chunk: Vec<(u64, Bytes)>) -> Decoded {
     }
     Decoded {
         events,
+        deferred,
         unreadable,
-        took: start.elapsed(),
+        took: thread_cpu().saturating_sub(start),
     }
 }
 
@@ -354,7 +455,8 @@ async fn read_and_fold(
     // Decoding: chunks on the blocking pool, up to 3 at once, results in order.
     let decoder = tokio::spawn(async move {
         let mut decoded = std::pin::pin!(tokio_stream_from(raw_rx)
-            .map(|c| tokio::task::spawn_blocking(move || decode_chunk(c)))
+            // Analytics need every event whole; a fold alone takes checks' records late.
+            .map(move |c| tokio::task::spawn_blocking(move || decode_chunk(c, !emit)))
             .buffered(3));
         while let Some(d) = decoded.next().await {
             let d = d.map_err(|e| anyhow::anyhow!("decoder panicked: {e}"))?;
@@ -394,12 +496,13 @@ async fn read_and_fold(
     let folder = tokio::task::spawn_blocking(move || {
         let mut fold = fold;
         let (mut events, mut unreadable, mut decode_time) = (0u64, 0u64, Duration::ZERO);
-        while let Some(d) = dec_rx.blocking_recv() {
-            let start = Instant::now();
+        while let Some(mut d) = dec_rx.blocking_recv() {
+            let start = thread_cpu();
+            let mut deferred = std::mem::take(&mut d.deferred).into_iter();
             for e in &d.events {
-                fold.apply(e, domains, tenants);
+                fold.apply(e, deferred.next().flatten(), domains, tenants);
             }
-            fold.fold_time += start.elapsed();
+            fold.fold_time += thread_cpu().saturating_sub(start);
             events += d.events.len() as u64;
             unreadable += d.unreadable;
             decode_time += d.took;
@@ -765,9 +868,9 @@ async fn swap_once(
         };
         let mut fold_back = taken;
         while let Some(c) = collect_rx.recv().await {
-            for e in decode_chunk(c).events {
+            for e in decode_chunk(c, false).events {
                 caught_up += 1;
-                if domains && fold_back.apply_domain(&e) {
+                if domains && fold_back.apply_domain(&e, None) {
                     st.dirty_domains.insert(e.domain_id);
                 }
                 if tenants && fold_back.apply_tenant(&e) {
@@ -953,8 +1056,11 @@ async fn replay_locked(
     )
     .await?;
     read_bar.finish_and_clear();
+    let t_finish = Instant::now();
+    fold.finish();
+    fold.fold_time += t_finish.elapsed();
     summary.events = read.events;
-    summary.unreadable_events = read.unreadable;
+    summary.unreadable_events = read.unreadable + fold.unreadable_records;
     summary.analytics_emitted = read.emitted;
     summary.analytics_failed = read.emit_failed;
     summary.phases.read = Phase::new(t.elapsed(), read.events);
@@ -1191,6 +1297,79 @@ mod tests {
                 assert_eq!(a, b, "{s}");
             }
         }
+    }
+
+    /// Folding with checks' records deferred ends in exactly the states a fold of
+    /// whole events reaches: for every prefix of the frozen log of every event type,
+    /// and of a history built from it where checks with different records follow
+    /// each other, an older check is delivered again (not applied), and events that
+    /// also set records (a failure, a re-provisioning) come between checks.
+    #[test]
+    fn deferring_records_folds_to_the_same_states() {
+        let log: Vec<String> = include_str!("../../../tests/fixtures/events-v1.jsonl")
+            .lines()
+            .map(String::from)
+            .collect();
+        // acme.test's events are lines 1-6: registered, check requested, provisioned,
+        // checked (4), polled (5), failed (6).
+        let at = |line: usize, version: u64, mark: Option<&str>| {
+            let mut v: serde_json::Value = serde_json::from_str(&log[line - 1]).unwrap();
+            assert_eq!(v["domain"], "acme.test");
+            v["version"] = version.into();
+            if let Some(mark) = mark {
+                let check: serde_json::Value = serde_json::from_str(&log[3]).unwrap();
+                let mut records = check["data"]["records"].clone();
+                records[0]["value"] = mark.into();
+                v["data"]["records"] = records;
+            }
+            serde_json::to_string(&v).unwrap()
+        };
+        let history: Vec<String> = vec![
+            at(1, 1, None),
+            at(2, 2, None),
+            at(3, 3, None),
+            at(4, 4, None),
+            at(4, 5, Some("check-5")),
+            at(4, 4, None), // delivered again: not applied
+            at(6, 6, Some("failed-6")),
+            at(4, 7, Some("check-7")),
+            at(5, 8, None),
+            at(4, 9, Some("check-9")),
+            at(3, 10, Some("provisioned-10")),
+            at(4, 11, Some("check-11")),
+        ];
+        let fold = |lines: &[String], defer: bool| {
+            let chunk = lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i as u64 + 1, Bytes::copy_from_slice(l.as_bytes())))
+                .collect();
+            let mut d = decode_chunk(chunk, defer);
+            assert_eq!(d.unreadable, 0);
+            let mut fold = Fold::default();
+            let mut deferred = std::mem::take(&mut d.deferred).into_iter();
+            for e in &d.events {
+                fold.apply(e, deferred.next().flatten(), true, true);
+            }
+            fold.finish();
+            assert_eq!(fold.unreadable_records, 0);
+            fold.domains
+        };
+        for source in [&log, &history] {
+            for n in 1..=source.len() {
+                let whole = fold(&source[..n], false);
+                assert_eq!(fold(&source[..n], true), whole, "{n} events");
+            }
+        }
+        // The history's marks all reach the state in turn (the test can tell them apart).
+        let marks: HashSet<String> = (1..=history.len())
+            .filter_map(|n| {
+                let states = fold(&history[..n], false);
+                let s = states.values().flatten().next()?;
+                Some(s.records.first()?.value.clone())
+            })
+            .collect();
+        assert!(marks.len() >= 6, "{marks:?}");
     }
 
     #[test]
