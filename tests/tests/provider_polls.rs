@@ -99,7 +99,7 @@ async fn waiting_polls_are_answered_from_list_pages_and_a_domain_the_list_lacks_
         .subscribe("email_domains.commands.provider_result")
         .await
         .unwrap();
-    for (name, _) in &expected {
+    for name in expected.keys() {
         let id = match name.as_str() {
             "gone.polls.test" => gone.provider_domain_id.clone(),
             n => {
