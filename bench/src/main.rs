@@ -81,7 +81,12 @@ async fn main() -> anyhow::Result<()> {
         "raw JetStream baselines ({} messages of 300 bytes)...",
         sizes.raw
     );
-    let (raw_publish, raw_read, raw_cpu_us) = raw_baselines(sizes.raw).await?;
+    let Raw {
+        publish: raw_publish,
+        read: raw_read,
+        publish_cpu_us: raw_cpu_us,
+        ..
+    } = raw_baselines(sizes.raw).await?;
     figures.push(Figure {
         case: "raw".into(),
         measure: "JetStream async publish with acks".into(),
@@ -233,7 +238,11 @@ async fn main() -> anyhow::Result<()> {
         // The events replayed are larger than the baseline's 300-byte messages: the
         // same read of messages of the events' mean size, for comparison.
         let size = mean_event_size();
-        let (_, sized_read, _) = raw_baselines_sized(sizes.raw, size).await?;
+        let Raw {
+            read: sized_read,
+            read_nats_cpu_us,
+            ..
+        } = raw_baselines_sized(sizes.raw, size).await?;
         figures.push(Figure {
             case: "P3".into(),
             measure: format!(
@@ -300,6 +309,18 @@ async fn main() -> anyhow::Result<()> {
             unit: "core-s".into(),
             baseline: None,
             ratio: None,
+            target: "-".into(),
+            pass: None,
+        });
+        figures.push(Figure {
+            case: "P3 cost".into(),
+            measure: format!(
+                "nats-server CPU per event delivered: during the replay (against {read_nats_cpu_us:.1} µs per message of the sized read alone)"
+            ),
+            value: cpu.nats / events as f64 * 1e6,
+            unit: "µs".into(),
+            baseline: Some(read_nats_cpu_us),
+            ratio: Some(cpu.nats / events as f64 * 1e6 / read_nats_cpu_us.max(1e-9)),
             target: "-".into(),
             pass: None,
         });
@@ -467,13 +488,24 @@ fn write_results(figures: &[Figure], quick: bool) -> anyhow::Result<()> {
 }
 
 /// Raw JetStream on a server of its own: async publish with acks, then an ordered read.
-async fn raw_baselines(n: usize) -> anyhow::Result<(f64, f64, f64)> {
+async fn raw_baselines(n: usize) -> anyhow::Result<Raw> {
     raw_baselines_sized(n, 300).await
 }
 
-/// The raw baselines with messages of `size` bytes, and the CPU (client and server)
-/// one published message cost, in µs.
-async fn raw_baselines_sized(n: usize, size: usize) -> anyhow::Result<(f64, f64, f64)> {
+/// What raw JetStream does on this machine, measured in the same run.
+struct Raw {
+    /// Async publish with acks, msg/s.
+    publish: f64,
+    /// Ordered-consumer read, msg/s.
+    read: f64,
+    /// CPU (client and server) of one published message, µs.
+    publish_cpu_us: f64,
+    /// nats-server's CPU per message of the ordered read, µs.
+    read_nats_cpu_us: f64,
+}
+
+/// The raw baselines with messages of `size` bytes.
+async fn raw_baselines_sized(n: usize, size: usize) -> anyhow::Result<Raw> {
     let nats = Nats::start();
     let client = async_nats::connect(nats.url()).await?;
     let js = runtime::jetstream(client);
@@ -510,6 +542,7 @@ async fn raw_baselines_sized(n: usize, size: usize) -> anyhow::Result<(f64, f64,
     let cpu = Cpu::now(&nats).since(cpu_before);
     let publish_cpu_us = (cpu.services + cpu.nats) / n as f64 * 1e6;
 
+    let cpu_before = Cpu::now(&nats);
     let started = Instant::now();
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
@@ -524,7 +557,13 @@ async fn raw_baselines_sized(n: usize, size: usize) -> anyhow::Result<(f64, f64,
         read += 1;
     }
     let read_rate = n as f64 / started.elapsed().as_secs_f64();
-    Ok((publish, read_rate, publish_cpu_us))
+    let read_cpu = Cpu::now(&nats).since(cpu_before);
+    Ok(Raw {
+        publish,
+        read: read_rate,
+        publish_cpu_us,
+        read_nats_cpu_us: read_cpu.nats / n as f64 * 1e6,
+    })
 }
 
 /// The stack as deployed: the default number of handler lanes.
