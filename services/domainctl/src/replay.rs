@@ -4,7 +4,8 @@
 //! 1. Note the events stream's last sequence L. Read 1..=L with an ordered consumer;
 //!    decode chunks on the blocking pool in parallel (order kept); fold in memory
 //!    with the core's `evolve` and `TenantSettings::apply`, exactly as the live
-//!    projectors do.
+//!    projectors do. A DNS check's records (most of its bytes) stay raw JSON until
+//!    the domain's next other event or the end: only the last check's are parsed.
 //! 2. COPY the rows into fresh `<table>_rebuild` tables without indexes, then build
 //!    the live table's indexes (read from the catalogue) on them, in parallel.
 //! 3. One transaction per projection: lock the checkpoint row and the live table,
