@@ -370,6 +370,7 @@ async fn sender(state: &AppState, tenant: Uuid) -> ApiResult<Value> {
 /// answer nor a lost core-NATS delivery is missed.
 async fn send_command(
     state: &AppState,
+    http: &HeaderMap,
     kind: CommandType,
     claims: &Claims,
     domain: &str,
@@ -396,10 +397,12 @@ async fn send_command(
         .map_err(ApiError::unavailable)?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", id.to_string().as_str());
-    // With tracing on, the command's trace starts here (the handler, the events and the
+    // With tracing on, the command's trace starts here, or continues the caller's when
+    // its request carried a W3C `traceparent` (the handler, the events and the
     // projectors continue it).
     let span =
         tracing::info_span!("gateway.command", r#type = kind.as_str(), command_id = %id, domain);
+    runtime::trace::follow_w3c(&span, |k| http.get(k).and_then(|v| v.to_str().ok()));
     {
         let _entered = span.enter();
         runtime::trace::inject(&mut headers);
@@ -506,6 +509,7 @@ async fn register(
     }
     let o = send_command(
         &state,
+        &headers,
         CommandType::RegisterDomain,
         &claims,
         body.domain.trim(),
@@ -571,7 +575,7 @@ async fn domain_command(
         ));
     }
     let name = row["domain_name"].as_str().unwrap_or_default().to_string();
-    let o = send_command(state, kind, &claims, &name, None).await?;
+    let o = send_command(state, headers, kind, &claims, &name, None).await?;
     if o.outcome != Verdict::Accepted {
         return Err(rejection(&o));
     }

@@ -33,17 +33,6 @@ impl Injector for Headers<'_> {
     }
 }
 
-struct ReadHeaders<'a>(&'a HeaderMap);
-
-impl Extractor for ReadHeaders<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(|v| v.as_str())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|(k, _)| k.as_ref()).collect()
-    }
-}
-
 /// Writes the current span's context (`traceparent`, `tracestate`) into `headers`.
 pub fn inject(headers: &mut HeaderMap) {
     if !enabled() {
@@ -75,14 +64,37 @@ pub fn message() -> async_nats::jetstream::message::PublishMessage {
 
 /// Makes `span` a child of the context carried in `headers`, when they carry one.
 pub fn follow(span: &tracing::Span, headers: Option<&HeaderMap>) {
+    if let Some(headers) = headers {
+        follow_w3c(span, |k| headers.get(k).map(|v| v.as_str()));
+    }
+}
+
+/// Makes `span` a child of a W3C trace context read by `get` (`traceparent`,
+/// `tracestate`) from any carrier, such as an HTTP request's headers. A missing or
+/// malformed `traceparent` leaves the span a root.
+pub fn follow_w3c<'a>(span: &tracing::Span, get: impl Fn(&str) -> Option<&'a str>) {
     if !enabled() {
         return;
     }
-    let Some(headers) = headers else { return };
-    if headers.get("traceparent").is_none() {
+    struct Carrier<'a>(Vec<(&'static str, &'a str)>);
+    impl Extractor for Carrier<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.iter().map(|(k, _)| *k).collect()
+        }
+    }
+    let carrier = Carrier(
+        ["traceparent", "tracestate"]
+            .into_iter()
+            .filter_map(|k| get(k).map(|v| (k, v)))
+            .collect(),
+    );
+    if carrier.get("traceparent").is_none() {
         return;
     }
-    let cx = TraceContextPropagator::new().extract(&ReadHeaders(headers));
+    let cx = TraceContextPropagator::new().extract(&carrier);
     span.set_parent(cx);
 }
 
