@@ -659,26 +659,42 @@ async fn copy_in(
     columns: &str,
     mut data: tokio::sync::mpsc::Receiver<Vec<u8>>,
 ) -> anyhow::Result<()> {
-    let mut conn = pool.acquire().await?;
-    // The rows are rebuilt from the log if lost: no need to wait for the WAL flush.
-    sqlx::query("SET synchronous_commit = off")
-        .execute(&mut *conn)
-        .await?;
-    let mut copy = conn
-        .copy_in_raw(&format!(
-            "COPY {table} ({columns}) FROM STDIN (FORMAT text)"
-        ))
-        .await?;
-    while let Some(chunk) = data.recv().await {
-        for part in chunk.chunks(1 << 20) {
-            copy.send(part).await?;
+    let copy = async {
+        let mut conn = pool.acquire().await?;
+        // The rows are rebuilt from the log if lost: no need to wait for the WAL flush.
+        sqlx::query("SET synchronous_commit = off")
+            .execute(&mut *conn)
+            .await?;
+        let mut copy = conn
+            .copy_in_raw(&format!(
+                "COPY {table} ({columns}) FROM STDIN (FORMAT text)"
+            ))
+            .await?;
+        while let Some(chunk) = data.recv().await {
+            for part in chunk.chunks(1 << 20) {
+                copy.send(part).await?;
+            }
         }
-    }
-    copy.finish().await?;
-    sqlx::query("RESET synchronous_commit")
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+        copy.finish().await?;
+        sqlx::query("RESET synchronous_commit")
+            .execute(&mut *conn)
+            .await?;
+        anyhow::Ok(())
+    };
+    copy.await.map_err(|e| {
+        let reason = match e
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|s| s.as_database_error())
+        {
+            Some(db) => db.message().to_string(),
+            None => format!("{e:#}"),
+        };
+        anyhow::anyhow!(
+            "Postgres refused the rebuilt rows while copying them into {table}: {reason} \
+             (nothing was swapped: the live projections are as they were; the next replay \
+             starts over)"
+        )
+    })
 }
 
 // ---- tables and indexes ------------------------------------------------------

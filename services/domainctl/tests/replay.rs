@@ -277,3 +277,75 @@ async fn replay_emits_analytics_only_when_asked() {
         "the same ids: JetStream drops the repeats"
     );
 }
+
+/// A COPY Postgres refuses part-way (here a name too long for a column narrowed by
+/// hand, after more than one chunk of rows went out on each stream) fails the replay
+/// with Postgres's reason, and leaves both live projections, their checkpoints and
+/// generations as they were; once the cause is gone the next replay succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_refused_part_way_leaves_the_live_projections_as_they_were() {
+    let nats = Nats::start().await;
+    let (_db, pool) = Db::create().await;
+    let js = nats.js().await;
+    let mut w = Writer::new(&js).await;
+    let tenant = TenantId(Uuid::new_v4());
+    let t = t0();
+    // More rows than two streams of 2,000-row chunks take in one chunk each.
+    let domains = 4_500;
+    for i in 0..domains {
+        let name = if i == domains / 2 {
+            "a-name-longer-than-the-narrowed-column.test".to_string()
+        } else {
+            format!("d{i}.test")
+        };
+        w.registered(tenant, &name, t).await;
+    }
+    sqlx::query("INSERT INTO email_domains (id, tenant, domain_name, status, version) VALUES ($1, $2, 'live.test', 'verified', 1)")
+        .bind(Uuid::new_v4())
+        .bind(tenant.0)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO projection_checkpoints (projection, stream_seq, generation) VALUES ('email_domains', 3, 7), ('tenant_settings', 2, 5)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE email_domains ALTER COLUMN domain_name TYPE varchar(12)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let live_before = table_rows(&pool).await;
+
+    let err = domainctl::replay(&js, &pool, &Default::default())
+        .await
+        .expect_err("the COPY is refused");
+    let text = format!("{err:#}");
+    assert!(text.contains("too long"), "{text}");
+    assert!(text.contains("email_domains_rebuild"), "{text}");
+    assert!(text.contains("nothing was swapped"), "{text}");
+    assert_eq!(table_rows(&pool).await, live_before, "live rows untouched");
+    assert_eq!(checkpoint(&pool, "email_domains").await, (3, 7));
+    assert_eq!(checkpoint(&pool, "tenant_settings").await, (2, 5));
+    let settings_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_email_settings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        settings_rows, 0,
+        "the tenant settings were not swapped either"
+    );
+
+    sqlx::query("ALTER TABLE email_domains ALTER COLUMN domain_name TYPE text")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let summary = domainctl::replay(&js, &pool, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.domains, domains);
+    assert_eq!(table_rows(&pool).await, expected_rows(&w.all));
+    assert_eq!(
+        checkpoint(&pool, "email_domains").await,
+        (domains as i64, 8)
+    );
+}
