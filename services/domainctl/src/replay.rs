@@ -690,7 +690,7 @@ async fn copy_in(
             None => format!("{e:#}"),
         };
         anyhow::anyhow!(
-            "Postgres refused the rebuilt rows while copying them into {table}: {reason} \
+            "copying the rebuilt rows into {table} failed: {reason} \
              (nothing was swapped: the live projections are as they were; the next replay \
              starts over)"
         )
