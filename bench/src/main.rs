@@ -1019,7 +1019,11 @@ async fn p5_long_history(domains: usize) -> anyhow::Result<P5> {
     );
     let tenant = TenantId(Uuid::new_v4());
     let mut targets = Vec::new();
-    for d in 0..=domains {
+    let trace = std::env::var("BENCH_TRACE").is_ok();
+    // With BENCH_TRACE, two more domains (seeded first, so the coldest) for probes.
+    let probes = if trace { 2 } else { 0 };
+    let mut seeded: Vec<(DomainId, String, u64)> = Vec::new();
+    for d in 0..=(domains + probes) {
         let domain_id = DomainId(Uuid::new_v4());
         let name = format!("p5-{d}.test");
         names
@@ -1067,13 +1071,54 @@ async fn p5_long_history(domains: usize) -> anyhow::Result<P5> {
             // Snapshots as the handler writes them.
             store.maybe_snapshot(state.as_ref().unwrap(), seq).await;
         }
+        seeded.push((domain_id, name.clone(), seq));
         targets.push(name);
     }
+    let probe_domains: Vec<(DomainId, String, u64)> = seeded.drain(..probes).collect();
+    targets.drain(..probes);
     // Let the last snapshots land.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let warm = targets.pop().expect("a warm-up domain");
     let (handler_stop, handler_task) = start_warm_handler(&mut stack, tenant, &warm).await?;
-    if std::env::var("BENCH_TRACE").is_ok() {
+    if trace {
+        // Where a cold command's time goes on the server: a last-for-subject read and
+        // an append (with its expected-last-subject-sequence check), each on a domain
+        // whose blocks nothing has touched since it was written.
+        let events = stack.js.get_stream("EMAIL_DOMAIN_EVENTS").await?;
+        let (read_id, _, _) = &probe_domains[0];
+        let subject = email_domain_events::event::subject(tenant, *read_id);
+        for pass in ["cold", "warm"] {
+            let t = Instant::now();
+            events.direct_get_last_for_subject(subject.clone()).await?;
+            eprintln!("  probe: last for subject, {pass}: {:?}", t.elapsed());
+        }
+        let (append_id, append_name, append_seq) = &probe_domains[1];
+        let mut seq = *append_seq;
+        for pass in ["cold", "warm"] {
+            let event = Event {
+                event_id: EventId(Uuid::new_v4()),
+                tenant_id: tenant,
+                domain_id: *append_id,
+                domain: append_name.clone(),
+                version: HISTORY + 1 + u64::from(pass == "warm"),
+                occurred_at: chrono::Utc::now(),
+                causation_id: CommandId(Uuid::new_v4()),
+                correlation_id: Uuid::new_v4(),
+                schema_version: SCHEMA_VERSION,
+                data: EventData::CheckRequested {
+                    trigger: email_domain_events::event::CheckTrigger::DnsConfigured,
+                },
+            };
+            let t = Instant::now();
+            seq = store
+                .append(&event, seq)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "  probe: append with the subject's expected sequence, {pass}: {:?}",
+                t.elapsed()
+            );
+        }
         let probe_store = runtime::store::EventStore::open(&stack.js, 4).await?;
         let h = names.get(&targets[0]).await?.expect("claim");
         let t = Instant::now();
