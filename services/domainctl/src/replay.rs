@@ -16,6 +16,7 @@
 use crate::connect::{self, Endpoints};
 use crate::error::{self, CtlError, CtlResult};
 use crate::Io;
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -162,6 +163,8 @@ pub struct ReplaySummary {
     pub events: u64,
     pub last_seq: u64,
     pub unreadable_events: u64,
+    /// Times the read replaced a consumer that went quiet mid-range (see `READ_IDLE`).
+    pub consumer_restarts: u64,
     pub domains: usize,
     pub tenants: usize,
     pub seconds: f64,
@@ -358,25 +361,21 @@ fn decode_chunk(chunk: Vec<(u64, Bytes)>, defer: bool) -> Decoded {
     }
 }
 
-/// Reads stream sequences `from..=to` of the events stream with an ordered consumer
-/// and sends them on in chunks.
-async fn read_range(
-    js: &jetstream::Context,
-    from: u64,
-    to: u64,
-    chunk: usize,
-    tx: tokio::sync::mpsc::Sender<Vec<(u64, Bytes)>>,
-    bar: ProgressBar,
-) -> anyhow::Result<u64> {
-    if to < from {
-        return Ok(0);
-    }
-    let stream = js.get_stream_no_info(streams::EVENTS).await?;
-    let deliver_policy = if from <= 1 {
+/// How long the read waits for the server's next message before it looks why: the
+/// range may be done (its last messages deleted), or the consumer stuck, which a new
+/// one from the next sequence resolves (async-nats would only notice after 30 s).
+const READ_IDLE: Duration = Duration::from_secs(5);
+
+/// An ordered consumer over the events stream from `start`.
+async fn ordered_from(
+    stream: &jetstream::stream::Stream<()>,
+    start: u64,
+) -> anyhow::Result<jetstream::consumer::pull::Ordered> {
+    let deliver_policy = if start <= 1 {
         DeliverPolicy::All
     } else {
         DeliverPolicy::ByStartSequence {
-            start_sequence: from,
+            start_sequence: start,
         }
     };
     let consumer = stream
@@ -391,18 +390,66 @@ async fn read_range(
                 streams::EVENTS
             )
         })?;
-    let mut messages = consumer.messages().await?;
+    Ok(consumer.messages().await?)
+}
+
+/// Reads stream sequences `from..=to` of the events stream with an ordered consumer
+/// and sends them on in chunks. Messages deleted from the range are skipped; a
+/// consumer that goes quiet for [`READ_IDLE`] before the range is done is replaced.
+async fn read_range(
+    js: &jetstream::Context,
+    from: u64,
+    to: u64,
+    chunk: usize,
+    tx: tokio::sync::mpsc::Sender<Vec<(u64, Bytes)>>,
+    bar: ProgressBar,
+) -> anyhow::Result<(u64, u64)> {
+    if to < from {
+        return Ok((0, 0));
+    }
+    let stream = js.get_stream_no_info(streams::EVENTS).await?;
+    let mut restarts = 0u64;
+    let mut messages = ordered_from(&stream, from).await?;
     let mut buf = Vec::with_capacity(chunk);
     let mut n = 0u64;
-    while let Some(m) = messages.next().await {
-        let m = m.map_err(|e| anyhow::anyhow!("reading the event stream: {e}"))?;
+    // The next sequence the range still needs.
+    let mut next = from;
+    while next <= to {
+        let m = match tokio::time::timeout(READ_IDLE, messages.next()).await {
+            Ok(Some(m)) => m.map_err(|e| anyhow::anyhow!("reading the event stream: {e}"))?,
+            Ok(None) => anyhow::bail!("the event stream's consumer ended at sequence {next}"),
+            Err(_) => {
+                // Is anything left in the range? (Its last messages may be deleted.)
+                match stream
+                    .direct_get_next_for_subject("email_domains.events.>", Some(next))
+                    .await
+                {
+                    Ok(m) if m.sequence <= to => {
+                        tracing::warn!(
+                            next,
+                            "no event from the server for {READ_IDLE:?}: reading on with a new consumer"
+                        );
+                        messages = ordered_from(&stream, next).await?;
+                        restarts += 1;
+                        continue;
+                    }
+                    Ok(_) => break,
+                    Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => break,
+                    Err(e) => anyhow::bail!("reading the event stream at {next}: {e}"),
+                }
+            }
+        };
         let seq = m
             .info()
             .map_err(|e| anyhow::anyhow!("event without stream info: {e}"))?
             .stream_sequence;
+        if seq < next {
+            continue; // delivered again by a replacement consumer
+        }
         if seq > to {
             break;
         }
+        next = seq + 1;
         buf.push((seq, m.message.payload));
         n += 1;
         if buf.len() >= chunk {
@@ -415,19 +462,17 @@ async fn read_range(
                 anyhow::bail!("the fold stopped");
             }
         }
-        if seq >= to {
-            break;
-        }
     }
     if !buf.is_empty() {
         bar.inc(buf.len() as u64);
         let _ = tx.send(buf).await;
     }
-    Ok(n)
+    Ok((n, restarts))
 }
 
 struct ReadResult {
     events: u64,
+    consumer_restarts: u64,
     unreadable: u64,
     decode_time: Duration,
     emitted: u64,
@@ -526,11 +571,12 @@ async fn read_and_fold(
     let (emitted, emit_failed) = emitter
         .await
         .map_err(|e| anyhow::anyhow!("emitter panicked: {e}"))?;
-    read?;
+    let (_, consumer_restarts) = read?;
     Ok((
         fold,
         ReadResult {
             events: events + unreadable,
+            consumer_restarts,
             unreadable,
             decode_time,
             emitted,
@@ -1061,9 +1107,17 @@ async fn replay_locked(
     // Read, decode, fold.
     let read_bar = bar(opts.progress, last, "reading");
     let t = Instant::now();
+    // One subject per domain: size the maps once instead of growing (and moving) them.
+    let subjects = usize::try_from(info.state.subjects_count).unwrap_or(0);
+    let capacity = subjects.min(50_000_000);
+    let fold = Fold {
+        domains: HashMap::with_capacity(capacity),
+        pending: HashMap::with_capacity(capacity),
+        ..Fold::default()
+    };
     let (mut fold, read) = read_and_fold(
         js,
-        Fold::default(),
+        fold,
         1,
         last,
         (domains, tenants),
@@ -1078,6 +1132,7 @@ async fn replay_locked(
     fold.fold_time += t_finish.elapsed();
     summary.events = read.events;
     summary.unreadable_events = read.unreadable + fold.unreadable_records;
+    summary.consumer_restarts = read.consumer_restarts;
     summary.analytics_emitted = read.emitted;
     summary.analytics_failed = read.emit_failed;
     summary.phases.read = Phase::new(t.elapsed(), read.events);
