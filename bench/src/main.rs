@@ -1266,9 +1266,10 @@ async fn p3_replay(domains: usize) -> anyhow::Result<(f64, f64, Cpu)> {
     let summary = domainctl::replay::replay(&stack.js, &stack.pool, &opts).await?;
     let cpu = Cpu::now(&stack.nats).since(cpu_before);
     eprintln!(
-        "  {} events in {:.2} s; phases: {}",
+        "  {} events in {:.2} s ({} consumer restarts); phases: {}",
         summary.events,
         summary.seconds,
+        summary.consumer_restarts,
         serde_json::to_string(&summary.phases).unwrap_or_default()
     );
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM email_domains")
