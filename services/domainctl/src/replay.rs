@@ -421,7 +421,7 @@ async fn read_range(
             Err(_) => {
                 // Is anything left in the range? (Its last messages may be deleted.)
                 match stream
-                    .direct_get_next_for_subject("email_domains.events.>", Some(next))
+                    .direct_get_next_for_subject(streams::EVENT_SUBJECTS, Some(next))
                     .await
                 {
                     Ok(m) if m.sequence <= to => {
