@@ -107,5 +107,23 @@ async fn a_request_with_a_traceparent_publishes_its_command_in_the_callers_trace
     let published = next_command(&mut commands).await;
     let own = runtime::trace::trace_id_of(published.headers.as_ref()).expect("a trace of its own");
     assert_ne!(own, trace_hex);
+
+    // A traceparent that cannot be read is ignored: again a trace of its own.
+    let res = http
+        .post(format!("{}/api/v1/domains", gw.base))
+        .bearer_auth(&token)
+        .header("traceparent", "not-a-trace-context")
+        .json(&json!({"domain": "garbled-gw.example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let published = next_command(&mut commands).await;
+    let garbled = runtime::trace::trace_id_of(published.headers.as_ref()).expect("a trace");
+    assert!(
+        TraceId::from_hex(&garbled).is_ok_and(|t| t != TraceId::INVALID),
+        "{garbled}"
+    );
+    assert_ne!(garbled, own);
     gw.stop().await;
 }
