@@ -75,17 +75,32 @@ fn pg_options(url: &str) -> CtlResult<PgConnectOptions> {
 /// Connects to an existing database (no migrations: read-only commands).
 pub async fn db(url: &str, max: u32) -> CtlResult<PgPool> {
     let options = pg_options(url)?;
+    let unreachable = |e: &dyn std::fmt::Display| {
+        CtlError::unreachable(format!(
+            "cannot reach Postgres at {}: {e}; is Postgres running, does the database exist, and is DATABASE_URL (or --database-url) right?",
+            redact(url)
+        ))
+    };
+    // One direct attempt first: a refused connection or a missing database answers at
+    // once, where the pool would retry until its timeout.
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        Ok(Err(e)) => return Err(unreachable(&e)),
+        Err(_) => return Err(unreachable(&"no answer within 5 s")),
+    }
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
-        .map_err(|e| {
-            CtlError::unreachable(format!(
-                "cannot reach Postgres at {}: {e}; is Postgres running, does the database exist, and is DATABASE_URL (or --database-url) right?",
-                redact(url)
-            ))
-        })
+        .map_err(|e| unreachable(&e))
 }
 
 /// Connects, creating and migrating the database when needed (what the services do).

@@ -245,9 +245,16 @@ async fn unreachable_servers_exit_4() {
     )
     .await;
     assert_eq!(out.code, 4);
+    // A refused Postgres is reported at once, not after the pool's 5 s of retries.
+    let asked = std::time::Instant::now();
     let out = ctl(&closed_nats, &closed_db, &["domains"]).await;
     assert_eq!(out.code, 4, "{}", out.stderr);
     assert!(out.stderr.contains("Postgres"), "{}", out.stderr);
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
     let out = ctl(&closed_nats, &closed_db, &["replay", "--json"]).await;
     assert_eq!(out.code, 4);
     assert!(out.stdout.is_empty());
