@@ -294,6 +294,12 @@ impl Fold {
 
 /// Puts deferred records into a state; unreadable ones are counted and logged, and
 /// leave the state without records (the rest of their event was applied).
+///
+/// Unlike everything else the replay folds, this differs from the live projectors:
+/// they skip a check whose records are JSON but not records whole, where the replay
+/// has applied its other fields (and never looks at the records of a check a later
+/// one replaced). Only a writer bug could store such an event; checking every
+/// deferred list's shape costs as much as parsing it, which is what deferring saves.
 fn set_records(state: &mut DomainState, raw: &DeferredRecords, unreadable: &mut u64) {
     match Event::parse_deferred_records(raw) {
         Ok(records) => state.records = records,
@@ -1442,6 +1448,43 @@ mod tests {
             })
             .collect();
         assert!(marks.len() >= 6, "{marks:?}");
+    }
+
+    /// The last check's records are JSON but not records: the fold counts them, keeps
+    /// the domain (without records), and goes on; a fold of whole events skips that
+    /// check as unreadable instead (see `set_records`).
+    #[test]
+    fn unreadable_deferred_records_are_counted_and_leave_no_records() {
+        let log: Vec<&str> = include_str!("../../../tests/fixtures/events-v1.jsonl")
+            .lines()
+            .collect();
+        let mut check: serde_json::Value = serde_json::from_str(log[3]).unwrap();
+        assert_eq!(check["type"], "dns_checked");
+        check["data"]["records"] = serde_json::json!([{"purpose": 1}]);
+        let lines = [log[0], log[1], log[2], &check.to_string()];
+        let chunk = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i as u64 + 1, Bytes::copy_from_slice(l.as_bytes())))
+            .collect();
+        let mut d = decode_chunk(chunk, true);
+        assert_eq!(d.unreadable, 0, "the envelope and the other fields read");
+        let mut fold = Fold::default();
+        let mut deferred = std::mem::take(&mut d.deferred).into_iter();
+        for e in &d.events {
+            fold.apply(e, deferred.next().flatten(), true, false);
+        }
+        fold.finish();
+        assert_eq!(fold.unreadable_records, 1);
+        let state = fold.domains.values().flatten().next().expect("the domain");
+        assert_eq!(state.version, 4);
+        assert!(state.records.is_empty());
+        // Whole, the same check is an unreadable event.
+        let whole = decode_chunk(
+            vec![(4, Bytes::copy_from_slice(check.to_string().as_bytes()))],
+            false,
+        );
+        assert_eq!(whole.unreadable, 1);
     }
 
     #[test]
