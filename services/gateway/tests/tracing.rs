@@ -13,12 +13,30 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// The next command published on the subscription.
-async fn next_command(sub: &mut async_nats::Subscriber) -> async_nats::Message {
-    tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(sub))
-        .await
-        .expect("the command is published")
-        .expect("the command is published")
+/// Registers `domain` through the gateway, with `traceparent` when given, and returns
+/// the trace id the published command carries.
+async fn register(
+    gw: &Gw,
+    token: &str,
+    commands: &mut async_nats::Subscriber,
+    domain: &str,
+    traceparent: Option<&str>,
+) -> Option<String> {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/api/v1/domains", gw.base))
+        .bearer_auth(token)
+        .json(&json!({ "domain": domain }));
+    if let Some(tp) = traceparent {
+        req = req.header("traceparent", tp);
+    }
+    let res = req.send().await.unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let published =
+        tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(commands))
+            .await
+            .expect("the command is published")
+            .expect("the command is published");
+    runtime::trace::trace_id_of(published.headers.as_ref())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -34,7 +52,6 @@ async fn a_request_with_a_traceparent_publishes_its_command_in_the_callers_trace
     let gw = Gw::start().await;
     let tenant = Uuid::new_v4();
     let token = gw.token(tenant, "enterprise", 600);
-    let http = reqwest::Client::new();
     // Commands leave the stream once handled: watch the subject as they are published.
     let mut commands = gw
         .stack
@@ -48,17 +65,15 @@ async fn a_request_with_a_traceparent_publishes_its_command_in_the_callers_trace
     let parent_hex = Uuid::new_v4().simple().to_string()[..16].to_string();
     let trace_id = TraceId::from_hex(&trace_hex).unwrap();
     let parent_id = SpanId::from_hex(&parent_hex).unwrap();
-    let res = http
-        .post(format!("{}/api/v1/domains", gw.base))
-        .bearer_auth(&token)
-        .header("traceparent", format!("00-{trace_hex}-{parent_hex}-01"))
-        .json(&json!({"domain": "traced-gw.example.com"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
-    let published = next_command(&mut commands).await;
-    let traced = runtime::trace::trace_id_of(published.headers.as_ref());
+    let caller = format!("00-{trace_hex}-{parent_hex}-01");
+    let traced = register(
+        &gw,
+        &token,
+        &mut commands,
+        "traced-gw.example.com",
+        Some(&caller),
+    )
+    .await;
     assert_eq!(
         traced.as_deref(),
         Some(&*trace_hex),
@@ -96,30 +111,21 @@ async fn a_request_with_a_traceparent_publishes_its_command_in_the_callers_trace
     }
 
     // Without one, the command starts a trace of its own.
-    let res = http
-        .post(format!("{}/api/v1/domains", gw.base))
-        .bearer_auth(&token)
-        .json(&json!({"domain": "untraced-gw.example.com"}))
-        .send()
+    let own = register(&gw, &token, &mut commands, "untraced-gw.example.com", None)
         .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let published = next_command(&mut commands).await;
-    let own = runtime::trace::trace_id_of(published.headers.as_ref()).expect("a trace of its own");
+        .expect("a trace of its own");
     assert_ne!(own, trace_hex);
 
     // A traceparent that cannot be read is ignored: again a trace of its own.
-    let res = http
-        .post(format!("{}/api/v1/domains", gw.base))
-        .bearer_auth(&token)
-        .header("traceparent", "not-a-trace-context")
-        .json(&json!({"domain": "garbled-gw.example.com"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let published = next_command(&mut commands).await;
-    let garbled = runtime::trace::trace_id_of(published.headers.as_ref()).expect("a trace");
+    let garbled = register(
+        &gw,
+        &token,
+        &mut commands,
+        "garbled-gw.example.com",
+        Some("not-a-trace-context"),
+    )
+    .await
+    .expect("a trace");
     assert!(
         TraceId::from_hex(&garbled).is_ok_and(|t| t != TraceId::INVALID),
         "{garbled}"
