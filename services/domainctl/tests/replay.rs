@@ -349,3 +349,58 @@ async fn a_copy_refused_part_way_leaves_the_live_projections_as_they_were() {
         (domains as i64, 8)
     );
 }
+
+/// The replay's read carries on with a new consumer when its consumer goes away
+/// mid-range (here: deleted by an operator while the read waits on a slow fold), and
+/// still delivers every sequence once, in order, leaving no consumer behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_carries_on_from_the_next_sequence_when_its_consumer_is_deleted() {
+    use futures::TryStreamExt;
+    let nats = Nats::start().await;
+    let js = nats.js().await;
+    // More messages than the read asks for before the fold takes its first chunk: the
+    // rest can only come through a pull made after the delete. The read does not
+    // decode, so any payload does.
+    let total = 30_000u64;
+    let mut acks = Vec::new();
+    for i in 0..total {
+        let subject = format!("email_domains.events.t{}.d{}", i % 7, i % 101);
+        acks.push(js.publish(subject, format!("{i}").into()).await.unwrap());
+        if acks.len() == 500 {
+            for a in acks.drain(..) {
+                a.await.unwrap();
+            }
+        }
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let stream = js.get_stream(runtime::streams::EVENTS).await.unwrap();
+    // A fold that takes one chunk and then waits: the read is blocked mid-range.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let read = tokio::spawn({
+        let js = js.clone();
+        async move { domainctl::replay::read_events(&js, 1, total, 100, tx).await }
+    });
+    let mut seqs: Vec<u64> = rx.recv().await.unwrap().iter().map(|(s, _)| *s).collect();
+    let names: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
+    assert_eq!(names.len(), 1, "the read's one consumer: {names:?}");
+    stream.delete_consumer(&names[0]).await.unwrap();
+    while let Some(chunk) = rx.recv().await {
+        seqs.extend(chunk.iter().map(|(s, _)| *s));
+    }
+    let (n, restarts) = tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("the read ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, total);
+    assert!(restarts >= 1, "the read noticed its consumer was gone");
+    assert!(
+        seqs.iter().copied().eq(1..=total),
+        "every sequence once, in order ({} received)",
+        seqs.len()
+    );
+    let left: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
+    assert!(left.is_empty(), "consumers left behind: {left:?}");
+}
