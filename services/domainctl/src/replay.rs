@@ -370,8 +370,10 @@ fn decode_chunk(chunk: Vec<(u64, Bytes)>, defer: bool) -> Decoded {
 }
 
 /// How long the read waits for the server's next message before it looks why: the
-/// range may be done (its last messages deleted), or the consumer stuck, which a new
-/// one from the next sequence resolves (async-nats would only notice after 30 s).
+/// range may be done (its last messages deleted), or the consumer stuck or gone, which
+/// a new one from the next sequence resolves. The read asks for no idle heartbeats, so
+/// async-nats notices neither (nats-server 2.9 tells a pull of a deleted consumer
+/// nothing: the test that deletes one sees this wait).
 const READ_IDLE: Duration = Duration::from_secs(5);
 
 /// Messages asked for by one pull request of the read. Measured on this machine
