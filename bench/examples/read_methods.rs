@@ -3,24 +3,18 @@
 //!
 //! Writes `N` (1,000,000) messages of `SIZE` (1,415, the replay's events' mean) bytes
 //! on `SUBJECTS` (100,000) subjects, with headers `HDR`: `msgid` (a `Nats-Msg-Id`, as
-//! events carry; the default), `small` (one short header), `three` or `none`. Then
-//! reads them whole with each of `METHODS`: `ordered` (async-nats's ordered consumer,
-//! pulls of 500), `pullN` (a pull consumer without acks, pulls of N), `push` (a push
-//! consumer with flow control); a `_busy` suffix keeps a spinning thread on one core
-//! meanwhile. It first prints which headers nats-server stores with a message
+//! events carry; the default), `small` (one short header), `three` (a message id,
+//! `traceparent` and `tracestate`) or `none`. Then reads them whole with each of
+//! `METHODS`: `ordered` (async-nats's ordered consumer, pulls of 500), `pullN` (a pull
+//! consumer without acks, pulls of N), `push` (a push consumer with flow control); a
+//! `_busy` suffix keeps a spinning thread on one core meanwhile. It first prints which headers nats-server stores with a message
 //! published with a message id and an expected subject sequence (both, on 2.9).
 use async_nats::jetstream::{self, consumer, message::PublishMessage};
+use bench::cpu_secs;
 use futures::StreamExt;
 use std::time::Instant;
 use system_tests::Nats;
 
-fn cpu_secs(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = s.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
 fn syscw(pid: u32) -> (u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
     let g = |k: &str| {
@@ -85,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
                         "traceparent",
                         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
                     )
-                    .header("Nats-Expected-Last-Subject-Sequence", "12345")
+                    .header("tracestate", "bench=1")
             }
             _ => {}
         }

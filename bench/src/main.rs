@@ -13,7 +13,8 @@
 //! more; `BENCH_P2_RATE=N` offers P2 at another rate.
 #![forbid(unsafe_code)]
 
-use async_nats::jetstream::{self, consumer, message::PublishMessage};
+use async_nats::jetstream::{self, message::PublishMessage};
+use bench::{cpu_secs, cpu_secs_of, ordered_read};
 use email_domain_events::event::{Event, EventData, SCHEMA_VERSION};
 use email_domain_events::{evolve, CommandId, DomainId, EventId, TenantId};
 use futures::StreamExt;
@@ -556,23 +557,9 @@ async fn raw_baselines_sized(n: usize, size: usize) -> anyhow::Result<Raw> {
     let cpu = Cpu::now(&nats).since(cpu_before);
     let publish_cpu_us = (cpu.services + cpu.nats) / n as f64 * 1e6;
 
-    let started = Instant::now();
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    let mut read = 0;
-    while read < n {
-        messages.next().await.expect("message")?;
-        read += 1;
-    }
-    let read_rate = n as f64 / started.elapsed().as_secs_f64();
     Ok(Raw {
         publish,
-        read: read_rate,
+        read: ordered_read(&stream, n as u64).await?,
         publish_cpu_us,
     })
 }
@@ -591,35 +578,6 @@ async fn count_status(stack: &Stack, status: &str) -> i64 {
         .fetch_one(&stack.pool)
         .await
         .unwrap_or(0)
-}
-
-/// CPU time a process has used (user + system), from /proc.
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| f.get(*i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    ticks / 100.0 // USER_HZ
-}
-
-/// CPU time used by every process named `comm` (e.g. all Postgres backends).
-fn cpu_secs_of(comm: &str) -> f64 {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
-        })
-        .map(cpu_secs)
-        .sum()
 }
 
 /// CPU seconds used so far by the bench process (all the services run in it), its
@@ -1325,22 +1283,8 @@ async fn p3_replay(domains: usize) -> anyhow::Result<P3> {
             read_alone = took;
             read_alone_nats_us = Cpu::now(&stack.nats).since(before).nats / n.max(1) as f64 * 1e6;
         }
-        let started = Instant::now();
-        let mut messages = stack
-            .js
-            .get_stream(runtime::streams::EVENTS)
-            .await?
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await?
-            .messages()
-            .await?;
-        for _ in 0..n {
-            messages.next().await.expect("message")?;
-        }
-        ordered_alone = ordered_alone.max(n as f64 / started.elapsed().as_secs_f64());
+        let events = stack.js.get_stream(runtime::streams::EVENTS).await?;
+        ordered_alone = ordered_alone.max(ordered_read(&events, n).await?);
     }
     if std::env::var("BENCH_TRACE").is_ok() {
         let (row, recs, meta, total): (f64, f64, f64, i64) = sqlx::query_as(

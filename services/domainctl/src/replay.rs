@@ -165,7 +165,8 @@ pub struct ReplaySummary {
     pub events: u64,
     pub last_seq: u64,
     pub unreadable_events: u64,
-    /// Times the read replaced a consumer that went quiet mid-range (see `READ_IDLE`).
+    /// Times the read carried on with a new consumer: a delivery missing, its consumer
+    /// failed or gone, or nothing from the server for `READ_IDLE` mid-range.
     pub consumer_restarts: u64,
     pub domains: usize,
     pub tenants: usize,
