@@ -404,3 +404,45 @@ async fn the_read_carries_on_from_the_next_sequence_when_its_consumer_is_deleted
     let left: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
     assert!(left.is_empty(), "consumers left behind: {left:?}");
 }
+
+/// A range whose last sequences are not in the stream (deleted, or never written)
+/// ends once the read has waited for them and found nothing after the last event,
+/// with every event there is and no new consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_whose_tail_is_missing_ends_with_the_events_there_are() {
+    use futures::TryStreamExt;
+    let nats = Nats::start().await;
+    let js = nats.js().await;
+    let total = 1_000u64;
+    let mut acks = Vec::new();
+    for i in 0..total {
+        acks.push(
+            js.publish(format!("email_domains.events.t.d{}", i % 10), "x".into())
+                .await
+                .unwrap(),
+        );
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(u64, bytes::Bytes)>>(8);
+    let drain = tokio::spawn(async move {
+        let mut seqs: Vec<u64> = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            seqs.extend(chunk.iter().map(|(s, _)| *s));
+        }
+        seqs
+    });
+    let (n, restarts) = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        domainctl::replay::read_events(&js, 1, total + 50, 100, tx),
+    )
+    .await
+    .expect("the read ends")
+    .unwrap();
+    assert_eq!((n, restarts), (total, 0));
+    assert!(drain.await.unwrap().into_iter().eq(1..=total));
+    let stream = js.get_stream(runtime::streams::EVENTS).await.unwrap();
+    let left: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
+    assert!(left.is_empty(), "consumers left behind: {left:?}");
+}
