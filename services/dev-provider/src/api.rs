@@ -216,6 +216,7 @@ pub(crate) async fn delete_domain(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Response {
+    state.wait_while_deletes_held().await;
     {
         let mut store = state.store_write();
         let Some(domain) = store.domains.remove(&id) else {

@@ -47,6 +47,11 @@ pub struct Faults {
     /// domain: a create whose answer was lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forbid_next_create: Option<bool>,
+    /// While true, every `DELETE /domains/{id}` waits before it is carried out; setting
+    /// it back to false lets the held deletes through (a provider clean-up that is slow
+    /// to land, so a test can order other work around it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_deletes: Option<bool>,
 }
 
 /// Counters from `GET /_control/stats`. Control requests are not counted.
@@ -68,6 +73,9 @@ pub struct Stats {
     /// is a duplicate, unless the first was deleted in between.
     #[serde(default)]
     pub created_by_name: HashMap<String, u64>,
+    /// `DELETE /domains/{id}` requests waiting now because deletes are held.
+    #[serde(default)]
+    pub deletes_held: u64,
 }
 
 /// The faults still to be served.
@@ -138,6 +146,7 @@ impl ActiveFaults {
             delay_route: self.delay_route.clone(),
             delay_after_handling: Some(self.delay_after_handling),
             forbid_next_create: Some(self.forbid_next_create),
+            hold_deletes: None,
         }
     }
 
@@ -170,15 +179,27 @@ pub(crate) async fn set_faults(
     State(state): State<Arc<AppState>>,
     Json(faults): Json<Faults>,
 ) -> Json<Faults> {
+    // The hold lives in a watch channel, so held deletes wake up when it is lifted.
+    let hold = faults
+        .hold_deletes
+        .unwrap_or_else(|| *state.hold_deletes.borrow());
+    state.hold_deletes.send_replace(hold);
     let mut control = state.control();
     control.faults.apply(&faults);
-    Json(control.faults.to_wire())
+    Json(Faults {
+        hold_deletes: Some(hold),
+        ..control.faults.to_wire()
+    })
 }
 
 pub(crate) async fn clear_faults(State(state): State<Arc<AppState>>) -> Json<Faults> {
+    state.hold_deletes.send_replace(false);
     let mut control = state.control();
     control.faults = ActiveFaults::default();
-    Json(control.faults.to_wire())
+    Json(Faults {
+        hold_deletes: Some(false),
+        ..control.faults.to_wire()
+    })
 }
 
 pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Json<Stats> {
@@ -194,6 +215,7 @@ pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Json<Stats> {
         rate_limited: control.rate_limited,
         server_errors: control.server_errors,
         created_by_name,
+        deletes_held: state.deletes_held.load(std::sync::atomic::Ordering::SeqCst),
     })
 }
 

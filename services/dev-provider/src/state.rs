@@ -122,6 +122,10 @@ pub(crate) struct AppState {
     pub resolver: Option<TokioResolver>,
     pub rate_limit_per_sec: Option<u32>,
     pub latency: Duration,
+    /// Deletes wait while this is true (`hold_deletes` fault).
+    pub hold_deletes: tokio::sync::watch::Sender<bool>,
+    /// How many deletes are waiting on it now.
+    pub deletes_held: std::sync::atomic::AtomicU64,
 }
 
 impl AppState {
@@ -135,6 +139,8 @@ impl AppState {
             resolver,
             rate_limit_per_sec: config.rate_limit_per_sec.filter(|n| *n > 0),
             latency: config.latency,
+            hold_deletes: tokio::sync::watch::Sender::new(false),
+            deletes_held: Default::default(),
         }
     }
 
@@ -144,6 +150,18 @@ impl AppState {
 
     pub(crate) fn store_write(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
         self.store.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits while deletes are held (counted in `deletes_held` meanwhile).
+    pub(crate) async fn wait_while_deletes_held(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut held = self.hold_deletes.subscribe();
+        if !*held.borrow_and_update() {
+            return;
+        }
+        self.deletes_held.fetch_add(1, SeqCst);
+        let _ = held.wait_for(|hold| !*hold).await;
+        self.deletes_held.fetch_sub(1, SeqCst);
     }
 
     pub(crate) fn control(&self) -> std::sync::MutexGuard<'_, Control> {

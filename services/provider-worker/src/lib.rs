@@ -9,9 +9,11 @@
 //! for its `retry-after`; a failing provider delays work and never fails a domain.
 #![forbid(unsafe_code)]
 
+pub mod name_claims;
 mod rate;
 mod work;
 
+use name_claims::{ClaimOutcome, NameClaims};
 pub use rate::RateLimiter;
 pub use work::{work_for, WorkItem, WorkKind};
 
@@ -39,6 +41,11 @@ const POLL_BATCH: usize = 100;
 
 /// How long the first poll of a batch waits for others to arrive.
 const POLL_GATHER: Duration = Duration::from_millis(20);
+
+/// A create waiting for an older registration's clean-up looks again after this,
+/// doubling up to `CLAIM_WAIT_MAX`.
+const CLAIM_WAIT_FIRST: Duration = Duration::from_millis(200);
+const CLAIM_WAIT_MAX: Duration = Duration::from_secs(3);
 
 pub fn provider_from_config(config: &Config) -> anyhow::Result<Arc<dyn EmailProvider>> {
     // The development provider accepts any key; a real deployment sets RESEND_API_KEY.
@@ -68,6 +75,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     .await?;
     let provider = provider_from_config(&config)?;
     let limiter = Arc::new(RateLimiter::new(config.provider_rate_limit));
+    let claims = NameClaims::new(js.get_key_value(streams::PROVIDER_NAMES_BUCKET).await?);
     let lease = Lease::new(
         js.get_key_value(streams::LEASES_BUCKET).await?,
         "provider-worker",
@@ -80,7 +88,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         };
         tokio::select! {
             r = dispatch(&js, &shutdown) => if let Err(e) = r { tracing::error!(error = %e, "dispatcher stopped") },
-            r = execute(&js, provider.clone(), limiter.clone(), &shutdown) => if let Err(e) = r { tracing::error!(error = %e, "executor stopped") },
+            r = execute(&js, provider.clone(), limiter.clone(), &claims, &shutdown) => if let Err(e) = r { tracing::error!(error = %e, "executor stopped") },
             _ = guard.lost() => tracing::warn!("lease lost: standing by"),
         }
         if shutdown.is_triggered() {
@@ -206,6 +214,7 @@ async fn execute(
     js: &jetstream::Context,
     provider: Arc<dyn EmailProvider>,
     limiter: Arc<RateLimiter>,
+    claims: &NameClaims,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let stream = js.get_stream(streams::PROVIDER_WORK).await?;
@@ -259,10 +268,10 @@ async fn execute(
                         _ => break,
                     }
                 }
-                let (js, provider, limiter) = (js.clone(), provider.clone(), limiter.clone());
+                let (js, provider, limiter, claims) = (js.clone(), provider.clone(), limiter.clone(), claims.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    execute_polls(&js, provider.as_ref(), &limiter, batch).await;
+                    execute_polls(&js, provider.as_ref(), &limiter, &claims, batch).await;
                 });
                 continue;
             }
@@ -272,9 +281,10 @@ async fn execute(
         let js = js.clone();
         let provider = provider.clone();
         let limiter = limiter.clone();
+        let claims = claims.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            execute_one(&js, provider.as_ref(), &limiter, msg).await;
+            execute_one(&js, provider.as_ref(), &limiter, &claims, msg).await;
         });
     }
 }
@@ -283,6 +293,7 @@ async fn execute_one(
     js: &jetstream::Context,
     provider: &dyn EmailProvider,
     limiter: &RateLimiter,
+    claims: &NameClaims,
     msg: jetstream::Message,
 ) {
     let item: WorkItem = match serde_json::from_slice(&msg.payload) {
@@ -295,7 +306,7 @@ async fn execute_one(
     };
     let span = tracing::info_span!("provider", kind = ?item.kind, domain = %item.domain, domain_id = %item.domain_id);
     runtime::trace::follow(&span, msg.headers.as_ref());
-    execute_item(js, provider, limiter, msg, item)
+    execute_item(js, provider, limiter, claims, msg, item)
         .instrument(span)
         .await
 }
@@ -304,19 +315,71 @@ async fn execute_item(
     js: &jetstream::Context,
     provider: &dyn EmailProvider,
     limiter: &RateLimiter,
+    claims: &NameClaims,
     msg: jetstream::Message,
     item: WorkItem,
 ) {
+    if item.kind == WorkKind::Create && !may_create(claims, &item, &msg).await {
+        return;
+    }
     let started = std::time::Instant::now();
     let called = call(provider, &item).await;
     observe_call(&item, &called, started.elapsed());
     match called {
-        Ok(Some(result)) => report(js, &item, result, &msg).await,
+        Ok(Some(result)) => {
+            if gives_up_the_name(&result) {
+                if let Err(e) = claims.release(&item.domain, item.domain_id).await {
+                    // The call is repeated (a delete of a gone domain is a no-op).
+                    tracing::warn!(error = %e, "provider name claim not released yet");
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    return;
+                }
+            }
+            report(js, &item, result, &msg).await
+        }
         Ok(None) => {
             let _ = msg.ack().await;
         }
         Err(e) => retry_later(limiter, &item, e, &msg).await,
     }
+}
+
+/// After these results the registration has no provider domain of its name.
+fn gives_up_the_name(result: &ProviderResult) -> bool {
+    matches!(
+        result,
+        ProviderResult::CleanedUp | ProviderResult::CreateRejected { .. }
+    )
+}
+
+/// Claims the name for a create (see `name_claims`). A create behind an older
+/// registration's clean-up comes back soon (a person is usually waiting); a create a
+/// newer registration has overtaken is done with. False when the create must not run now.
+async fn may_create(claims: &NameClaims, item: &WorkItem, msg: &jetstream::Message) -> bool {
+    let me = name_claims::Holder {
+        domain_id: item.domain_id,
+        since: item.requested_at.unwrap_or_else(chrono::Utc::now),
+    };
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u32;
+    let wait = CLAIM_WAIT_FIRST
+        .saturating_mul(1 << (delivered - 1).min(8))
+        .min(CLAIM_WAIT_MAX);
+    match claims.claim(&item.domain, me).await {
+        Ok(ClaimOutcome::Held) => return true,
+        Ok(ClaimOutcome::WaitFor(older)) => {
+            tracing::info!(older = %older.0, ?wait, "create waits for an older registration's provider clean-up");
+        }
+        Ok(ClaimOutcome::Superseded(newer)) => {
+            tracing::info!(newer = %newer.0, "create skipped: a newer registration holds the name");
+            let _ = msg.ack().await;
+            return false;
+        }
+        Err(e) => tracing::warn!(error = %e, ?wait, "provider name claim unreadable; will retry"),
+    }
+    let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
+    false
 }
 
 /// Sends a call's result to the handler as a `provider_result` command (its id
@@ -369,6 +432,7 @@ async fn execute_polls(
     js: &jetstream::Context,
     provider: &dyn EmailProvider,
     limiter: &RateLimiter,
+    claims: &NameClaims,
     batch: Vec<jetstream::Message>,
 ) {
     let mut items = Vec::with_capacity(batch.len());
@@ -445,7 +509,7 @@ async fn execute_polls(
                 if !std::mem::take(&mut slot_unused) {
                     limiter.acquire().await;
                 }
-                execute_one(js, provider, limiter, msg).await;
+                execute_one(js, provider, limiter, claims, msg).await;
             }
         }
     }

@@ -26,6 +26,11 @@ pub struct WorkItem {
     /// A person is waiting: goes before background work.
     pub interactive: bool,
     pub correlation_id: Option<uuid::Uuid>,
+    /// When the event that asked for this work happened: orders the creates of
+    /// successive registrations of one name (see `name_claims`). Absent in items
+    /// queued before it existed.
+    #[serde(default)]
+    pub requested_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl WorkItem {
@@ -54,6 +59,7 @@ pub fn work_for(event: &Event) -> Option<WorkItem> {
             provider_domain_id,
             interactive,
             correlation_id: Some(event.correlation_id),
+            requested_at: Some(event.occurred_at),
         };
     match &event.data {
         EventData::DomainRegistered { region, .. } => {

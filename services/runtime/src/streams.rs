@@ -26,6 +26,9 @@ pub const PROVIDER_WORK_POLL: &str = "email_domains.provider_work.poll";
 pub const NAMES_BUCKET: &str = "email_domain_names";
 /// Aggregate snapshots, so a cold handler does not replay a long history.
 pub const SNAPSHOTS_BUCKET: &str = "email_domain_snapshots";
+/// Which registration's provider domain has a name: orders a new registration's
+/// provider create after the old one's clean-up (the provider worker's).
+pub const PROVIDER_NAMES_BUCKET: &str = "email_domain_provider_names";
 /// Leader leases of the services that must run as one active instance.
 pub const LEASES_BUCKET: &str = "email_domain_leases";
 
@@ -118,7 +121,12 @@ pub async fn ensure(js: &jetstream::Context, settings: &StreamSettings) -> anyho
             .await
             .map_err(|e| anyhow::anyhow!("cannot create or open stream {name}: {e}"))?;
     }
-    for bucket in [NAMES_BUCKET, SNAPSHOTS_BUCKET, LEASES_BUCKET] {
+    for bucket in [
+        NAMES_BUCKET,
+        SNAPSHOTS_BUCKET,
+        LEASES_BUCKET,
+        PROVIDER_NAMES_BUCKET,
+    ] {
         ensure_bucket(js, bucket).await?;
     }
     Ok(())

@@ -302,6 +302,7 @@ fn each_service_may_publish_only_what_it_must() {
             "EMAIL_DOMAIN_PROVIDER_WORK",
             "KV_email_domain_leases",
             "KV_email_domain_names",
+            "KV_email_domain_provider_names",
             "KV_email_domain_snapshots",
             "KV_gateway_share_epochs",
         ]
@@ -316,6 +317,7 @@ fn each_service_may_publish_only_what_it_must() {
     assert_refused(&mut handler, "analytics.email_domain.registered");
     assert_refused(&mut handler, &format!("{cmd}.register_domain"));
     assert_refused(&mut handler, "$KV.some_other_bucket.key");
+    assert_refused(&mut handler, "$KV.email_domain_provider_names.acme.example");
     assert_allowed(&mut handler, event);
     assert_allowed(
         &mut handler,
@@ -380,6 +382,7 @@ fn each_service_may_publish_only_what_it_must() {
     assert_allowed(&mut worker, &format!("{cmd}.provider_result"));
     assert_allowed(&mut worker, "email_domains.provider_work.interactive");
     assert_allowed(&mut worker, "$KV.email_domain_leases.provider-worker");
+    assert_allowed(&mut worker, "$KV.email_domain_provider_names.acme.example");
     assert_refused(&mut worker, "$KV.email_domain_names.acme_example");
 
     // The platform: the public commands and the queries, not the internal commands.
