@@ -597,6 +597,52 @@ impl Stack {
         .await
     }
 
+    /// Waits until the service has nothing left to do: no command or provider work
+    /// waiting, every event handed to the provider worker and projected into
+    /// `email_domains`. Quiet twice in a row, since provider results come back as
+    /// commands after their work item is gone.
+    pub async fn settled(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut quiet = 0;
+        while quiet < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "waited 30 s for the stack to settle"
+            );
+            quiet = if self.is_quiet().await { quiet + 1 } else { 0 };
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn is_quiet(&self) -> bool {
+        let messages = |name: &'static str| async move {
+            let mut s = self.js.get_stream(name).await.unwrap();
+            s.info().await.unwrap().state.clone()
+        };
+        let events = messages("EMAIL_DOMAIN_EVENTS").await.last_sequence;
+        if messages("EMAIL_DOMAIN_COMMANDS").await.messages > 0
+            || messages("EMAIL_DOMAIN_PROVIDER_WORK").await.messages > 0
+        {
+            return false;
+        }
+        let mut dispatch: jetstream::consumer::PullConsumer = self
+            .js
+            .get_stream("EMAIL_DOMAIN_EVENTS")
+            .await
+            .unwrap()
+            .get_consumer(provider_worker::DISPATCH_CONSUMER)
+            .await
+            .unwrap();
+        let d = dispatch.info().await.unwrap();
+        if d.num_pending > 0 || d.num_ack_pending > 0 {
+            return false;
+        }
+        projector::consume::checkpoint(&self.pool, "email_domains")
+            .await
+            .unwrap()
+            == events
+    }
+
     /// Puts a row's records into the test DNS server, as the owner would at their DNS host.
     pub fn publish_records(&self, zone: &str, row: &Value) {
         self.dns.add_zone(zone, 60);

@@ -95,8 +95,8 @@ async fn eight_publishers_racing_on_one_name_lose_no_update_and_every_command_ge
     for id in &sent {
         assert!(got.contains_key(&id.to_string()), "no outcome for {id}");
     }
-    // Let the provider work settle, then check the log and the rows.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the provider work has settled, check the log and the rows.
+    stack.settled().await;
     let events = stack.events().await;
     let mut by_domain: HashMap<_, Vec<u64>> = HashMap::new();
     for e in &events {

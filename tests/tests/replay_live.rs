@@ -176,6 +176,7 @@ async fn a_replay_while_commands_flow_ends_consistent_and_matches_what_the_comma
     // Phase 2: the same mix keeps flowing while the replay runs, and goes on until
     // the replay has ended.
     let stop = Arc::new(AtomicBool::new(false));
+    let phase1_end = last_event_seq(&stack).await;
     let flowing: Vec<_> = tenants
         .iter()
         .enumerate()
@@ -190,7 +191,15 @@ async fn a_replay_while_commands_flow_ends_consistent_and_matches_what_the_comma
             ))
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The replay starts once the new commands are appending.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while last_event_seq(&stack).await == phase1_end {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load never flowed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let before = last_event_seq(&stack).await;
     let summary = domainctl::replay(&stack.js, &stack.pool, &Default::default())
         .await

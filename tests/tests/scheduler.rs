@@ -241,15 +241,22 @@ async fn two_scheduler_instances_and_a_restart_fire_every_due_timer_exactly_once
     }
     let first = stack.start_scheduler();
     let _second = stack.start_scheduler();
-    // Stop one instance while they work, and start another: a restart.
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    first.trigger();
-    let _third = stack.start_scheduler();
     let mut ids = std::collections::HashMap::<String, u32>::new();
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(3), fired.next()).await {
+    let mut count = |m: async_nats::Message| {
         let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
         *ids.entry(body["domain_id"].as_str().unwrap().to_string())
             .or_default() += 1;
+    };
+    // Stop one instance once they are firing, and start another: a restart mid-work.
+    let started = tokio::time::timeout(Duration::from_secs(10), fired.next())
+        .await
+        .expect("the schedulers fire")
+        .unwrap();
+    count(started);
+    first.trigger();
+    let _third = stack.start_scheduler();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(3), fired.next()).await {
+        count(m);
     }
     assert_eq!(ids.len(), 600, "every due timer fired");
     assert!(

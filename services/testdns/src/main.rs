@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clap::Parser;
 use testdns::{TestDns, ZoneFile};
@@ -66,15 +66,14 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dns = TestDns::start(args.listen).await?;
     eprintln!("dev-dns: listening on {} (UDP and TCP)", dns.addr());
-    let mut seen: Option<(SystemTime, u64)> = None;
+    let mut seen: Option<Vec<u8>> = None;
     loop {
-        // modification time and length: two writes within one mtime tick still differ
-        let mtime = std::fs::metadata(&args.zone_file)
-            .and_then(|m| Ok((m.modified()?, m.len())))
-            .ok();
-        if mtime.is_some() && mtime != seen {
+        // The content itself, not the modification time: two writes of the same length
+        // within one mtime tick would look alike. Zone files are small.
+        let content = std::fs::read(&args.zone_file).ok();
+        if content.is_some() && content != seen {
             load(&dns, &args.zone_file);
-            seen = mtime;
+            seen = content;
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(args.poll_ms)) => {}
