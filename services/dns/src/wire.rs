@@ -3,8 +3,9 @@
 //!
 //! Against off-path spoofing (RFC 5452) every question gets a random 16-bit id and
 //! its own UDP socket bound to port 0, so that the operating system picks a fresh
-//! ephemeral source port: a forger must guess both (about 2^32 combinations), where
-//! a sequential id on a reused socket left 2^16 or fewer. A datagram is only taken
+//! ephemeral source port: a forger must guess both (about 2^31 combinations with
+//! Linux's default port range), where an id from the clock on a socket kept for 64
+//! questions left far fewer. A datagram is only taken
 //! as the answer when it comes from the server (the socket is connected), carries
 //! the query's id and repeats its question; anything else is dropped and the wait
 //! goes on until the timeout.
@@ -20,7 +21,7 @@ use tokio::net::{TcpStream, UdpSocket};
 
 /// The EDNS payload size we announce (the DNS flag day 2020 value).
 const EDNS_PAYLOAD: u16 = 1232;
-/// Room for one UDP answer (see `exchange`): more than the EDNS payload we offer.
+/// Room for one UDP answer (see `udp_answer`): more than the EDNS payload we offer.
 const UDP_BUFFER: usize = 4096;
 
 /// A query id nobody off the path can predict: from the thread's CSPRNG (rand's
