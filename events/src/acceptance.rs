@@ -33,7 +33,7 @@
 //! | [`Rule::DmarcPolicy`]: `p=` present and `none`, `quarantine` or `reject` (any case); `sp=` and `np=` likewise | RFC 7489 §6.3, §6.6.3 step 6, RFC 9091 | no valid policy: no DMARC, or `p=none` if `rua=` holds a valid address (a SHOULD we do not count on) | `value_mismatch` |
 //! | [`Rule::DmarcTagValue`]: `adkim`/`aspf` `r` or `s`, `pct` 0 to 100, `ri` digits, `fo` from `0 1 d s`, `rf` `afrf` | RFC 7489 §6.3 | the RFC asks receivers to drop the bad tag, but OpenDMARC rejects the whole record (`DMARC_PARSE_ERROR_BAD_VALUE`) | `value_mismatch` |
 //! | DMARC tag names other than `v` in another case (`P=none`), keyword values in any case (`p=Reject`) | RFC 7489 §6.4 (ABNF strings are case-insensitive) | accepted | accepted |
-//! | one DMARC record at `_dmarc` | RFC 7489 §6.6.3 step 5 | several: no DMARC policy is applied at all | `duplicate_records` (in `verdict`) |
+//! | one DMARC record at `_dmarc`, counting every TXT record that mentions `v=DMARC` | RFC 7489 §6.6.3 step 5; OpenDMARC takes the first TXT record that mentions `v=DMARC` | several: no DMARC policy at all, or whichever comes first, broken or not | `duplicate_records` (in `verdict`) |
 //!
 //! Pure, like the rest of the core: the bytes come in as an argument.
 
@@ -124,10 +124,9 @@ fn quotes_reason(family: Family) -> String {
     )
 }
 
-/// A DMARC record as receivers find it at `_dmarc` (RFC 7489 §6.6.3 step 3): a TXT
-/// record that starts with exactly `v=DMARC1`. Only these count when deciding that
-/// there are several DMARC records.
-pub fn is_dmarc_record(text: &str) -> bool {
+/// A DMARC record as the RFC has receivers find it at `_dmarc` (RFC 7489 §6.6.3
+/// step 3): a TXT record that starts with exactly `v=DMARC1`.
+fn is_dmarc_record(text: &str) -> bool {
     text.strip_prefix("v=DMARC1")
         .is_some_and(|rest| rest.is_empty() || rest.starts_with([';', ' ', '\t']))
 }
@@ -174,10 +173,11 @@ pub fn rejected_message(
 }
 
 /// The `duplicate_records` message when more than one of `texts` (the TXT records at
-/// `name`, as served) is a DMARC record: receivers then apply no DMARC policy at all
-/// (RFC 7489 §6.6.3 step 5). `keep` is the record to keep.
+/// `name`, as served) is a DMARC record to some receiver: receivers then apply no
+/// DMARC policy at all (RFC 7489 §6.6.3 step 5), or the first one they come across,
+/// which may be the broken one. `keep` is the record to keep.
 pub fn several_dmarc_records(name: &str, texts: &[String], keep: &str) -> Option<String> {
-    let dmarcs: Vec<&String> = texts.iter().filter(|t| is_dmarc_record(t)).collect();
+    let dmarcs: Vec<&String> = texts.iter().filter(|t| looks_like_dmarc(t)).collect();
     if dmarcs.len() < 2 {
         return None;
     }
@@ -191,6 +191,12 @@ pub fn several_dmarc_records(name: &str, texts: &[String], keep: &str) -> Option
          policy at all. Delete all but one and keep `{keep}`.",
         dmarcs.len()
     ))
+}
+
+/// A TXT record some receiver takes for a DMARC record: OpenDMARC takes the first
+/// one in the answer that mentions `v=DMARC` anywhere, whatever its case or place.
+fn looks_like_dmarc(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("v=dmarc")
 }
 
 // ---------------------------------------------------------------------------

@@ -371,13 +371,28 @@ fn two_dmarc_records_are_a_duplicate_even_when_both_are_good_enough() {
 }
 
 #[test]
-fn a_stray_record_beside_the_dmarc_record_that_receivers_discard_is_no_second_dmarc_record() {
-    // `p=none; v=DMARC1` is not a DMARC record to receivers, so the first one is the
-    // only one they see
-    then_found(&checked(
+fn a_second_record_that_only_some_receivers_take_for_dmarc_is_a_duplicate_too() {
+    // the RFC has receivers discard `v=dmarc1; p=monitor`, but OpenDMARC takes the
+    // first TXT record that mentions `v=DMARC`, and this one has no valid policy
+    let r = checked(dmarc(), &[&["v=dmarc1; p=monitor"], &["v=DMARC1; p=none"]]);
+    then_mismatch(
+        &r,
+        DiagnosisCode::DuplicateRecords,
+        &["2 DMARC records", "keep `v=DMARC1; p=none`"],
+    );
+}
+
+#[test]
+fn another_txt_record_at_dmarc_that_is_no_dmarc_record_is_a_duplicate_as_before() {
+    let r = checked(
         dmarc(),
-        &[&["v=DMARC1; p=none"], &["p=none; v=DMARC1"]],
-    ));
+        &[&["v=DMARC1; p=none"], &["google-site-verification=abc"]],
+    );
+    then_mismatch(
+        &r,
+        DiagnosisCode::DuplicateRecords,
+        &["google-site-verification"],
+    );
 }
 
 #[test]
