@@ -14,6 +14,7 @@
 //! | Rule | Source | What receivers do | Our verdict |
 //! |---|---|---|---|
 //! | [`Rule::LiteralQuotes`]: no quote characters in the value | RFC 1035 §5.1 (quotes delimit a string in a zone file; a web form stores them as text) | the value no longer starts with `v=`, or its tag names and key are wrong: the record is not recognised | `value_mismatch`: the value without the quotes |
+//! | a TXT record's strings are joined without a separator | RFC 7208 §3.3, RFC 6376 §3.6.2.2, RFC 1035 §3.3.14 | `"v=spf1 include:x.com" "~all"` is `include:x.com~all` to them | compared joined; when a space where two strings meet would make it the expected record, `value_mismatch` saying so ([`glued_message`]) |
 //! | [`Rule::SpfVersion`]: starts with `v=spf1` followed by a space or the end (any case) | RFC 7208 §4.5 | any other TXT record is discarded: no SPF record at all | `value_mismatch` |
 //! | [`Rule::SpfSeparator`]: terms separated by spaces only | RFC 7208 §12 (`1*SP`) | a tab or a non-breaking space glues two terms into one unknown term: permerror | `value_mismatch` |
 //! | [`Rule::SpfTerm`]: every mechanism known, with a valid domain, address or prefix length | RFC 7208 §5, §4.6.1, §12 | permerror | `value_mismatch` |
@@ -169,6 +170,29 @@ pub fn rejected_message(
     format!(
         "The {what} at `{name}` is published as `{published}`. {} Change it to `{corrected}`.",
         why.reason
+    )
+}
+
+/// The `value_mismatch` message for a record at `name` served as `strings` that
+/// receivers join without a separator (RFC 7208 §3.3, RFC 6376 §3.6.2.2), so that two
+/// terms run together; `spaced` is the value with a space where they meet.
+pub fn glued_message(family: Family, name: &str, strings: &[String], spaced: &str) -> String {
+    let what = match family {
+        Family::Spf => "SPF record",
+        Family::Dkim => "DKIM key",
+        Family::Dmarc => "DMARC record",
+    };
+    let quoted = strings
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "The {what} at `{name}` is published as {} strings ({quoted}), which receiving mail \
+         servers join without a space: `{}`. If your DNS host splits long values into strings, \
+         the space must be inside a string, at the end of one. Change it to `{spaced}`.",
+        strings.len(),
+        strings.concat()
     )
 }
 

@@ -386,6 +386,13 @@ fn judge_value(ctx: &mut Ctx<'_>, answer: &LookupAnswer) -> bool {
         ctx.codes.push((DiagnosisCode::ValueMismatch, msg));
         return false;
     }
+    // the expected record typed as several strings that meet without a space
+    if let (Some(family), Some(r)) = (family(ctx.kind), records.iter().find(|r| glued(ctx, r))) {
+        let spaced = r.txt_strings.join(" ");
+        let msg = acceptance::glued_message(family, &name, &r.txt_strings, &spaced);
+        ctx.codes.push((DiagnosisCode::ValueMismatch, msg));
+        return false;
+    }
 
     if let Some(target) = chain.first() {
         let serves = if records.is_empty() {
@@ -731,6 +738,20 @@ fn rejected_message(ctx: &Ctx<'_>, r: &ObservedRecord, why: &Rejection) -> Strin
         return why.reason.clone();
     };
     acceptance::rejected_message(family, &ctx.name, &txt_bytes(r), why, &corrected(ctx, r))
+}
+
+/// `r` served as several strings, which receivers join without a separator (RFC
+/// 7208 §3.3), that would be the expected record with a space where they meet.
+fn glued(ctx: &Ctx<'_>, r: &ObservedRecord) -> bool {
+    if r.txt_strings.len() < 2 {
+        return false;
+    }
+    let spaced = ObservedRecord {
+        value: r.txt_strings.join(" "),
+        txt_strings: Vec::new(),
+        ..r.clone()
+    };
+    matches(ctx, &spaced) && rejection(ctx, &spaced).is_none()
 }
 
 /// The value to enter instead of `r`: the owner's own record mended (keeping their

@@ -136,7 +136,12 @@ fn a_key_split_across_strings_or_with_a_space_inside_a_string_is_found() {
 fn spf_split_across_strings_without_a_space_is_joined_as_receivers_join_it() {
     // receivers read `include:amazonses.com~all`: not the provider's include
     let r = checked(spf(), &[&["v=spf1 include:amazonses.com", "~all"]]);
-    assert_eq!(r.dns_status, DnsStatus::Mismatch, "{r:#?}");
+    then_mismatch(
+        &r,
+        DiagnosisCode::ValueMismatch,
+        &["join without a space", "`v=spf1 include:amazonses.com~all`"],
+    );
+    assert_eq!(fix(&r), SPF);
 }
 
 // ---- SPF (RFC 7208) ---------------------------------------------------------------
