@@ -326,21 +326,7 @@ fn judge_value(ctx: &mut Ctx<'_>, answer: &LookupAnswer) -> bool {
         }
     }
 
-    // several DMARC records: receivers apply none of them
-    let several_dmarc = ctx.kind == Kind::Dmarc && {
-        let texts: Vec<String> = records.iter().map(txt_bytes).collect();
-        let keep = accepted
-            .first()
-            .map(|r| txt_bytes(r))
-            .unwrap_or_else(|| ctx.expected_text());
-        match acceptance::several_dmarc_records(&name, &texts, &keep) {
-            Some(msg) => {
-                ctx.codes.push((DiagnosisCode::DuplicateRecords, msg));
-                true
-            }
-            None => false,
-        }
-    };
+    let several_dmarc = ctx.kind == Kind::Dmarc && several_dmarc(ctx, &records, accepted.first());
 
     // the expected value, and a conflicting one of the same kind beside it
     if found && ctx.kind != Kind::Spf && !several_dmarc {
@@ -376,20 +362,7 @@ fn judge_value(ctx: &mut Ctx<'_>, answer: &LookupAnswer) -> bool {
         return true;
     }
 
-    // the expected record by meaning (or once its mechanical faults are mended),
-    // published so that receivers ignore or reject it
-    if let Some((r, why)) = records.iter().find_map(|r| {
-        let why = rejection(ctx, r)?;
-        (matches(ctx, r) || mended(ctx, r).is_some()).then_some((r, why))
-    }) {
-        let msg = rejected_message(ctx, r, &why);
-        ctx.codes.push((DiagnosisCode::ValueMismatch, msg));
-        return false;
-    }
-    // the expected record typed as several strings that meet without a space
-    if let (Some(family), Some(r)) = (family(ctx.kind), records.iter().find(|r| glued(ctx, r))) {
-        let spaced = r.txt_strings.join(" ");
-        let msg = acceptance::glued_message(family, &name, &r.txt_strings, &spaced);
+    if let Some(msg) = published_so_receivers_miss_it(ctx, &records) {
         ctx.codes.push((DiagnosisCode::ValueMismatch, msg));
         return false;
     }
@@ -703,6 +676,53 @@ fn matches(ctx: &Ctx<'_>, r: &ObservedRecord) -> bool {
     }
 }
 
+/// Several DMARC records at the name (receivers then apply none, or the first they
+/// come across): pushes `duplicate_records`, naming `accepted` (or the expected
+/// value) as the one to keep.
+fn several_dmarc(
+    ctx: &mut Ctx<'_>,
+    records: &[ObservedRecord],
+    accepted: Option<&&ObservedRecord>,
+) -> bool {
+    let texts: Vec<String> = records.iter().map(txt_bytes).collect();
+    let keep = accepted
+        .map(|r| txt_bytes(r))
+        .unwrap_or_else(|| ctx.expected_text());
+    match acceptance::several_dmarc_records(&ctx.name, &texts, &keep) {
+        Some(msg) => {
+            ctx.codes.push((DiagnosisCode::DuplicateRecords, msg));
+            true
+        }
+        None => false,
+    }
+}
+
+/// The `value_mismatch` message when one of `records` is the expected record by
+/// meaning (or once its mechanical faults are mended) but published so that
+/// receivers ignore or reject it, or typed as several strings that meet without a
+/// space.
+fn published_so_receivers_miss_it(ctx: &Ctx<'_>, records: &[ObservedRecord]) -> Option<String> {
+    let family = family(ctx.kind)?;
+    let rejected = records.iter().find_map(|r| {
+        let why = rejection(ctx, r)?;
+        (matches(ctx, r) || mended(ctx, r).is_some()).then_some((r, why))
+    });
+    if let Some((r, why)) = rejected {
+        let (bytes, fix) = (txt_bytes(r), corrected(ctx, r));
+        return Some(acceptance::rejected_message(
+            family, &ctx.name, &bytes, &why, &fix,
+        ));
+    }
+    let r = records.iter().find(|r| glued(ctx, r))?;
+    let spaced = r.txt_strings.join(" ");
+    Some(acceptance::glued_message(
+        family,
+        &ctx.name,
+        &r.txt_strings,
+        &spaced,
+    ))
+}
+
 /// A record beside the found one `kept` that breaks it: of the same kind and another
 /// meaning; at a DKIM selector any other TXT record, equivalent or not (several key
 /// records leave verifiers' results undefined, RFC 6376 §3.6.2.2).
@@ -729,15 +749,6 @@ fn family(kind: Kind) -> Option<Family> {
 /// Why receivers would not use `r` exactly as it is served.
 fn rejection(ctx: &Ctx<'_>, r: &ObservedRecord) -> Option<Rejection> {
     acceptance::check(family(ctx.kind)?, &txt_bytes(r)).err()
-}
-
-/// `value_mismatch` for a record that means the expected one but that receivers
-/// would not use: the rule it breaks, and the value to enter instead.
-fn rejected_message(ctx: &Ctx<'_>, r: &ObservedRecord, why: &Rejection) -> String {
-    let Some(family) = family(ctx.kind) else {
-        return why.reason.clone();
-    };
-    acceptance::rejected_message(family, &ctx.name, &txt_bytes(r), why, &corrected(ctx, r))
 }
 
 /// `r` served as several strings, which receivers join without a separator (RFC
