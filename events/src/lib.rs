@@ -7,6 +7,7 @@
 //! DNS answers, provider replies) as plain values.
 #![forbid(unsafe_code)]
 
+pub mod acceptance;
 pub mod analytics;
 pub mod command;
 pub mod decide;

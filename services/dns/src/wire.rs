@@ -1,29 +1,33 @@
 //! One DNS exchange with one server, as real packets: UDP with EDNS, TCP when the
-//! answer comes back truncated. No answer is cached; connected UDP sockets are kept
-//! for a few questions (see `sockets`).
+//! answer comes back truncated. No answer is cached.
+//!
+//! Against off-path spoofing (RFC 5452) every question gets a random 16-bit id and
+//! its own UDP socket bound to port 0, so that the operating system picks a fresh
+//! ephemeral source port: a forger must guess both (about 2^31 combinations with
+//! Linux's default port range), where an id from the clock on a socket kept for 64
+//! questions left far fewer. A datagram is only taken
+//! as the answer when it comes from the server (the socket is connected), carries
+//! the query's id and repeats its question; anything else is dropped and the wait
+//! goes on until the timeout.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use email_domain_events::records::{LookupAnswer, LookupError, ObservedRecord};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 
 /// The EDNS payload size we announce (the DNS flag day 2020 value).
 const EDNS_PAYLOAD: u16 = 1232;
-/// Room for one UDP answer (see `ask_once`): more than the EDNS payload we offer.
+/// Room for one UDP answer (see `udp_answer`): more than the EDNS payload we offer.
 const UDP_BUFFER: usize = 4096;
 
+/// A query id nobody off the path can predict: from the thread's CSPRNG (rand's
+/// `ThreadRng`, ChaCha reseeded from the OS), never from the clock or a counter.
 fn next_id() -> u16 {
-    static COUNTER: AtomicU16 = AtomicU16::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    (nanos as u16) ^ COUNTER.fetch_add(0x9e37, Ordering::Relaxed)
+    rand::random()
 }
 
 /// Why an exchange produced no DNS message.
@@ -60,16 +64,75 @@ fn build_query(name: &str, rtype: RecordType, rd: bool) -> Result<(u16, Vec<u8>)
     Ok((id, bytes))
 }
 
+/// Whether `msg` answers our query `id` for `name`/`rtype` (RFC 5452 §9.1): a
+/// response with the same id and the same single question. A reply without a
+/// question section is only believed when it carries no data (an error code such as
+/// REFUSED or FORMERR, which some servers send bare): it can then make a lookup
+/// fail, never make a record appear.
 fn is_reply(msg: &Message, id: u16, name: &str, rtype: RecordType) -> bool {
-    msg.id() == id
-        && msg.message_type() == MessageType::Response
-        && msg.queries().first().is_none_or(|q| {
+    if msg.id() != id || msg.message_type() != MessageType::Response {
+        return false;
+    }
+    match msg.queries() {
+        [q] => {
             q.query_type() == rtype
+                && q.query_class() == DNSClass::IN
                 && q.name()
                     .to_ascii()
                     .trim_end_matches('.')
                     .eq_ignore_ascii_case(name.trim_end_matches('.'))
-        })
+        }
+        [] => {
+            msg.answers().is_empty()
+                && !matches!(
+                    msg.response_code(),
+                    ResponseCode::NoError | ResponseCode::NXDomain
+                )
+        }
+        _ => false,
+    }
+}
+
+/// A UDP socket of its own for one question: bound to port 0 (the OS picks a random
+/// ephemeral port) and connected to `server`, so that the kernel drops datagrams
+/// from any other address.
+async fn fresh_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
+    let bind: SocketAddr = if server.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = UdpSocket::bind(bind).await?;
+    sock.connect(server).await?;
+    Ok(sock)
+}
+
+/// Datagrams from `sock` until one answers the query (`is_reply`); None when one
+/// fills the buffer (cut: ask again over TCP). Others are dropped: a forged or late
+/// answer must not end the wait.
+async fn udp_answer(
+    sock: &UdpSocket,
+    id: u16,
+    name: &str,
+    rtype: RecordType,
+) -> std::io::Result<Option<Message>> {
+    // A server sends at most the EDNS payload we offered (1232); a bigger answer
+    // comes truncated and is asked again over TCP. The buffer leaves room for
+    // servers that ignore that, and a datagram that fills it is treated as cut.
+    // (A 64 KiB zeroed buffer per query was a tenth of the CPU under load.)
+    let mut buf = vec![0u8; UDP_BUFFER];
+    loop {
+        // an error here is ICMP port unreachable and the like
+        let n = sock.recv(&mut buf).await?;
+        if n == buf.len() {
+            return Ok(None);
+        }
+        if let Ok(msg) = Message::from_vec(&buf[..n]) {
+            if is_reply(&msg, id, name, rtype) {
+                return Ok(Some(msg));
+            }
+        }
+    }
 }
 
 /// One question to one server, within `timeout` (UDP, then TCP on truncation).
@@ -93,39 +156,9 @@ pub(crate) async fn exchange(
         detail: format!("{server}: {e}"),
     };
     let udp = async {
-        // A kept socket whose send fails (say its runtime has ended) is dropped and a
-        // fresh one asked instead.
-        let sock = match sockets::take(server) {
-            Some(s) if s.send(&packet).await.is_ok() => s,
-            _ => {
-                let s = sockets::Pooled::new(server).await.map_err(io)?;
-                s.send(&packet).await.map_err(io)?;
-                s
-            }
-        };
-        // A server sends at most the EDNS payload we offered (1232); a bigger answer
-        // comes truncated and is asked again over TCP. The buffer leaves room for
-        // servers that ignore that, and a datagram that fills it is treated as cut.
-        // (A 64 KiB zeroed buffer per query was a tenth of the CPU under load.)
-        let mut buf = vec![0u8; UDP_BUFFER];
-        loop {
-            let n = match sock.recv(&mut buf).await {
-                Ok(n) => n,
-                // ICMP port unreachable and the like
-                Err(e) => return Err(io(e)),
-            };
-            if n == buf.len() {
-                return Ok(None);
-            }
-            if let Ok(msg) = Message::from_vec(&buf[..n]) {
-                if is_reply(&msg, id, name, rtype) {
-                    // Only a socket whose exchange ended cleanly goes back: after a
-                    // timeout a late answer could still be on its way to it.
-                    sockets::give_back(sock);
-                    return Ok(Some(msg));
-                }
-            }
-        }
+        let sock = fresh_socket(server).await.map_err(io)?;
+        sock.send(&packet).await.map_err(io)?;
+        udp_answer(&sock, id, name, rtype).await.map_err(io)
     };
     let answer = tokio::time::timeout(timeout, udp)
         .await
@@ -294,177 +327,176 @@ pub(crate) fn to_answer(msg: &Message, authoritative_only: bool) -> LookupAnswer
     }
 }
 
-/// Connected UDP sockets kept per server between exchanges. Opening, registering and
-/// closing a socket for every question was a twelfth of the CPU of a burst of
-/// registrations (the pre-flight asks about six). A socket serves at most
-/// `MAX_USES` questions, one at a time, then is closed, so the source port still
-/// changes often; an answer is only taken when its id and question match.
-mod sockets {
-    use std::collections::HashMap;
-    use std::net::SocketAddr;
-    use std::sync::Mutex;
-    use tokio::net::UdpSocket;
-
-    const MAX_USES: u32 = 64;
-    const MAX_IDLE_PER_SERVER: usize = 64;
-    const MAX_IDLE: usize = 256;
-
-    pub(super) struct Pooled {
-        sock: UdpSocket,
-        server: SocketAddr,
-        uses: u32,
-    }
-
-    impl std::ops::Deref for Pooled {
-        type Target = UdpSocket;
-        fn deref(&self) -> &UdpSocket {
-            &self.sock
-        }
-    }
-
-    impl Pooled {
-        pub(super) async fn new(server: SocketAddr) -> std::io::Result<Pooled> {
-            let bind: SocketAddr = if server.is_ipv4() {
-                "0.0.0.0:0".parse().unwrap()
-            } else {
-                "[::]:0".parse().unwrap()
-            };
-            let sock = UdpSocket::bind(bind).await?;
-            sock.connect(server).await?;
-            Ok(Pooled {
-                sock,
-                server,
-                uses: 0,
-            })
-        }
-    }
-
-    fn idle() -> &'static Mutex<HashMap<SocketAddr, Vec<Pooled>>> {
-        static IDLE: std::sync::OnceLock<Mutex<HashMap<SocketAddr, Vec<Pooled>>>> =
-            std::sync::OnceLock::new();
-        IDLE.get_or_init(Default::default)
-    }
-
-    pub(super) fn take(server: SocketAddr) -> Option<Pooled> {
-        let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
-        idle.get_mut(&server).and_then(Vec::pop)
-    }
-
-    pub(super) fn give_back(mut sock: Pooled) {
-        sock.uses += 1;
-        if sock.uses >= MAX_USES {
-            return;
-        }
-        let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|_, list| !list.is_empty());
-        if idle.values().map(Vec::len).sum::<usize>() >= MAX_IDLE {
-            return;
-        }
-        let list = idle.entry(sock.server).or_default();
-        if list.len() < MAX_IDLE_PER_SERVER {
-            list.push(sock);
-        }
-    }
-
-    /// Sockets kept for `server` (for tests).
-    #[cfg(test)]
-    pub(super) fn idle_for(server: SocketAddr) -> usize {
-        idle()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&server)
-            .map_or(0, Vec::len)
-    }
-}
-
 #[cfg(test)]
-mod socket_reuse {
+mod unguessable {
     use super::*;
+    use hickory_proto::rr::rdata::TXT;
+    use std::collections::HashSet;
     use testdns::TestDns;
+
+    const NAME: &str = "spoof.test";
 
     async fn server() -> TestDns {
         let dns = TestDns::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        dns.add_zone("reuse.test", 300);
-        dns.add("reuse.test", "TXT", "v=spf1 -all", None, 300);
+        dns.add_zone(NAME, 300);
+        dns.add(NAME, "TXT", "v=spf1 -all", None, 300);
         dns
     }
 
-    fn answered(r: Result<Message, Failure>) -> Message {
+    fn txt_of(r: Result<Message, Failure>) -> Vec<String> {
         match r {
-            Ok(m) => m,
+            Ok(m) => m
+                .answers()
+                .iter()
+                .filter_map(observed)
+                .map(|o| o.value)
+                .collect(),
             Err(f) => panic!("no answer: {}", f.detail),
         }
     }
 
-    /// The zone's TXT question to `addr`, answered within 500 ms.
-    async fn ask(addr: SocketAddr) -> Message {
-        answered(
-            exchange(
-                addr,
-                "reuse.test",
-                RecordType::TXT,
-                false,
-                Duration::from_millis(500),
-            )
-            .await,
-        )
+    async fn ask(addr: SocketAddr, timeout: Duration) -> Result<Message, Failure> {
+        exchange(addr, NAME, RecordType::TXT, false, timeout).await
+    }
+
+    #[test]
+    fn query_ids_spread_over_the_whole_range_without_a_steady_step() {
+        let ids: Vec<u16> = (0..1000).map(|_| next_id()).collect();
+        let distinct: HashSet<u16> = ids.iter().copied().collect();
+        // 1000 draws from 65536 collide about 8 times
+        assert!(distinct.len() > 950, "{} distinct", distinct.len());
+        let steps: Vec<u16> = ids.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+        let distinct_steps: HashSet<u16> = steps.iter().copied().collect();
+        assert!(distinct_steps.len() > 950, "{} steps", distinct_steps.len());
+        // a clock or a counter moves in small steps; a random id jumps anywhere (a
+        // step under 256 either way: about 8 in 1000)
+        let small = steps
+            .iter()
+            .filter(|s| (**s).min(s.wrapping_neg()) < 256)
+            .count();
+        assert!(small < 40, "{small} small steps");
+        // and every bit is set about half the time
+        for bit in 0..16 {
+            let ones = ids.iter().filter(|id| (*id >> bit) & 1 == 1).count();
+            assert!((400..600).contains(&ones), "bit {bit} set {ones} times");
+        }
     }
 
     #[tokio::test]
-    async fn a_socket_is_kept_after_a_clean_exchange_and_used_again() {
+    async fn every_query_leaves_from_a_fresh_port_with_its_own_id() {
         let dns = server().await;
-        assert_eq!(ask(dns.addr()).await.answers().len(), 1);
-        assert_eq!(sockets::idle_for(dns.addr()), 1);
-        // The next question takes the kept socket (none idle while it is out) and
-        // brings it back.
-        assert_eq!(ask(dns.addr()).await.answers().len(), 1);
-        assert_eq!(sockets::idle_for(dns.addr()), 1);
-        assert_eq!(dns.queries(), 2);
+        for _ in 0..50 {
+            let txt = txt_of(ask(dns.addr(), Duration::from_millis(500)).await);
+            assert_eq!(txt, vec!["v=spf1 -all".to_string()]);
+        }
+        let seen = dns.seen();
+        assert_eq!(seen.len(), 50);
+        assert!(seen.iter().all(|s| s.udp && s.from.ip().is_loopback()));
+        // the OS picks each ephemeral port at random: a repeat among 50 is rare, a
+        // reused socket would show one port
+        let ports: HashSet<u16> = seen.iter().map(|s| s.from.port()).collect();
+        assert!(ports.len() >= 45, "{} ports for 50 queries", ports.len());
+        let ids: HashSet<u16> = seen.iter().map(|s| s.id).collect();
+        assert!(ids.len() >= 45, "{} ids for 50 queries", ids.len());
+    }
+
+    /// A response to `query` with `id` and `questions`, whose answer is `txt`.
+    fn reply(query: &Message, id: u16, questions: &[Query], txt: &str) -> Vec<u8> {
+        let name = query.queries()[0].name().clone();
+        let mut m = Message::new();
+        m.set_id(id)
+            .set_message_type(MessageType::Response)
+            .set_op_code(OpCode::Query)
+            .set_authoritative(true)
+            .add_queries(questions.to_vec())
+            .add_answer(Record::from_rdata(
+                name,
+                300,
+                RData::TXT(TXT::new(vec![txt.to_string()])),
+            ));
+        m.to_vec().unwrap()
+    }
+
+    /// What an off-path forger might send for `query`: every field but one right.
+    fn forgeries(query: &Message) -> Vec<Vec<u8>> {
+        let id = query.id();
+        let q = query.queries()[0].clone();
+        let mut other_name = q.clone();
+        other_name.set_name(Name::from_ascii("other.test.").unwrap());
+        let mut other_type = q.clone();
+        other_type.set_query_type(RecordType::MX);
+        vec![
+            reply(
+                query,
+                id.wrapping_add(1),
+                std::slice::from_ref(&q),
+                "v=spf1 +all",
+            ),
+            reply(query, id, &[other_name], "v=spf1 +all"),
+            reply(query, id, &[other_type], "v=spf1 +all"),
+            // no question at all, but data
+            reply(query, id, &[], "v=spf1 +all"),
+            b"not a DNS message".to_vec(),
+        ]
+    }
+
+    /// A server on loopback that answers one query with `forgeries` and then, when
+    /// `honest`, with the real answer.
+    async fn forger(honest: bool) -> SocketAddr {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let (n, peer) = sock.recv_from(&mut buf).await.unwrap();
+            let query = Message::from_vec(&buf[..n]).unwrap();
+            for f in forgeries(&query) {
+                sock.send_to(&f, peer).await.unwrap();
+            }
+            if honest {
+                let real = reply(&query, query.id(), query.queries(), "v=spf1 -all");
+                sock.send_to(&real, peer).await.unwrap();
+            }
+        });
+        addr
     }
 
     #[tokio::test]
-    async fn a_socket_that_timed_out_is_not_kept() {
-        let dns = server().await;
-        dns.set_delay(Some(Duration::from_millis(300)));
-        let r = exchange(
-            dns.addr(),
-            "reuse.test",
-            RecordType::TXT,
-            false,
-            Duration::from_millis(50),
-        )
-        .await;
-        assert!(matches!(
-            r,
-            Err(Failure {
-                error: LookupError::Timeout,
-                ..
-            })
-        ));
-        assert_eq!(sockets::idle_for(dns.addr()), 0);
-        // Its late answer reaches a closed socket, never the next question.
-        dns.set_delay(None);
-        assert_eq!(ask(dns.addr()).await.answers().len(), 1);
+    async fn forged_answers_are_dropped_and_the_real_one_still_taken() {
+        let addr = forger(true).await;
+        let txt = txt_of(ask(addr, Duration::from_secs(2)).await);
+        assert_eq!(txt, vec!["v=spf1 -all".to_string()]);
     }
 
     #[tokio::test]
-    async fn a_socket_kept_by_an_ended_runtime_is_replaced() {
-        let dns = server().await;
-        let addr = dns.addr();
-        // Another runtime asks, keeps the socket, and ends.
-        tokio::task::spawn_blocking(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(ask(addr));
-        })
-        .await
-        .unwrap();
-        assert_eq!(sockets::idle_for(addr), 1);
-        assert_eq!(ask(addr).await.answers().len(), 1);
-        assert_eq!(sockets::idle_for(addr), 1);
+    async fn only_forged_answers_are_a_timeout() {
+        let addr = forger(false).await;
+        let r = ask(addr, Duration::from_millis(300)).await;
+        assert!(
+            matches!(
+                r,
+                Err(Failure {
+                    error: LookupError::Timeout,
+                    ..
+                })
+            ),
+            "{:?}",
+            r.map(|m| m.answers().len())
+        );
+    }
+
+    #[test]
+    fn a_bare_error_reply_without_a_question_is_still_an_answer() {
+        // some servers send REFUSED or FORMERR without echoing the question: it can
+        // only make a lookup fail, so it is believed
+        let mut m = Message::new();
+        m.set_id(7)
+            .set_message_type(MessageType::Response)
+            .set_response_code(ResponseCode::Refused);
+        assert!(is_reply(&m, 7, NAME, RecordType::TXT));
+        assert!(!is_reply(&m, 8, NAME, RecordType::TXT));
+        m.set_response_code(ResponseCode::NoError);
+        assert!(!is_reply(&m, 7, NAME, RecordType::TXT));
     }
 }

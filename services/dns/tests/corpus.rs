@@ -88,7 +88,13 @@ async fn corpus_covers_every_code_and_rule() {
         None,
         300,
     );
-    dns.add("_dmarc.acme.test", "TXT", "p=none; v=DMARC1", None, 300);
+    dns.add(
+        "_dmarc.acme.test",
+        "TXT",
+        "v=DMARC1; rua=mailto:d@acme.test; P=None",
+        None,
+        300,
+    );
     dns.add(
         "merged.acme.test",
         "TXT",
@@ -97,8 +103,8 @@ async fn corpus_covers_every_code_and_rule() {
         300,
     );
     dns.add_txt_strings(
-        "quoted.acme.test",
-        &["\"v=spf1 include:amazon", "ses.com ~all\""],
+        "split.acme.test",
+        &["v=spf1 include:amazon", "ses.com ~all"],
     );
     dns.add("*.wild.acme.test", "TXT", SPF, None, 300);
     dns.add(
@@ -146,11 +152,30 @@ async fn corpus_covers_every_code_and_rule() {
     dns.add(
         "k3._domainkey.acme.test",
         "TXT",
-        &format!("p={}", key(90)),
+        &format!("p={}", key(92)),
         None,
         300,
     );
     dns.add("k3._domainkey.acme.test", "TXT", "p=OLDKEY", None, 300);
+    // published so that receivers ignore them, though equal by meaning
+    dns.add_txt_strings(
+        "quoted.acme.test",
+        &["\"v=spf1 include:amazon", "ses.com ~all\""],
+    );
+    dns.add(
+        "_dmarc.lower.acme.test",
+        "TXT",
+        "v=dmarc1; p=none",
+        None,
+        300,
+    );
+    dns.add(
+        "k6._domainkey.acme.test",
+        "TXT",
+        &format!("v=DKIM1; P={long_key}"),
+        None,
+        300,
+    );
     dns.add("links.acme.test", "A", "104.16.1.1", None, 300);
     dns.add(
         "mail2.acme.test",
@@ -181,9 +206,9 @@ async fn corpus_covers_every_code_and_rule() {
             "_dmarc.acme.test",
             "v=DMARC1; p=none;",
             None,
-        ), // 3 found (tag order)
+        ), // 3 found (tag order, tag name case)
         rec("spf", "TXT", "merged.acme.test", SPF, None), // 4 found (merged)
-        rec("spf", "TXT", "quoted.acme.test", SPF, None), // 5 found (quotes)
+        rec("spf", "TXT", "split.acme.test", SPF, None), // 5 found (split strings)
         rec("spf", "TXT", "x.wild.acme.test", SPF, None), // 6 found (wildcard)
         rec(
             "dkim",
@@ -219,7 +244,7 @@ async fn corpus_covers_every_code_and_rule() {
             "dkim",
             "TXT",
             "k3._domainkey.acme.test",
-            &format!("p={}", key(90)),
+            &format!("p={}", key(92)),
             None,
         ), // 13 duplicate
         rec(
@@ -235,6 +260,21 @@ async fn corpus_covers_every_code_and_rule() {
         rec("spf", "TXT", "sf.acme.test", SPF, None),   // 18 servfail
         rec("spf", "TXT", "rf.acme.test", SPF, None),   // 19 refused
         rec("spf", "TXT", "to.acme.test", SPF, None),   // 20 timeout
+        rec("spf", "TXT", "quoted.acme.test", SPF, None), // 21 quotes served as text
+        rec(
+            "dmarc",
+            "TXT",
+            "_dmarc.lower.acme.test",
+            "v=DMARC1; p=none;",
+            None,
+        ), // 22 DMARC version in lower case
+        rec(
+            "dkim",
+            "TXT",
+            "k6._domainkey.acme.test",
+            &format!("p={long_key}"),
+            None,
+        ), // 23 DKIM key tagged `P=`
     ];
     let checker = DnsChecker::new(cfg(vec![dns.addr(), provider.addr()])).unwrap();
     let out = checker.check("ACME.test.", &expected).await;
@@ -266,6 +306,9 @@ async fn corpus_covers_every_code_and_rule() {
         (18, DiagnosisCode::LookupFailed, DnsStatus::LookupFailed),
         (19, DiagnosisCode::LookupFailed, DnsStatus::LookupFailed),
         (20, DiagnosisCode::LookupFailed, DnsStatus::LookupFailed),
+        (21, DiagnosisCode::ValueMismatch, DnsStatus::Mismatch),
+        (22, DiagnosisCode::ValueMismatch, DnsStatus::Mismatch),
+        (23, DiagnosisCode::ValueMismatch, DnsStatus::Mismatch),
     ];
     for (i, c, s) in want {
         assert_eq!(code(&out[i]), Some(c), "{}", show(i));
@@ -292,8 +335,16 @@ async fn corpus_covers_every_code_and_rule() {
         .contains("refused"));
     // (#20: the first server drops the query, the second refuses it as outside its
     // zones: the error code is the more telling failure)
+    for (i, says) in [
+        (21, "quote characters"),
+        (22, "exactly `v=DMARC1`"),
+        (23, "`P=`"),
+    ] {
+        let msg = &out[i].diagnosis.as_ref().unwrap().message;
+        assert!(msg.contains(says), "{}: {msg}", show(i));
+    }
     let alone = DnsChecker::new(cfg(vec![dns.addr()])).unwrap();
-    let out = alone.check("acme.test", &expected[20..]).await;
+    let out = alone.check("acme.test", &expected[20..21]).await;
     assert_eq!(out[0].dns_status, DnsStatus::LookupFailed);
     assert!(
         out[0]

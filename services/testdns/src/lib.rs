@@ -83,9 +83,23 @@ struct State {
     delay: Option<Duration>,
 }
 
+/// Where a query came from, as the server saw it (see [`TestDns::seen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The asker's address and source port.
+    pub from: SocketAddr,
+    /// The query's id.
+    pub id: u16,
+    pub udp: bool,
+}
+
+/// How many [`Seen`] queries are kept (the dev server runs for days).
+const SEEN_KEPT: usize = 4096;
+
 struct Inner {
     state: Mutex<State>,
     queries: AtomicU64,
+    seen: Mutex<std::collections::VecDeque<Seen>>,
     addr: SocketAddr,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -168,6 +182,7 @@ impl TestDns {
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
             queries: AtomicU64::new(0),
+            seen: Mutex::new(std::collections::VecDeque::new()),
             addr,
             tasks: Mutex::new(Vec::new()),
         });
@@ -293,6 +308,12 @@ impl TestDns {
     pub fn queries(&self) -> u64 {
         self.inner.queries.load(Ordering::SeqCst)
     }
+
+    /// The source address and id of the latest queries (at most 4096), oldest
+    /// first: what an off-path forger would have to guess.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.inner.seen.lock().unwrap().iter().copied().collect()
+    }
 }
 
 async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
@@ -334,6 +355,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, inner: std::sync::Weak<Inner>) {
         };
         let Some(inner) = inner.upgrade() else { return };
         let req = buf[..n].to_vec();
+        inner.saw(peer, &req, true);
         let sock = sock.clone();
         tokio::spawn(async move {
             if let Some(resp) = handle(&inner, &req, true).await {
@@ -366,6 +388,9 @@ async fn serve_tcp_conn(mut stream: TcpStream, inner: std::sync::Weak<Inner>) {
             return;
         }
         let Some(inner) = inner.upgrade() else { return };
+        if let Ok(peer) = stream.peer_addr() {
+            inner.saw(peer, &req, false);
+        }
         let Some(resp) = handle(&inner, &req, false).await else {
             // a dropped query: keep the connection silent
             continue;
@@ -375,6 +400,21 @@ async fn serve_tcp_conn(mut stream: TcpStream, inner: std::sync::Weak<Inner>) {
         if stream.write_all(&out).await.is_err() {
             return;
         }
+    }
+}
+
+impl Inner {
+    fn saw(&self, from: SocketAddr, packet: &[u8], udp: bool) {
+        let [a, b, ..] = *packet else { return };
+        let mut seen = self.seen.lock().unwrap();
+        if seen.len() == SEEN_KEPT {
+            seen.pop_front();
+        }
+        seen.push_back(Seen {
+            from,
+            id: u16::from_be_bytes([a, b]),
+            udp,
+        });
     }
 }
 
