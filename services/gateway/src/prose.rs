@@ -129,6 +129,28 @@ fn neutral(before: &str) -> &'static str {
     }
 }
 
+/// What starts at a word's first character.
+enum Word {
+    /// A kept name of this many bytes: copied exactly.
+    Kept(usize),
+    /// A word of the provider's of this many bytes: replaced.
+    Providers(usize),
+    /// Any other word of this many bytes: copied.
+    Other(usize),
+}
+
+fn word(text: &str, at: usize, keep: &Keep) -> Word {
+    if let Some(len) = keep.at(text, at) {
+        return Word::Kept(len);
+    }
+    let w = word_at(text, at);
+    if is_providers(w) {
+        Word::Providers(w.len())
+    } else {
+        Word::Other(w.len())
+    }
+}
+
 /// `text` with every word of the provider's (its name, its host names) replaced by
 /// neutral words. Kept names are copied exactly, and so is every other word: a
 /// domain that merely holds the provider's letters stays as it is.
@@ -137,20 +159,12 @@ pub fn without_provider(text: &str, keep: &Keep) -> String {
     let mut i = 0;
     while let Some(c) = text[i..].chars().next() {
         let word_start = i == 0 || !text[..i].ends_with(host_char);
-        let step = if !word_start {
-            None
-        } else if let Some(len) = keep.at(text, i) {
-            Some((len, None))
-        } else {
-            let word = word_at(text, i);
-            Some((word.len(), is_providers(word).then_some(())))
-        };
-        match step {
-            Some((len, Some(()))) => {
+        match word_start.then(|| word(text, i, keep)) {
+            Some(Word::Providers(len)) => {
                 out.push_str(neutral(&out));
                 i += len;
             }
-            Some((len, None)) if len > 0 => {
+            Some(Word::Kept(len) | Word::Other(len)) if len > 0 => {
                 out.push_str(&text[i..i + len]);
                 i += len;
             }
