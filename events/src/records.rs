@@ -49,8 +49,26 @@ pub enum DnsStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnosis {
     pub code: DiagnosisCode,
-    /// Plain words telling the owner exactly what to change.
+    /// Plain words telling the owner exactly what to change. The core's own words
+    /// never name the email provider (it does not know which one it is); every name
+    /// and value in them is quoted in backticks, exactly as the owner must enter it.
     pub message: String,
+    /// The full name of the record the diagnosis is about (lower case, no trailing
+    /// dot), so that a reader needs no text of the message to know which record.
+    /// Empty in diagnoses written before it was recorded (they still read; written
+    /// back without it, so a stored event reads back as it was).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub record: String,
+    /// The host name the message tells the owner to enter or edit at the DNS host:
+    /// `record` relative to the registrable domain (`@` for its apex). Empty in older
+    /// diagnoses.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// What the check saw at the name (presentation form, e.g. `CNAME <target>`,
+    /// a TXT value), the same list as the record's `observed`. Empty in older
+    /// diagnoses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observed: Vec<String>,
 }
 
 /// Contract §4. The declaration order is the precedence order: the first code

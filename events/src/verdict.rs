@@ -219,7 +219,16 @@ fn judge_one(zone: &str, rec: &DnsRecord, all: &[DnsRecord], obs: &DnsObservatio
     match ctx.codes.into_iter().next() {
         Some((code, message)) => {
             out.dns_status = code.status();
-            out.diagnosis = Some(Diagnosis { code, message });
+            // The record and its host as fields, so that no reader has to find them
+            // in the message's words (the gateway shows them without a text filter).
+            let record = norm_name(&rec.name);
+            out.diagnosis = Some(Diagnosis {
+                code,
+                message,
+                host: host_part(&record, &registrable(zone)),
+                record,
+                observed: out.observed.clone(),
+            });
         }
         None => {
             out.dns_status = if found {

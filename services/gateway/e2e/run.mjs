@@ -7,6 +7,8 @@
 // stdout/stdin (one line each):
 //   -> NEED_RECORDS <domain>        the driver puts the domain's records in the test DNS
 //   <- RECORDS_PUBLISHED
+//   -> NEED_DKIM_CNAME <domain>     the same, but a CNAME where the DKIM key belongs
+//   <- DKIM_CNAME_PUBLISHED
 //   -> NEED_EXPIRED_LINK <domain-id> the driver signs a share link that has expired
 //   <- EXPIRED_LINK <url>
 //   (the owner's "Revoke links" is exercised in the page itself)
@@ -112,6 +114,12 @@ async function auditControl(p) {
 }
 
 const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+
+// Adds a domain with the form, as the owner does (label, type, Enter).
+async function addDomain(p, name) {
+  await p.getByLabel("Domain name").fill(name);
+  await p.getByLabel("Domain name").press("Enter");
+}
 
 const userDataDir = mkdtempSync(join(tmpdir(), "gateway-e2e-"));
 const started = Date.now();
@@ -307,6 +315,68 @@ try {
   check(/[?&]ep=1&/.test(fresh), "a link made after revoking carries the new epoch");
   const reopened = await admin.goto(fresh);
   check(reopened.status() === 200, `and opens (${reopened.status()})`);
+
+  // 12. An internationalised domain, typed in Unicode: shown as typed, with the ASCII
+  // form DNS uses beside it; its records keep the ASCII names, and the card says so.
+  const idn = "bücher-shop.test";
+  const idnAscii = "xn--bcher-shop-9db.test";
+  await addDomain(page, idn);
+  const idnArt = page.locator(`article[data-domain="${idnAscii}"]`);
+  await idnArt.locator("li.record").nth(2).waitFor({ timeout: 30000 });
+  const idnHeading = await idnArt.locator(".name").textContent();
+  check(idnHeading.includes(idn), `the heading shows the Unicode name (${idnHeading})`);
+  check(await idnArt.locator(".name .ascii code").textContent() === idnAscii, "with the ASCII form beside it");
+  check((await idnArt.locator(".idn-note").textContent()).includes(idnAscii), "the card says the records use the ASCII form");
+  const idnNames = await idnArt.locator("li.record").evaluateAll((els) => els.map((e) => e.dataset.name));
+  check(idnNames.every((n) => n.endsWith(`.${idnAscii}`)), `records keep the ASCII names (${idnNames.join(", ")})`);
+  await shot(page, "09-internationalised");
+  await idnArt.screenshot({ path: join(SHOTS, "09-internationalised-domain.png") });
+
+  // 13. A domain holding the provider's letters, with a CNAME where the DKIM key
+  // belongs: the diagnosis names the exact host to fix (`resend._domainkey`), and the
+  // long key it quotes stays inside its card.
+  const lookalike = "weresend.test";
+  await addDomain(page, lookalike);
+  const lArt = page.locator(`article[data-domain="${lookalike}"]`);
+  await lArt.locator("li.record").nth(2).waitFor({ timeout: 30000 });
+  await ask(`NEED_DKIM_CNAME ${lookalike}`, "DKIM_CNAME_PUBLISHED");
+  await lArt.getByRole("button", { name: "I've added the records" }).click();
+  const dkimCard = lArt.locator(`li.record[data-name="resend._domainkey.${lookalike}"]`);
+  await dkimCard.locator('.diagnosis[data-code="wrong_type"]').waitFor({ timeout: 30000 });
+  const dkimHost = await dkimCard.locator("code.host").textContent();
+  const dkimMessage = await dkimCard.locator(".diagnosis").textContent();
+  check(dkimHost === "resend._domainkey", `the DKIM record's host (${dkimHost})`);
+  check(dkimMessage.includes(`\`${dkimHost}\``), `the diagnosis tells which host to fix: ${dkimMessage.slice(0, 160)}…`);
+  check(await lArt.locator(".name").textContent() === lookalike, "the domain's name is shown as it is");
+  // Every message on the page that names a DKIM host names the record's own.
+  const messages = await page.locator(".diagnosis, .timeline li, .next-step").allTextContents();
+  const dkimHosts = messages.flatMap((m) => m.match(/[A-Za-z0-9._-]*_domainkey[A-Za-z0-9._-]*/g) || [])
+    .map((h) => h.replace(/\.$/, ""));
+  const allHosts = await page.locator("li.record").evaluateAll((els) => els.flatMap((e) =>
+    [e.dataset.name, e.querySelector("code.host").textContent]));
+  check(dkimHosts.length > 0 && dkimHosts.every((h) => allHosts.includes(h)),
+    `every DKIM host in a message is a record's host or name (${[...new Set(dkimHosts)].join(", ")})`);
+  // The provider's name is nowhere in the page's prose: take out every name and value
+  // the owner must see exactly (they hold the provider's DKIM selector), then look.
+  const exact = await page.locator("li.record").evaluateAll((els) => els.flatMap((e) =>
+    [e.dataset.name, e.querySelector("code.host").textContent, e.querySelector("code.value").textContent]));
+  exact.push(...await page.locator("article.domain").evaluateAll((els) => els.map((e) => e.dataset.domain)));
+  let prose = await page.evaluate(() => document.body.innerText);
+  for (const n of exact.sort((a, b) => b.length - a.length)) prose = prose.split(n).join("");
+  check(!/resend/i.test(prose), "the page's prose never names the provider");
+  // Wide and narrow: the long key in the diagnosis wraps inside its card; the page
+  // never scrolls sideways.
+  for (const width of [1280, 390]) {
+    await page.setViewportSize({ width, height: 900 });
+    const m = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth }));
+    await shot(page, `10-long-diagnosis-${width}`);
+    await dkimCard.screenshot({ path: join(SHOTS, `11-dkim-card-${width}.png`) });
+    check(m.scroll <= m.client, `no sideways scrolling at ${width} px (scrollWidth ${m.scroll}, clientWidth ${m.client})`);
+    const diag = await dkimCard.locator(".diagnosis").evaluate((d) => ({ scroll: d.scrollWidth, client: d.clientWidth }));
+    check(diag.scroll <= diag.client, `the diagnosis wraps inside its card at ${width} px (${diag.scroll} <= ${diag.client})`);
+  }
+  await audit(page, "a record that needs a fix, an internationalised name (390 px)");
+  await page.setViewportSize({ width: 1200, height: 900 });
 
   const minorTotal = audits.reduce((n, a) => n + a.minor, 0);
   console.error(`  axe: ${audits.length} states audited, 0 serious/critical, ${minorTotal} minor/moderate node(s) (${audits.map((a) => `${a.name}: ${a.minor}`).join("; ")})`);

@@ -8,6 +8,7 @@
 //! signs for one tenant (see [`token`]); a domain of another tenant is "not found".
 #![forbid(unsafe_code)]
 
+pub mod prose;
 pub mod token;
 pub mod view;
 
@@ -251,10 +252,12 @@ impl ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// The message as it is: the gateway's own words, or a refusal that [`rejection`]
+    /// already kept free of the provider's name.
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(json!({"error": {"code": self.code, "message": view::scrub(&self.message)}})),
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
         )
             .into_response()
     }
@@ -439,7 +442,13 @@ async fn send_command(
     }
 }
 
-fn rejection(o: &Outcome) -> ApiError {
+/// A refused command as an API error. The core's message may quote the name the
+/// owner typed (`typed`) and its normalised form: both are kept exactly while the
+/// provider's name is kept out (see [`prose`]).
+fn rejection(o: &Outcome, typed: &str) -> ApiError {
+    let keep = prose::Keep::new()
+        .domain(typed)
+        .domain(o.domain.as_deref().unwrap_or_default());
     let (code, message) = o
         .reason
         .as_ref()
@@ -454,7 +463,7 @@ fn rejection(o: &Outcome) -> ApiError {
         "invalid_command" => (StatusCode::BAD_REQUEST, "invalid_request"),
         _ => (StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
     };
-    ApiError::new(status, code, message)
+    ApiError::new(status, code, prose::without_provider(message, &keep))
 }
 
 // ---------------------------------------------------------------------------------
@@ -517,7 +526,7 @@ async fn register(
     )
     .await?;
     if o.outcome != Verdict::Accepted {
-        return Err(rejection(&o));
+        return Err(rejection(&o, body.domain.trim()));
     }
     let id = o
         .domain_id
@@ -535,7 +544,7 @@ async fn register(
             return Ok((
                 StatusCode::CREATED,
                 Json(
-                    json!({"domain": {"id": id, "domain": domain, "status": "created", "badge": b, "badge_label": label,
+                    json!({"domain": {"id": id, "domain_unicode": view::unicode_domain(&domain), "domain": domain, "status": "created", "badge": b, "badge_label": label,
                     "next_step": "We are preparing the DNS records for this domain; they appear here in a few seconds.",
                     "records": []}}),
                 ),
@@ -577,7 +586,7 @@ async fn domain_command(
     let name = row["domain_name"].as_str().unwrap_or_default().to_string();
     let o = send_command(state, headers, kind, &claims, &name, None).await?;
     if o.outcome != Verdict::Accepted {
-        return Err(rejection(&o));
+        return Err(rejection(&o, &name));
     }
     let row = tenant_row(&state.0.pool, claims.tenant_id, id).await?;
     Ok(Json(
@@ -940,4 +949,51 @@ async fn share_zone(
     Query(q): Query<ShareQuery>,
 ) -> ApiResult<Response> {
     Ok(download(&shared_view(&state, &id, &q).await?.1, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use email_domain_events::outcome::Reason;
+
+    fn refused(domain: Option<&str>, code: &str, message: &str) -> Outcome {
+        Outcome {
+            command_id: None,
+            tenant_id: None,
+            domain: domain.map(str::to_string),
+            domain_id: None,
+            outcome: Verdict::Rejected,
+            reason: Some(Reason {
+                code: code.into(),
+                message: message.into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_name_the_owner_typed_exactly() {
+        let o = refused(
+            None,
+            "invalid_domain",
+            "`resend_mail.weresend.test` contains an underscore, which a host name may not",
+        );
+        let e = rejection(&o, "resend_mail.weresend.test");
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.message, o.reason.unwrap().message);
+    }
+
+    #[test]
+    fn a_refusal_quoting_the_provider_keeps_its_name_out_but_not_the_domains() {
+        let o = refused(
+            Some("weresend.test"),
+            "domain_taken",
+            "Resend already has weresend.test in another account",
+        );
+        let e = rejection(&o, "WereSend.test");
+        assert_eq!(e.status, StatusCode::CONFLICT);
+        assert_eq!(
+            e.message,
+            "The email provider already has weresend.test in another account"
+        );
+    }
 }

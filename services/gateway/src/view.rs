@@ -1,29 +1,25 @@
 //! What the page and the API show: a projection row as the domain owner reads it,
 //! the timeline from the event log, and the CSV / zone-file downloads.
 //!
-//! The owner never sees the provider's name: free text (failure reasons, diagnosis
-//! messages, outcome messages) goes through [`scrub`]. Records are shown verbatim,
-//! because the owner must enter them exactly.
+//! The owner never sees the provider's name, and every name is shown exactly (the
+//! owner must enter it): how each kind of text is kept so is in [`crate::prose`].
 
+use crate::prose::{self, Keep};
 use chrono::{DateTime, Utc};
 use email_domain_events::event::{CheckTrigger, Event, EventData};
-use email_domain_events::records::DnsRecord;
+use email_domain_events::records::{Diagnosis, DnsRecord};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-/// Replaces the provider's name in prose with a neutral phrase.
-pub fn scrub(text: &str) -> String {
-    let lower = text.to_ascii_lowercase();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while let Some(pos) = lower[i..].find("resend") {
-        out.push_str(&text[i..i + pos]);
-        out.push_str("the email provider");
-        i += pos + "resend".len();
+/// The Unicode form of a domain kept in ASCII (`xn--bcher-shop-9db.test` →
+/// `bücher-shop.test`), as its owner typed and reads it; the name itself when it has
+/// no other form (or none that decodes).
+pub fn unicode_domain(ascii: &str) -> String {
+    match idna::domain_to_unicode(ascii) {
+        (unicode, Ok(())) => unicode,
+        (_, Err(_)) => ascii.to_string(),
     }
-    out.push_str(&text[i..]);
-    out
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,16 +40,57 @@ pub struct RecordView {
     pub diagnosis: Option<DiagnosisView>,
 }
 
+/// A diagnosis as the owner reads it: the core's message as written (it never names
+/// the provider, and the names in it are exact), with the record, the host to edit
+/// and what was seen as fields of their own.
 #[derive(Debug, Clone, Serialize)]
 pub struct DiagnosisView {
     pub code: String,
     pub message: String,
+    /// The full name of the record the message is about.
+    pub record: String,
+    /// The host name the message tells the owner to enter or edit at the DNS host.
+    pub host: String,
+    /// What the check saw there.
+    pub observed: Vec<String>,
+}
+
+impl DiagnosisView {
+    /// `d` of the record `r` shown at `host`. A diagnosis written before it carried
+    /// its record, host and observations takes them from the record.
+    fn of(d: Diagnosis, r: &DnsRecord, host: &str) -> Self {
+        let or = |field: String, fallback: &str| {
+            if field.is_empty() {
+                fallback.to_string()
+            } else {
+                field
+            }
+        };
+        DiagnosisView {
+            code: serde_json::to_value(d.code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            message: d.message,
+            record: or(d.record, &r.name),
+            host: or(d.host, host),
+            observed: if d.observed.is_empty() {
+                r.observed.clone()
+            } else {
+                d.observed
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DomainView {
     pub id: Uuid,
+    /// The name in DNS (ASCII; `xn--…` for an internationalised domain).
     pub domain: String,
+    /// The name as its owner reads it: Unicode for an internationalised domain
+    /// (`bücher-shop.test`), else the same as `domain`.
+    pub domain_unicode: String,
     /// The projection's status (`created`, `awaiting_dns`, `verifying`, `verified`, `failed`, `deactivated`).
     pub status: String,
     /// The owner-facing badge: `waiting_for_dns`, `verifying`, `verified`, `failed`, `removed`.
@@ -144,35 +181,13 @@ pub fn domain_view(row: &Value) -> Option<DomainView> {
     let id = row["id"].as_str().and_then(|s| Uuid::parse_str(s).ok())?;
     let domain = row["domain_name"].as_str()?.to_string();
     let status = row["status"].as_str().unwrap_or("created").to_string();
-    let records: Vec<DnsRecord> =
+    let stored: Vec<DnsRecord> =
         serde_json::from_value(row["dns_records"].clone()).unwrap_or_default();
-    let records: Vec<RecordView> = records
+    // The failure reason quotes these names and values: they are kept exactly.
+    let keep = Keep::new().domain(&domain).records(&domain, &stored);
+    let records: Vec<RecordView> = stored
         .into_iter()
-        .map(|r| {
-            let dns_status = serde_json::to_value(r.dns_status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or("pending".into());
-            RecordView {
-                host: relative_host(&r.name, &domain),
-                dns_status_label: dns_status_label(&dns_status).into(),
-                dns_status,
-                purpose: r.purpose,
-                record_type: r.record_type,
-                name: r.name,
-                value: r.value,
-                priority: r.priority,
-                required: r.required,
-                observed: r.observed,
-                diagnosis: r.diagnosis.map(|d| DiagnosisView {
-                    code: serde_json::to_value(d.code)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                    message: scrub(&d.message),
-                }),
-            }
-        })
+        .map(|r| record_view(r, &domain))
         .collect();
     let next_check_at = if matches!(status.as_str(), "deactivated" | "failed") {
         None
@@ -186,26 +201,53 @@ pub fn domain_view(row: &Value) -> Option<DomainView> {
         next_step: next_step(&status, &records, next_check_at.as_deref()),
         badge: b.into(),
         badge_label: label.into(),
+        domain_unicode: unicode_domain(&domain),
         domain,
         next_check_at,
         last_checked_at: time(&row["dns_last_checked_at"]),
         verified_at: time(&row["verified_at"]),
         created_at: time(&row["created_at"]),
         updated_at: time(&row["updated_at"]),
-        failure_reason: row["failure_reason"].as_str().map(scrub),
+        failure_reason: row["failure_reason"]
+            .as_str()
+            .map(|r| prose::without_provider(r, &keep)),
         notes,
         records,
         status,
     })
 }
 
-/// The row's pre-flight warnings and negative-cache waits, in plain words.
+/// One stored record as the owner reads it.
+fn record_view(r: DnsRecord, zone: &str) -> RecordView {
+    let dns_status = serde_json::to_value(r.dns_status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or("pending".into());
+    let host = relative_host(&r.name, zone);
+    let diagnosis = r.diagnosis.clone().map(|d| DiagnosisView::of(d, &r, &host));
+    RecordView {
+        host,
+        dns_status_label: dns_status_label(&dns_status).into(),
+        dns_status,
+        purpose: r.purpose,
+        record_type: r.record_type,
+        name: r.name,
+        value: r.value,
+        priority: r.priority,
+        required: r.required,
+        observed: r.observed,
+        diagnosis,
+    }
+}
+
+/// The row's pre-flight warnings (the core's words, shown as written: see
+/// [`crate::prose`]) and negative-cache waits, in plain words.
 fn notes(metadata: &Value, zone: &str) -> Vec<String> {
     let mut out: Vec<String> = metadata["preflight_warnings"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|w| w["message"].as_str().map(scrub))
+        .filter_map(|w| w["message"].as_str().map(str::to_string))
         .collect();
     for p in metadata["dns_propagation"].as_array().into_iter().flatten() {
         let name = p["name"].as_str().unwrap_or_default();
@@ -241,8 +283,26 @@ fn trigger_words(t: CheckTrigger) -> &'static str {
     }
 }
 
+/// Every name of a domain's history that a reason may quote: the domain and every
+/// record any event carried.
+fn history_names(events: &[Event]) -> Keep {
+    let mut keep = Keep::new();
+    for e in events {
+        keep = keep.domain(&e.domain);
+        let records = match &e.data {
+            EventData::DomainProvisioned { records, .. }
+            | EventData::DnsChecked { records, .. }
+            | EventData::VerificationFailed { records, .. } => records.as_slice(),
+            _ => &[],
+        };
+        keep = keep.records(&e.domain, records);
+    }
+    keep
+}
+
 /// The checks and milestones of a domain, from its events (oldest first).
 pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
+    let keep = history_names(events);
     let mut out = Vec::new();
     for e in events {
         let at = e
@@ -311,19 +371,19 @@ pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
                     out.push(entry(
                         "provider_polled",
                         "Verification status checked".into(),
-                        Some(format!("status: {}", scrub(provider_status))),
+                        Some(prose::provider_status_words(provider_status).to_string()),
                     ))
                 }
             }
             EventData::VerificationFailed { reason, .. } => out.push(entry(
                 "failed",
                 "Verification failed".into(),
-                Some(scrub(reason)),
+                Some(prose::without_provider(reason, &keep)),
             )),
             EventData::ProvisioningFailed { reason } => out.push(entry(
                 "failed",
                 "Could not set up the domain".into(),
-                Some(scrub(reason)),
+                Some(prose::without_provider(reason, &keep)),
             )),
             EventData::WindowReopened { .. } => out.push(entry(
                 "check_requested",
@@ -345,7 +405,7 @@ pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
                 } else {
                     warnings
                         .iter()
-                        .map(|w| scrub(&w.message))
+                        .map(|w| w.message.as_str())
                         .collect::<Vec<_>>()
                         .join(" ")
                 }),
@@ -445,6 +505,194 @@ pub fn zone_file(view: &DomainView, generated_at: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use email_domain_events::records::{
+        DnsObservation, DnsQuestion, DnsStatus, LookupAnswer, ObservedRecord,
+    };
+    use email_domain_events::{CommandId, DomainId, EventId, TenantId};
+    use serde_json::json;
+
+    const DOMAIN: &str = "weresend.test";
+    const DKIM: &str = "resend._domainkey.weresend.test";
+    /// A DKIM value as long as the provider's: one unbroken token of 394 characters.
+    fn dkim_value() -> String {
+        format!(
+            "p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA{}",
+            "x".repeat(348)
+        )
+    }
+
+    /// The DKIM record of `weresend.test`, judged by the core against a CNAME at its
+    /// name where a TXT record is expected.
+    fn dkim_behind_a_cname() -> DnsRecord {
+        let expected = DnsRecord {
+            purpose: "dkim".into(),
+            record_type: "TXT".into(),
+            name: DKIM.into(),
+            value: dkim_value(),
+            priority: None,
+            required: true,
+            dns_status: DnsStatus::Pending,
+            observed: vec![],
+            diagnosis: None,
+        };
+        let cname = ObservedRecord {
+            name: DKIM.into(),
+            record_type: "CNAME".into(),
+            value: "dkim.mail-host.test".into(),
+            txt_strings: vec![],
+            priority: None,
+            ttl: Some(300),
+        };
+        let obs = DnsObservation {
+            answers: vec![(
+                DnsQuestion {
+                    name: DKIM.into(),
+                    record_type: "TXT".into(),
+                },
+                LookupAnswer::Records {
+                    records: vec![cname],
+                },
+            )],
+        };
+        let judged = email_domain_events::verdict::judge(DOMAIN, &[expected], &obs);
+        judged.into_iter().next().unwrap()
+    }
+
+    fn row(records: &[DnsRecord], failure_reason: &str) -> Value {
+        json!({
+            "id": Uuid::nil(),
+            "domain_name": DOMAIN,
+            "status": "failed",
+            "dns_records": records,
+            "failure_reason": failure_reason,
+            "metadata": {},
+        })
+    }
+
+    /// Every `…_domainkey…` host name a text mentions.
+    fn dkim_hosts(text: &str) -> Vec<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
+            .filter(|w| w.contains("_domainkey"))
+            .map(|w| w.trim_end_matches('.').to_string())
+            .collect()
+    }
+
+    /// `text` with every name the owner must see exactly taken out, lower case: what
+    /// is left is prose.
+    fn prose_of(text: &str, names: &[&str]) -> String {
+        let mut names = names.to_vec();
+        names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        names
+            .iter()
+            .fold(text.to_string(), |t, n| t.replace(n, ""))
+            .to_ascii_lowercase()
+    }
+
+    #[test]
+    fn a_dkim_diagnosis_names_the_exact_host_behind_a_cname() {
+        let v = domain_view(&row(&[dkim_behind_a_cname()], "")).unwrap();
+        let r = &v.records[0];
+        let d = r.diagnosis.as_ref().expect("a diagnosis");
+        assert_eq!(d.code, "wrong_type");
+        assert_eq!(r.host, "resend._domainkey");
+        assert_eq!(d.host, r.host);
+        assert_eq!(d.record, DKIM);
+        assert_eq!(d.observed, vec!["CNAME dkim.mail-host.test".to_string()]);
+        assert!(
+            d.message.contains("`resend._domainkey`"),
+            "the host to delete: {}",
+            d.message
+        );
+        let hosts = dkim_hosts(&d.message);
+        assert!(!hosts.is_empty(), "{}", d.message);
+        for h in hosts {
+            assert!(h == r.host || h == r.name, "{h} in: {}", d.message);
+        }
+        assert!(
+            !prose_of(&d.message, &[&r.name, &r.host, &r.value]).contains("resend"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn a_failure_reason_keeps_a_domain_with_the_providers_letters_intact() {
+        let reason = "The email provider refused the domain: Resend does not accept weresend.test \
+                      (resend._domainkey.weresend.test is taken).";
+        let v = domain_view(&row(&[dkim_behind_a_cname()], reason)).unwrap();
+        let shown = v.failure_reason.expect("a reason");
+        assert_eq!(
+            shown,
+            "The email provider refused the domain: the email provider does not accept weresend.test \
+             (resend._domainkey.weresend.test is taken)."
+        );
+        assert!(
+            !prose_of(&shown, &[DKIM, DOMAIN]).contains("resend"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_failure_reason_quoting_a_diagnosis_keeps_its_hosts() {
+        let dkim = dkim_behind_a_cname();
+        let reason = email_domain_events::decide::failure_reason(
+            std::slice::from_ref(&dkim),
+            "The domain was not verified before the deadline.",
+        );
+        let v = domain_view(&row(&[dkim], &reason)).unwrap();
+        let shown = v.failure_reason.expect("a reason");
+        assert_eq!(shown, reason, "the core's words are shown as written");
+        assert!(shown.contains("`resend._domainkey`"), "{shown}");
+    }
+
+    #[test]
+    fn an_internationalised_domain_is_shown_in_unicode_beside_its_ascii_form() {
+        let mut r = row(&[], "");
+        r["domain_name"] = json!("xn--bcher-shop-9db.test");
+        let v = domain_view(&r).unwrap();
+        assert_eq!(v.domain, "xn--bcher-shop-9db.test");
+        assert_eq!(v.domain_unicode, "bücher-shop.test");
+        let plain = domain_view(&row(&[], "")).unwrap();
+        assert_eq!(plain.domain_unicode, plain.domain);
+    }
+
+    fn event(data: EventData) -> Event {
+        Event {
+            event_id: EventId(Uuid::nil()),
+            tenant_id: TenantId(Uuid::nil()),
+            domain_id: DomainId(Uuid::nil()),
+            domain: DOMAIN.into(),
+            version: 1,
+            occurred_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            causation_id: CommandId(Uuid::nil()),
+            correlation_id: Uuid::nil(),
+            schema_version: 1,
+            data,
+        }
+    }
+
+    #[test]
+    fn the_timeline_keeps_names_and_never_shows_the_providers_words() {
+        let entries = timeline(&[
+            event(EventData::ProvisioningFailed {
+                reason: "The email provider refused the domain: Resend blocked weresend.test."
+                    .into(),
+            }),
+            event(EventData::ProviderPolled {
+                provider_status: "resend_review".into(),
+                verified: false,
+                activates: false,
+                provider_failed: false,
+                next_check_at: None,
+            }),
+        ]);
+        let details: Vec<&str> = entries.iter().filter_map(|e| e.detail.as_deref()).collect();
+        assert_eq!(
+            details[0],
+            "The email provider refused the domain: the email provider blocked weresend.test."
+        );
+        assert_eq!(details[1], "verification in progress");
+    }
 
     #[test]
     fn hosts_are_relative_to_the_zone() {
@@ -455,14 +703,6 @@ mod tests {
             "x._domainkey"
         );
         assert_eq!(relative_host("other.org", "acme.com"), "other.org");
-    }
-
-    #[test]
-    fn scrub_replaces_the_provider_name_in_any_case() {
-        assert_eq!(
-            scrub("Resend said no; RESEND again"),
-            "the email provider said no; the email provider again"
-        );
     }
 
     #[test]

@@ -897,12 +897,13 @@ fn the_openapi_check_rejects_what_the_spec_does_not_allow() {
                "dns_status": "mismatch", "dns_status_label": "Needs a fix", "observed": ["x"],
                "diagnosis": diagnosis})
     };
-    let domain = json!({"id": id, "domain": "acme.com", "status": "awaiting_dns", "badge": "waiting_for_dns",
+    let domain = json!({"id": id, "domain": "acme.com", "domain_unicode": "acme.com", "status": "awaiting_dns", "badge": "waiting_for_dns",
         "badge_label": "Waiting for DNS", "next_step": "Add the records", "next_check_at": "2025-01-02T03:04:05Z",
         "last_checked_at": null, "verified_at": null, "created_at": "2025-01-01T00:00:00Z", "updated_at": null,
         "failure_reason": null, "notes": [],
         "records": [record(json!(null), json!(10)),
-                    record(json!({"code": "value_mismatch", "message": "change it"}), json!(null))]});
+                    record(json!({"code": "value_mismatch", "message": "change it", "record": "send.acme.com",
+                                  "host": "send", "observed": ["x"]}), json!(null))]});
     let get = |path: &str, status: u16, ct: Option<&str>, body: &Value| {
         spec.check("GET", path, status, ct, &body.to_string())
     };

@@ -1,7 +1,7 @@
 //! Browser end-to-end test: starts the whole stack and the gateway, then runs
 //! `node e2e/run.mjs <url> <token>` (Playwright driving /usr/bin/chromium) and
-//! answers its requests: put a domain's records into the test DNS server, sign an
-//! expired share link. The script also audits each state with axe-core (serious or
+//! answers its requests: put a domain's records into the test DNS server (or all but
+//! its DKIM key, with a CNAME at the key's name instead), sign an expired share link. The script also audits each state with axe-core (serious or
 //! critical violations fail) and walks the page with the keyboard. Fails (never
 //! silently passes) when Chromium, node or the e2e packages are missing.
 
@@ -15,6 +15,23 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use uuid::Uuid;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Puts a row's records into the test DNS, but a CNAME where the DKIM key belongs: the
+/// check then explains, with the whole (long) key, that the CNAME must go.
+fn publish_with_a_cname_for_dkim(gw: &Gw, zone: &str, row: &serde_json::Value) {
+    let dns = &gw.stack.dns;
+    dns.add_zone(zone, 60);
+    for r in row["dns_records"].as_array().expect("records") {
+        let name = r["name"].as_str().unwrap();
+        if r["purpose"] == "dkim" {
+            dns.add(name, "CNAME", "dkim.mail-host.test", None, 60);
+            continue;
+        }
+        let priority = r["priority"].as_u64().map(|p| p as u16);
+        let (rtype, value) = (r["type"].as_str().unwrap(), r["value"].as_str().unwrap());
+        dns.add(name, rtype, value, priority, 60);
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_managed_sending_page_in_a_real_browser() {
@@ -69,6 +86,13 @@ async fn the_managed_sending_page_in_a_real_browser() {
                     .await;
                 gw.stack.publish_records(domain.trim(), &row);
                 stdin.write_all(b"RECORDS_PUBLISHED\n").await.unwrap();
+            } else if let Some(domain) = line.strip_prefix("NEED_DKIM_CNAME ") {
+                let row = gw
+                    .stack
+                    .wait_status(tenant, domain.trim(), "awaiting_dns")
+                    .await;
+                publish_with_a_cname_for_dkim(&gw, domain.trim(), &row);
+                stdin.write_all(b"DKIM_CNAME_PUBLISHED\n").await.unwrap();
             } else if let Some(id) = line.strip_prefix("NEED_EXPIRED_LINK ") {
                 let id = Uuid::parse_str(id.trim()).unwrap();
                 let exp = chrono::Utc::now().timestamp() - 60;

@@ -96,6 +96,9 @@ impl Row {
             r.observed.iter_mut().for_each(clean);
             if let Some(d) = &mut r.diagnosis {
                 clean(&mut d.message);
+                clean(&mut d.record);
+                clean(&mut d.host);
+                d.observed.iter_mut().for_each(clean);
             }
         }
         row

@@ -53,6 +53,9 @@ fn records(status: DnsStatus) -> Vec<DnsRecord> {
             diagnosis: mismatch.then(|| Diagnosis {
                 code: DiagnosisCode::ValueMismatch,
                 message: "resend._domainkey.acme.example holds another DKIM key; replace it with the value shown".into(),
+                record: "resend._domainkey.acme.example".into(),
+                host: "resend._domainkey".into(),
+                observed: vec!["p=OLDKEY".into()],
             }),
         },
         DnsRecord {

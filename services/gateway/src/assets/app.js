@@ -60,6 +60,30 @@
     return el("time", { datetime: iso, title: iso, text: localTime(iso) });
   }
 
+  // ---- names ------------------------------------------------------------------
+
+  // The name as its owner reads it (Unicode for an internationalised domain).
+  function displayName(d) {
+    return d.domain_unicode || d.domain;
+  }
+
+  // The domain's heading: the Unicode name, and beside it the ASCII form DNS uses
+  // when the two differ (the owner may need to type it at a DNS host).
+  function nameHeading(d, level, hid) {
+    const h = el(`h${level}`, { class: "name", id: hid }, el("span", { class: "display", text: displayName(d) }));
+    if (displayName(d) !== d.domain) {
+      h.append(" ", el("span", { class: "ascii" }, "(in DNS: ", el("code", { text: d.domain }), ")"));
+    }
+    return h;
+  }
+
+  // Said on the card of an internationalised domain: why the records look different.
+  function asciiNote(d) {
+    if (displayName(d) === d.domain) return null;
+    return el("p", { class: "help idn-note" }, "Your DNS host needs the name in its ASCII form, ",
+      el("code", { text: d.domain }), `, which is how the records below spell ${displayName(d)}. Enter them exactly as shown.`);
+  }
+
   // ---- copying ----------------------------------------------------------------
 
   async function copyText(text, button, what) {
@@ -116,7 +140,7 @@
       el("dd", {}, el("code", { class: "value", text: r.value }), " ", copyButton(r.value, `value of the ${r.type} record at ${r.host}`, `value-${key}`)),
     ];
     if (r.priority !== null && r.priority !== undefined) rows.push(el("dt", { text: "Priority" }), el("dd", { text: String(r.priority) }));
-    const diag = r.diagnosis ? el("p", { class: "diagnosis", "data-code": r.diagnosis.code, text: r.diagnosis.message }) : null;
+    const diag = r.diagnosis ? el("p", { class: "diagnosis", "data-code": r.diagnosis.code, "data-host": r.diagnosis.host, text: r.diagnosis.message }) : null;
     const observed = (!r.diagnosis && r.dns_status === "mismatch" && r.observed && r.observed.length)
       ? el("p", { class: "help", text: `We found: ${r.observed.join(", ")}` }) : null;
     return el("li", { class: "record", "data-type": r.type, "data-name": r.name, "data-status": r.dns_status },
@@ -142,7 +166,8 @@
     if (!types.length) return [el("p", { class: "help", text: "The records appear here in a few seconds." })];
     return types.map((t) => {
       const hid = `group-${domain.id}-${t}`;
-      return el("section", { class: "group", "aria-labelledby": hid, "data-type": t },
+      // Named by type and domain: with several domains, "TXT records" alone repeats.
+      return el("section", { class: "group", "aria-labelledby": `${hid} domain-title-${domain.id}`, "data-type": t },
         el(`h${level}`, { id: hid, text: `${t} record${groups.get(t).length > 1 ? "s" : ""}` }),
         el("ul", { class: "records", role: "list" }, groups.get(t).map(([i, r]) => recordCard(domain, r, i))));
     });
@@ -220,7 +245,7 @@
     const paths = { "dns-configured": ["POST", `/api/v1/domains/${domain.id}/dns-configured`],
       refresh: ["POST", `/api/v1/domains/${domain.id}/refresh`],
       delete: ["DELETE", `/api/v1/domains/${domain.id}`] };
-    if (kind === "delete" && !window.confirm(`Remove ${domain.domain}? Email will no longer be sent from it.`)) return;
+    if (kind === "delete" && !window.confirm(`Remove ${displayName(domain)}? Email will no longer be sent from it.`)) return;
     const [method, path] = paths[kind];
     state.busy.add(domain.id);
     button.disabled = true;
@@ -232,7 +257,8 @@
     if (handleAuth(r)) return;
     if (r.status >= 400) { showError(errorText(r)); return; }
     showError(null);
-    announce({ "dns-configured": `Checking ${domain.domain} now`, refresh: `Checking ${domain.domain} again`, delete: `${domain.domain} removed` }[kind]);
+    const name = displayName(domain);
+    announce({ "dns-configured": `Checking ${name} now`, refresh: `Checking ${name} again`, delete: `${name} removed` }[kind]);
     await refreshAll();
   }
 
@@ -249,7 +275,7 @@
   }
 
   async function revokeShares(domain, out, button) {
-    if (!window.confirm(`Revoke every share link for ${domain.domain}? Anyone you sent one to can no longer open it. You can share a new link afterwards.`)) return;
+    if (!window.confirm(`Revoke every share link for ${displayName(domain)}? Anyone you sent one to can no longer open it. You can share a new link afterwards.`)) return;
     button.disabled = true;
     button.setAttribute("aria-busy", "true");
     const r = await api("DELETE", `/api/v1/domains/${domain.id}/share`);
@@ -261,7 +287,7 @@
     state.shares.delete(domain.id);
     state.revoked.set(domain.id, r.json.revoked_at);
     renderShare(domain, out);
-    announce(`Share links for ${domain.domain} revoked`);
+    announce(`Share links for ${displayName(domain)} revoked`);
   }
 
   function renderShare(domain, out) {
@@ -306,9 +332,9 @@
     const live = d.badge !== "removed";
     const hid = `domain-title-${d.id}`;
     const isDefault = sender && sender.domain === d.domain && d.badge === "verified";
-    const art = el("article", { class: "domain", id: `domain-${d.id}`, "data-domain": d.domain, "data-status": d.status, "aria-labelledby": hid },
+    const art = el("article", { class: "domain", id: `domain-${d.id}`, "data-domain": d.domain, "data-display-name": displayName(d), "data-status": d.status, "aria-labelledby": hid },
       el("header", {},
-        el("h3", { class: "name", id: hid, text: d.domain }),
+        nameHeading(d, 3, hid),
         el("span", { class: "badge", "data-badge": d.badge, role: "status", text: d.badge_label }),
         isDefault ? el("span", { class: "help", text: "Default sender" }) : null),
       statusBlock(d));
@@ -331,6 +357,8 @@
         mk("I've added the records", "dns-configured", "primary"), mk("Check again", "refresh"), shareBtn, revokeBtn, csvBtn, zoneBtn,
         mk("Remove domain", "delete", "danger")), out);
       renderShare(d, out);
+      const note = asciiNote(d);
+      if (note) art.append(note);
       art.append(...recordGroups(d, 4));
     }
     art.append(timelineBlock(d));
@@ -421,7 +449,7 @@
         return;
       }
       err.hidden = true; input.removeAttribute("aria-invalid"); input.value = "";
-      announce(`${r.json.domain.domain} added. Add the DNS records shown below.`);
+      announce(`${displayName(r.json.domain)} added. Add the DNS records shown below.`);
       await refreshAll();
     });
     await refreshAll();
@@ -455,10 +483,10 @@
         last = fp;
         const d = json.domain;
         const hid = `domain-title-${d.id}`;
-        $("domain-list").replaceChildren(el("article", { class: "domain", id: `domain-${d.id}`, "data-domain": d.domain, "data-status": d.status, "aria-labelledby": hid },
-          el("header", {}, el("h2", { class: "name", id: hid, text: d.domain }),
+        $("domain-list").replaceChildren(el("article", { class: "domain", id: `domain-${d.id}`, "data-domain": d.domain, "data-display-name": displayName(d), "data-status": d.status, "aria-labelledby": hid },
+          el("header", {}, nameHeading(d, 2, hid),
             el("span", { class: "badge", "data-badge": d.badge, role: "status", text: d.badge_label })),
-          statusBlock(d), ...recordGroups(d, 3)));
+          statusBlock(d), asciiNote(d), ...recordGroups(d, 3)));
       }
       document.body.dataset.loaded = "true";
     };
