@@ -13,6 +13,8 @@
 //! more; `BENCH_P2_RATE=N` offers P2 at another rate.
 #![forbid(unsafe_code)]
 
+mod noisy;
+
 use async_nats::jetstream::{self, message::PublishMessage};
 use bench::{cpu_secs, cpu_secs_of, ordered_read};
 use email_domain_events::event::{Event, EventData, SCHEMA_VERSION};
@@ -48,6 +50,8 @@ struct Sizes {
     p4_timers: usize,
     p4_due: usize,
     p5_domains: usize,
+    p6_burst: usize,
+    p6_secs: u64,
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -63,6 +67,8 @@ async fn main() -> anyhow::Result<()> {
             p4_timers: 100_000,
             p4_due: 5_000,
             p5_domains: 3,
+            p6_burst: 5_000,
+            p6_secs: 5,
         }
     } else {
         Sizes {
@@ -73,8 +79,12 @@ async fn main() -> anyhow::Result<()> {
             p4_timers: 1_000_000,
             p4_due: 20_000,
             p5_domains: 10,
+            p6_burst: 20_000,
+            p6_secs: 20,
         }
     };
+    // P1's pace, for P6's burst to be compared with.
+    let mut p1_rate: Option<f64> = None;
     let wants = |c: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == c));
     let mut figures = Vec::new();
 
@@ -125,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
             sizes.p1
         );
         let (rate, cost) = p1_throughput(sizes.p1).await?;
+        p1_rate = Some(rate);
         let ratio = rate / raw_publish;
         let cpu = cost.cpu_us_services + cost.cpu_us_nats + cost.cpu_us_postgres;
         // Where the time goes: what one registration costs, in CPU and in JetStream
@@ -453,6 +464,29 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
+    if wants("P6") {
+        for (label, load) in [
+            (
+                format!("{} registrations of one tenant at once", sizes.p6_burst),
+                noisy::Load::Burst(sizes.p6_burst),
+            ),
+            (
+                format!("{} re-checks due in one second", sizes.p6_burst),
+                noisy::Load::RecheckStorm(sizes.p6_burst),
+            ),
+        ] {
+            eprintln!(
+                "P6: {label}, and a quiet tenant's command every 20 ms for {} s...",
+                sizes.p6_secs
+            );
+            let p6 = noisy::run(load, sizes.p6_secs).await?;
+            let p1_secs = p1_rate.map(|r| sizes.p6_burst as f64 / r);
+            for f in noisy::figures(&label, &p6, p1_secs) {
+                eprintln!("  {}: {:.1} {}", f.measure, f.value, f.unit);
+                figures.push(f);
+            }
+        }
+    }
     print_table(&figures);
     write_results(&figures, quick)?;
     Ok(())

@@ -19,7 +19,6 @@ use runtime::{streams, Config};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// The adapters a lane uses, shared by all lanes.
@@ -59,7 +58,7 @@ pub struct Work {
 /// How many domains a lane keeps warm.
 const LANE_CACHE: usize = 1024;
 
-struct Lane {
+pub struct Lane {
     services: Arc<Services>,
     shutdown: runtime::Shutdown,
     domains: HashMap<DomainId, Loaded>,
@@ -100,25 +99,18 @@ impl<E: std::fmt::Display> From<E> for Retry {
     }
 }
 
-pub async fn run(
-    services: Arc<Services>,
-    mut rx: mpsc::Receiver<Work>,
-    shutdown: runtime::Shutdown,
-) {
-    let mut lane = Lane {
-        services,
-        shutdown,
-        domains: HashMap::new(),
-        names: HashMap::new(),
-        prefetched: Default::default(),
-    };
-    while let Some(work) = rx.recv().await {
-        lane.handle(work).await;
-    }
-}
-
 impl Lane {
-    async fn handle(&mut self, work: Work) {
+    pub fn new(services: Arc<Services>, shutdown: runtime::Shutdown) -> Lane {
+        Lane {
+            services,
+            shutdown,
+            domains: HashMap::new(),
+            names: HashMap::new(),
+            prefetched: Default::default(),
+        }
+    }
+
+    pub async fn handle(&mut self, work: Work) {
         let Work { msg, cmd, received } = work;
         let span = tracing::info_span!(
             "command",

@@ -9,6 +9,8 @@
 //! lease runs out.
 #![forbid(unsafe_code)]
 
+mod dispatch;
+mod fair;
 mod lane;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
@@ -20,11 +22,15 @@ use runtime::{dead_letters, lease::Lease, streams, Config, Shutdown};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 pub use lane::Services;
 
 pub const CONSUMER: &str = "command-handler";
+
+/// Commands handled at once (see `dispatch`): enough to keep both cores and the
+/// round trips to NATS busy, few enough that a command is not slowed by hundreds of
+/// others beside it.
+const WORKERS: usize = 32;
 
 /// Runs the handler until `shutdown`: waits for the lease, then consumes.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -90,13 +96,13 @@ async fn consume(
         .messages()
         .await?;
 
-    let lanes: Vec<mpsc::Sender<lane::Work>> = (0..config.handler_lanes.max(1))
-        .map(|_| {
-            let (tx, rx) = mpsc::channel(4096);
-            tokio::spawn(lane::run(services.clone(), rx, shutdown.clone()));
-            tx
-        })
-        .collect();
+    let dispatcher = dispatch::Dispatcher::new(
+        (0..config.handler_lanes.max(1))
+            .map(|_| lane::Lane::new(services.clone(), shutdown.clone())),
+    );
+    for _ in 0..WORKERS.min(dispatcher.lanes()) {
+        tokio::spawn(dispatcher.clone().work());
+    }
 
     loop {
         let next = tokio::select! {
@@ -119,12 +125,10 @@ async fn consume(
         match command::decode(&token, &msg.payload) {
             Ok(cmd) => {
                 let key = lane_key(&cmd, &services.config.reserved_domains);
-                let idx = lane_index(&key, lanes.len());
+                let idx = lane_index(&key, dispatcher.lanes());
                 let received = std::time::Instant::now();
                 let work = lane::Work { msg, cmd, received };
-                if lanes[idx].send(work).await.is_err() {
-                    anyhow::bail!("lane {idx} stopped");
-                }
+                dispatcher.push(idx, work);
             }
             Err(failure) => {
                 let kind = command::CommandType::from_subject_token(&token)
@@ -137,8 +141,8 @@ async fn consume(
             }
         }
     }
-    // Let the lanes finish what they hold.
-    drop(lanes);
+    // The workers finish what the lanes hold, then end.
+    dispatcher.close();
     Ok(())
 }
 

@@ -10,9 +10,10 @@
 use crate::{streams, Config, Shutdown};
 use async_nats::jetstream;
 use axum::{extract::State, http::header, http::StatusCode, response::IntoResponse, routing::get};
+pub use prometheus::IntGauge;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -103,6 +104,21 @@ pub static PROJECTION_LAG_SECONDS: LazyLock<GaugeVec> = LazyLock::new(|| {
                 "Age of the oldest event the projection has not applied yet; 0 when caught up.",
             ),
             &["projection"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Command handler: commands taken from the stream and waiting for a worker, by
+/// `class` (`interactive`: a person waits; `background`).
+pub static HANDLER_QUEUED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "email_domains_handler_queued_commands",
+                "Commands the handler holds and has not started, by class.",
+            ),
+            &["class"],
         )
         .expect("valid metric"),
     )
