@@ -7,37 +7,53 @@
 //! divided by the throughput (Little's law: ~0.3 s at 800 commands/s), however fairly
 //! its lane picked it.
 //!
-//! So a fixed number of workers run the lanes, and lanes with work wait for a worker in
-//! a [`FairQueue`] keyed by the tenant of the command they would run next: people
-//! before background work, tenants in turn. A quiet tenant's command then waits for
-//! one worker to free up, not for a tenant's backlog, and runs with few others beside it.
+//! So a fixed number of workers run the lanes. A lane keeps its commands per tenant
+//! and class, and each such queue has one turn in a [`FairQueue`]: people before
+//! background work, tenants in turn. A worker takes the next turn whose lane is free
+//! and runs that tenant's oldest command in the lane (a turn whose lane is busy waits
+//! for the lane). A quiet tenant's command then waits for its lane's current command
+//! and a free worker, not for a tenant's backlog, and runs with few others beside it.
+//! One tenant's commands in one lane (so for one domain) keep their arrival order.
 
 use crate::fair::{Class, FairQueue};
 use crate::lane::{Lane, Work};
 use email_domain_events::TenantId;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
+/// Commands of one tenant and class in one lane, in arrival order.
+type Key = (Class, TenantId);
+
 /// One lane: its commands, and its caches while no worker holds it.
-struct Slot {
-    queue: FairQueue<TenantId, Work>,
+struct Slot<L, W> {
+    queues: HashMap<Key, VecDeque<W>>,
     /// `None` while a worker runs it.
-    lane: Option<Lane>,
-    /// Waiting in `ready` (at most once).
-    ready: bool,
+    lane: Option<L>,
+    /// Turns that came up while a worker ran the lane: queued again when it is free.
+    parked: Vec<Key>,
 }
 
-struct State {
-    slots: Vec<Slot>,
-    /// Lanes with work and no worker, in the order workers take them.
-    ready: FairQueue<TenantId, usize>,
+/// A turn in the ready queue: lane `idx` has commands of this tenant and class.
+/// Each non-empty queue of a slot has exactly one turn, in `ready` or `parked`.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    idx: usize,
+    key: Key,
+}
+
+/// The turn logic, generic over the lane and the command so it is tested without IO.
+struct State<L, W> {
+    slots: Vec<Slot<L, W>>,
+    /// Turns in the order workers take them: people first, tenants in turn.
+    ready: FairQueue<TenantId, Turn>,
     closed: bool,
 }
 
 /// The lanes and their ready queue; cloned into the consumer and each worker.
 #[derive(Clone)]
 pub struct Dispatcher {
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<State<Lane, Work>>>,
     wake: Arc<Notify>,
 }
 
@@ -54,22 +70,18 @@ impl Dispatcher {
         let slots = lanes
             .into_iter()
             .map(|lane| Slot {
-                queue: FairQueue::default(),
+                queues: HashMap::new(),
                 lane: Some(lane),
-                ready: false,
+                parked: Vec::new(),
             })
             .collect();
         Dispatcher {
-            state: Arc::new(Mutex::new(State {
-                slots,
-                ready: FairQueue::default(),
-                closed: false,
-            })),
+            state: Arc::new(Mutex::new(State::new(slots))),
             wake: Arc::new(Notify::new()),
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State<Lane, Work>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -79,13 +91,9 @@ impl Dispatcher {
 
     /// Queues a command on lane `idx`.
     pub fn push(&self, idx: usize, work: Work) {
-        let class = class_of(&work);
-        queued(class).inc();
-        let tenant = work.cmd.tenant_id;
-        let mut state = self.state();
-        state.slots[idx].queue.push(class, tenant, work);
-        if state.mark_ready(idx) {
-            drop(state);
+        let key = (class_of(&work), work.cmd.tenant_id);
+        queued(key.0).inc();
+        if self.state().push(idx, key, work) {
             self.wake.notify_one();
         }
     }
@@ -102,8 +110,9 @@ impl Dispatcher {
             let notified = self.wake.notified();
             {
                 let mut state = self.state();
-                if let Some(taken) = state.take_ready() {
-                    return Some(taken);
+                if let Some((idx, lane, work)) = state.take_ready() {
+                    queued(class_of(&work)).dec();
+                    return Some((idx, lane, work));
                 }
                 if state.closed {
                     return None;
@@ -113,12 +122,10 @@ impl Dispatcher {
         }
     }
 
-    /// Gives the lane back; it queues again if it has more work.
+    /// Gives the lane back; the turns that came up meanwhile queue again.
     fn give_back(&self, idx: usize, lane: Lane) {
-        let mut state = self.state();
-        state.slots[idx].lane = Some(lane);
-        if state.mark_ready(idx) {
-            drop(state);
+        let woken = self.state().give_back(idx, lane);
+        for _ in 0..woken {
             self.wake.notify_one();
         }
     }
@@ -134,35 +141,58 @@ impl Dispatcher {
     }
 }
 
-impl State {
-    /// Puts lane `idx` in the ready queue if it has work, no worker and is not there
-    /// yet, under the tenant and class of the command it would run next.
-    fn mark_ready(&mut self, idx: usize) -> bool {
-        let slot = &mut self.slots[idx];
-        if slot.ready || slot.lane.is_none() {
-            return false;
+impl<L, W> State<L, W> {
+    fn new(slots: Vec<Slot<L, W>>) -> Self {
+        State {
+            slots,
+            ready: FairQueue::default(),
+            closed: false,
         }
-        let Some((class, tenant)) = slot.queue.peek().map(|(c, t)| (c, *t)) else {
-            return false;
-        };
-        slot.ready = true;
-        self.ready.push(class, tenant, idx);
-        true
     }
 
-    fn take_ready(&mut self) -> Option<(usize, Lane, Work)> {
-        while let Some(idx) = self.ready.pop() {
+    /// Queues `work` on lane `idx`; true when it opened a new turn (wake a worker).
+    fn push(&mut self, idx: usize, key: Key, work: W) -> bool {
+        let queue = self.slots[idx].queues.entry(key).or_default();
+        let first = queue.is_empty();
+        queue.push_back(work);
+        if first {
+            self.ready.push(key.0, key.1, Turn { idx, key });
+        }
+        first
+    }
+
+    /// The next turn whose lane is free, with the lane and the turn's oldest command.
+    /// A turn whose lane a worker holds is parked until the lane is given back.
+    fn take_ready(&mut self) -> Option<(usize, L, W)> {
+        while let Some(Turn { idx, key }) = self.ready.pop() {
             let slot = &mut self.slots[idx];
-            slot.ready = false;
-            // A ready lane always has work and no worker (see `mark_ready`).
-            if slot.lane.is_some() {
-                if let Some(work) = slot.queue.pop() {
-                    queued(class_of(&work)).dec();
-                    return Some((idx, slot.lane.take()?, work));
-                }
+            let Some(lane) = slot.lane.take() else {
+                slot.parked.push(key);
+                continue;
+            };
+            let queue = slot.queues.get_mut(&key)?;
+            let work = queue.pop_front()?;
+            if queue.is_empty() {
+                slot.queues.remove(&key);
+            } else {
+                // The tenant's next command in this lane waits for its next turn.
+                self.ready.push(key.0, key.1, Turn { idx, key });
             }
+            return Some((idx, lane, work));
         }
         None
+    }
+
+    /// Returns the lane; its parked turns queue again. How many turns were queued.
+    fn give_back(&mut self, idx: usize, lane: L) -> usize {
+        let slot = &mut self.slots[idx];
+        slot.lane = Some(lane);
+        let parked = std::mem::take(&mut slot.parked);
+        let n = parked.len();
+        for key in parked {
+            self.ready.push(key.0, key.1, Turn { idx, key });
+        }
+        n
     }
 }
 
@@ -172,4 +202,105 @@ fn queued(class: Class) -> runtime::ops::IntGauge {
         Class::Background => "background",
     };
     runtime::ops::HANDLER_QUEUED.with_label_values(&[label])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn tenant(n: u128) -> TenantId {
+        TenantId(Uuid::from_u128(n))
+    }
+
+    fn state(lanes: usize) -> State<usize, String> {
+        State::new(
+            (0..lanes)
+                .map(|i| Slot {
+                    queues: HashMap::new(),
+                    lane: Some(i),
+                    parked: Vec::new(),
+                })
+                .collect(),
+        )
+    }
+
+    const X: u128 = 1;
+    const Y: u128 = 2;
+
+    fn push(s: &mut State<usize, String>, lane: usize, t: u128, class: Class, what: &str) {
+        s.push(lane, (class, tenant(t)), what.to_string());
+    }
+
+    #[test]
+    fn a_quiet_tenants_command_runs_next_whatever_another_tenant_queued_in_every_lane() {
+        let mut s = state(4);
+        for i in 0..100 {
+            push(&mut s, i % 4, X, Class::Interactive, &format!("x{i}"));
+        }
+        push(&mut s, 3, Y, Class::Interactive, "y");
+        let (lane, _, first) = s.take_ready().unwrap();
+        assert_eq!(first, "x0");
+        let (_, _, second) = s.take_ready().unwrap();
+        assert_eq!(second, "y", "y waits for one of x's turns, not x's backlog");
+        let _ = lane;
+    }
+
+    #[test]
+    fn a_turn_whose_lane_is_busy_waits_for_the_lane_and_then_goes_first() {
+        let mut s = state(2);
+        push(&mut s, 0, X, Class::Interactive, "x0");
+        push(&mut s, 0, X, Class::Interactive, "x1");
+        push(&mut s, 1, X, Class::Interactive, "x-other");
+        let (lane, held, x0) = s.take_ready().unwrap();
+        assert_eq!((lane, x0.as_str()), (0, "x0"));
+        push(&mut s, 0, Y, Class::Interactive, "y");
+        // Lane 0 is busy: its turns are parked, the other lane runs meanwhile.
+        let (other, held_other, next) = s.take_ready().unwrap();
+        assert_eq!((other, next.as_str()), (1, "x-other"));
+        assert!(
+            s.take_ready().is_none(),
+            "nothing else can run while lane 0 is held"
+        );
+        assert_eq!(s.give_back(0, held), 2, "x1's and y's turns queue again");
+        s.give_back(1, held_other);
+        let order: Vec<String> = std::iter::from_fn(|| {
+            let (idx, l, w) = s.take_ready()?;
+            s.give_back(idx, l);
+            Some(w)
+        })
+        .collect();
+        // Round robin had reached y before x again: y goes first once the lane is free.
+        assert_eq!(order, ["y", "x1"]);
+    }
+
+    #[test]
+    fn one_lane_runs_one_command_at_a_time_and_keeps_a_tenants_order() {
+        let mut s = state(1);
+        for i in 0..5 {
+            push(&mut s, 0, X, Class::Interactive, &format!("x{i}"));
+            push(&mut s, 0, Y, Class::Interactive, &format!("y{i}"));
+        }
+        let mut order = Vec::new();
+        while let Some((idx, lane, work)) = s.take_ready() {
+            assert!(s.take_ready().is_none(), "a second command of a held lane");
+            order.push(work);
+            s.give_back(idx, lane);
+        }
+        let of = |t: char| -> Vec<&String> { order.iter().filter(|w| w.starts_with(t)).collect() };
+        assert_eq!(of('x'), ["x0", "x1", "x2", "x3", "x4"]);
+        assert_eq!(of('y'), ["y0", "y1", "y2", "y3", "y4"]);
+        assert_eq!(order.len(), 10);
+    }
+
+    #[test]
+    fn a_person_goes_before_background_work_of_every_lane() {
+        let mut s = state(3);
+        for i in 0..30 {
+            push(&mut s, i % 3, X, Class::Background, &format!("recheck{i}"));
+        }
+        push(&mut s, 2, Y, Class::Interactive, "click");
+        let (_, _, first) = s.take_ready().unwrap();
+        assert_eq!(first, "click");
+    }
 }

@@ -20,7 +20,7 @@ use std::hash::Hash;
 /// Interactive commands taken in a row before a waiting background one gets a turn.
 pub const INTERACTIVE_PER_BACKGROUND: u32 = 8;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
     /// A person is waiting (public and operator commands).
     Interactive,
@@ -112,18 +112,6 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         self.interactive.pop()
     }
 
-    /// The class and key of the command [`pop`](Self::pop) would give now.
-    pub fn peek(&self) -> Option<(Class, &K)> {
-        if self.background_next() {
-            self.background.turn.front().map(|k| (Class::Background, k))
-        } else {
-            self.interactive
-                .turn
-                .front()
-                .map(|k| (Class::Interactive, k))
-        }
-    }
-
     fn background_next(&self) -> bool {
         let background_due = self.streak >= INTERACTIVE_PER_BACKGROUND;
         self.interactive.is_empty() || (background_due && !self.background.is_empty())
@@ -210,32 +198,6 @@ mod tests {
         let order = drain(&mut q);
         let at = order.iter().position(|s| s == "b0").unwrap();
         assert_eq!(at, INTERACTIVE_PER_BACKGROUND as usize);
-    }
-
-    #[test]
-    fn peek_names_what_pop_gives() {
-        let mut q = FairQueue::default();
-        for i in 0..20 {
-            q.push(
-                Class::Interactive,
-                if i % 3 == 0 { "x" } else { "y" },
-                format!("i{i}"),
-            );
-            q.push(Class::Background, "z", format!("b{i}"));
-        }
-        while let Some((class, key)) = q.peek().map(|(c, k)| (c, *k)) {
-            let item = q.pop().unwrap();
-            let expected_class = if item.starts_with('b') {
-                Class::Background
-            } else {
-                Class::Interactive
-            };
-            assert_eq!(class, expected_class, "{item}");
-            if class == Class::Background {
-                assert_eq!(key, "z");
-            }
-        }
-        assert!(q.is_empty());
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub const CONSUMER: &str = "command-handler";
 /// Commands handled at once (see `dispatch`): enough to keep both cores and the
 /// round trips to NATS busy, few enough that a command is not slowed by hundreds of
 /// others beside it.
-const WORKERS: usize = 32;
+const WORKERS: usize = 16;
 
 /// Runs the handler until `shutdown`: waits for the lease, then consumes.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
