@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 use email_domain_events::event::{CheckTrigger, Event, EventData};
 use email_domain_events::records::DnsRecord;
+use email_domain_events::{FailedRecord, ProviderStatus};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -227,7 +228,7 @@ fn notes(metadata: &Value, zone: &str) -> Vec<String> {
 pub struct TimelineEntry {
     pub at: String,
     /// `registered`, `records_ready`, `preflight_checked`, `check_requested`, `dns_checked`,
-    /// `provider_polled`, `verified`, `failed`, `removed`.
+    /// `provider_polled`, `set_up_again`, `verified`, `failed`, `removed`.
     pub kind: String,
     pub title: String,
     pub detail: Option<String>,
@@ -293,6 +294,7 @@ pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
                 provider_status,
                 verified,
                 provider_failed,
+                failed_records,
                 ..
             } => {
                 if *verified {
@@ -305,16 +307,31 @@ pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
                     out.push(entry(
                         "provider_polled",
                         "Verification not confirmed yet".into(),
-                        Some("we check again once DNS is right".into()),
+                        Some(records_failed_words(failed_records)),
+                    ))
+                } else if *provider_status == ProviderStatus::TemporaryFailure {
+                    out.push(entry(
+                        "provider_polled",
+                        "The email provider could not finish its check".into(),
+                        Some("we ask it again in a few minutes".into()),
                     ))
                 } else {
                     out.push(entry(
                         "provider_polled",
                         "Verification status checked".into(),
-                        Some(format!("status: {}", scrub(provider_status))),
+                        Some(format!("status: {}", scrub(provider_status.as_str()))),
                     ))
                 }
             }
+            EventData::ProviderDomainVanished { .. } => out.push(entry(
+                "set_up_again",
+                "Setting the domain up again".into(),
+                Some(
+                    "the email provider no longer had this domain, so it is being set up again; \
+                     its DNS records change, so enter the new ones when they appear"
+                        .into(),
+                ),
+            )),
             EventData::VerificationFailed { reason, .. } => out.push(entry(
                 "failed",
                 "Verification failed".into(),
@@ -353,6 +370,19 @@ pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
         }
     }
     out
+}
+
+/// What the provider failed. Record names are shown as they are (never through
+/// [`scrub`]: a name such as `resend._domainkey` must reach the owner intact).
+fn records_failed_words(failed: &[FailedRecord]) -> String {
+    if failed.is_empty() {
+        return "we check again once DNS is right".into();
+    }
+    let names: Vec<String> = failed.iter().map(ToString::to_string).collect();
+    format!(
+        "the email provider could not verify {}; we check again once DNS is right",
+        names.join("; ")
+    )
 }
 
 fn csv_field(s: &str) -> String {
@@ -463,6 +493,73 @@ mod tests {
             scrub("Resend said no; RESEND again"),
             "the email provider said no; the email provider again"
         );
+    }
+
+    fn event(data: EventData) -> Event {
+        let id = Uuid::from_u128(1);
+        Event {
+            event_id: email_domain_events::EventId(id),
+            tenant_id: email_domain_events::TenantId(id),
+            domain_id: email_domain_events::DomainId(id),
+            domain: "acme.test".into(),
+            version: 5,
+            occurred_at: DateTime::from_timestamp(1_767_225_600, 0).unwrap(),
+            causation_id: email_domain_events::CommandId(id),
+            correlation_id: id,
+            schema_version: 1,
+            data,
+        }
+    }
+
+    fn polled(status: &str, provider_failed: bool, failed: Vec<FailedRecord>) -> Event {
+        event(EventData::ProviderPolled {
+            provider_status: status.into(),
+            verified: false,
+            activates: false,
+            provider_failed,
+            next_check_at: None,
+            reason: None,
+            failed_records: failed,
+        })
+    }
+
+    #[test]
+    fn the_timeline_names_the_records_the_provider_failed_exactly_as_they_are() {
+        let failed = vec![FailedRecord {
+            record_type: "TXT".into(),
+            name: "resend._domainkey.acme.test".into(),
+        }];
+        let entries = timeline(&[polled("partially_failed", true, failed)]);
+        let detail = entries[0].detail.as_deref().unwrap();
+        assert!(
+            detail.contains("TXT record at resend._domainkey.acme.test"),
+            "{detail}"
+        );
+        assert_eq!(entries[0].kind, "provider_polled");
+    }
+
+    #[test]
+    fn the_timeline_tells_a_temporary_failure_and_a_vanished_domain_in_plain_words() {
+        let entries = timeline(&[
+            polled("temporary_failure", false, vec![]),
+            event(EventData::ProviderDomainVanished {
+                provider_domain_id: "pd-1".into(),
+                region: None,
+                reason: "gone".into(),
+                deadline_at: DateTime::from_timestamp(1_767_830_400, 0).unwrap(),
+            }),
+        ]);
+        assert_eq!(
+            entries[0].title,
+            "The email provider could not finish its check"
+        );
+        assert_eq!(entries[1].kind, "set_up_again");
+        let detail = entries[1].detail.as_deref().unwrap();
+        assert!(detail.contains("enter the new ones"), "{detail}");
+        for e in &entries {
+            let text = format!("{} {}", e.title, e.detail.as_deref().unwrap_or(""));
+            assert!(!text.to_ascii_lowercase().contains("resend"), "{text}");
+        }
     }
 
     #[test]
