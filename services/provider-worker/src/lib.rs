@@ -436,7 +436,8 @@ async fn report(
 /// page by page (the first page on the slot the batch was taken with, each further
 /// page on a slot of its own) until every polled domain was seen; a domain the list
 /// does not show (deleted at the provider, or past the pages worth walking) is asked
-/// for alone. A batch of one is simply asked for.
+/// for alone, and so is one the list shows as partially failed (only its own answer
+/// has the records that name what failed). A batch of one is simply asked for.
 async fn execute_polls(
     js: &jetstream::Context,
     provider: &dyn EmailProvider,
