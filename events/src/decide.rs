@@ -370,7 +370,7 @@ fn decide_polled(
                 state.deadline_at,
             )),
         ),
-        P::NotFound => return Decision::Append(vanished(state, now, policy)),
+        P::NotFound => vanished(state, now, policy),
         P::NotStarted
         | P::Pending
         | P::PartiallyVerified
