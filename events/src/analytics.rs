@@ -38,7 +38,7 @@ pub fn names(event: &Event) -> Vec<&'static str> {
         EventData::ProviderPolled { verified: true, .. } => vec!["verified"],
         EventData::ProviderPolled { .. } => vec![],
         EventData::VerificationFailed { .. } => vec!["failed"],
-        EventData::WindowReopened { .. } => vec![],
+        EventData::WindowReopened { .. } | EventData::ProviderDomainVanished { .. } => vec![],
         EventData::DomainDeleted { .. } => vec!["deleted"],
         EventData::DomainReleased { .. } => vec!["released"],
         EventData::ProviderCleanedUp {} => vec![],

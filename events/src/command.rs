@@ -5,6 +5,7 @@
 //! ([`Invalid`], answered with `invalid_command` and dead-lettered).
 
 use crate::ids::{CommandId, DomainId, TenantId};
+use crate::provider::{FailedRecord, ProviderStatus};
 use crate::records::DnsRecord;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -110,7 +111,18 @@ pub enum ProviderResult {
     /// The provider refused the domain for good (validation error): a person must act.
     CreateRejected { message: String },
     /// The provider's verification status, polled.
-    Polled { provider_status: String },
+    Polled {
+        provider_status: ProviderStatus,
+        /// The provider domain that was asked about: a result about a provider domain
+        /// the registration no longer has changes nothing. Absent in results reported
+        /// before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider_domain_id: Option<String>,
+        /// The records the provider marked failed (only a single domain's answer has
+        /// records; a list page has none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        failed_records: Vec<FailedRecord>,
+    },
     /// The provider domain is gone (deleted, or was never there).
     CleanedUp,
 }

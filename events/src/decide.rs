@@ -11,6 +11,7 @@ use crate::command::{Command, CommandType, ProviderResult};
 use crate::domain_name::DomainName;
 use crate::event::{CheckTrigger, EventData};
 use crate::ids::TenantId;
+use crate::provider::{FailedRecord, ProviderStatus};
 use crate::records::{DnsRecord, DnsStatus};
 use crate::schedule::{next_check, Policy};
 use crate::state::{DomainState, Status};
@@ -309,26 +310,18 @@ fn decide_provider_result(
                 reason: format!("The email provider refused the domain: {message}"),
             })
         }
-        ProviderResult::Polled { provider_status } => {
-            if !matches!(state.status, Status::Verifying | Status::AwaitingDns) {
-                return Decision::Nothing;
-            }
-            let verified = provider_status == "verified";
-            let provider_failed =
-                !verified && provider_status == "failed" && state.status == Status::Verifying;
-            let next = if verified {
-                Some(now + policy.monitor_interval)
-            } else {
-                state.next_check_at
-            };
-            Decision::Append(EventData::ProviderPolled {
-                provider_status: provider_status.clone(),
-                verified,
-                activates: verified,
-                provider_failed,
-                next_check_at: next,
-            })
-        }
+        ProviderResult::Polled {
+            provider_status,
+            provider_domain_id,
+            failed_records,
+        } => decide_polled(
+            state,
+            provider_status,
+            provider_domain_id.as_deref(),
+            failed_records,
+            now,
+            policy,
+        ),
         ProviderResult::CleanedUp => {
             if state.cleanup_pending {
                 Decision::Append(EventData::ProviderCleanedUp {})
@@ -336,6 +329,147 @@ fn decide_provider_result(
                 Decision::Nothing
             }
         }
+    }
+}
+
+/// What the provider's word on a domain leads to: the rule for each status.
+fn decide_polled(
+    state: &DomainState,
+    status: &ProviderStatus,
+    polled_id: Option<&str>,
+    failed_records: &[FailedRecord],
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Decision {
+    if !matches!(state.status, Status::Verifying | Status::AwaitingDns) {
+        return Decision::Nothing;
+    }
+    // A result about a provider domain this registration no longer has (one that
+    // vanished and was set up again) is stale.
+    if polled_id.is_some() && polled_id != state.provider_domain_id.as_deref() {
+        return Decision::Nothing;
+    }
+    let verifying = state.status == Status::Verifying;
+    use ProviderStatus as P;
+    let data = match status {
+        P::Verified => polled_verified(now, policy),
+        // Only a verification in progress is sent back: an answer arriving after the
+        // domain went back to awaiting DNS has nothing left to undo.
+        P::Failed | P::PartiallyFailed if verifying => {
+            polled_records_failed(state, status, failed_records)
+        }
+        // The provider could not finish checking: ask again at the fast end of the
+        // cadence rather than wait for the backed-off check.
+        P::TemporaryFailure if verifying => polled_unchanged(
+            status,
+            Some(next_check(
+                policy,
+                state.domain_id,
+                0,
+                now,
+                state.deadline_at,
+            )),
+        ),
+        P::NotFound => vanished(state, now, policy),
+        P::NotStarted
+        | P::Pending
+        | P::PartiallyVerified
+        | P::Failed
+        | P::PartiallyFailed
+        | P::TemporaryFailure => polled_unchanged(status, state.next_check_at),
+        // A word the core does not know changes nothing: the next check asks again.
+        P::Unknown(_) => polled_unchanged(status, state.next_check_at),
+    };
+    Decision::Append(data)
+}
+
+fn polled_verified(now: DateTime<Utc>, policy: &Policy) -> EventData {
+    EventData::ProviderPolled {
+        provider_status: ProviderStatus::Verified,
+        verified: true,
+        activates: true,
+        provider_failed: false,
+        next_check_at: Some(now + policy.monitor_interval),
+        reason: None,
+        failed_records: Vec::new(),
+    }
+}
+
+/// The status recorded, the domain as it was (but for the next check).
+fn polled_unchanged(status: &ProviderStatus, next_check_at: Option<DateTime<Utc>>) -> EventData {
+    EventData::ProviderPolled {
+        provider_status: status.clone(),
+        verified: false,
+        activates: false,
+        provider_failed: false,
+        next_check_at,
+        reason: None,
+        failed_records: Vec::new(),
+    }
+}
+
+/// Back to awaiting DNS, saying which records the provider failed.
+fn polled_records_failed(
+    state: &DomainState,
+    status: &ProviderStatus,
+    failed_records: &[FailedRecord],
+) -> EventData {
+    EventData::ProviderPolled {
+        provider_status: status.clone(),
+        verified: false,
+        activates: false,
+        provider_failed: true,
+        next_check_at: state.next_check_at,
+        reason: Some(provider_failed_reason(status, failed_records)),
+        failed_records: failed_records.to_vec(),
+    }
+}
+
+/// The owner's reason for a verification the provider failed, naming the records it
+/// failed when it said which.
+pub fn provider_failed_reason(status: &ProviderStatus, failed_records: &[FailedRecord]) -> String {
+    let some = if *status == ProviderStatus::PartiallyFailed {
+        "some of the DNS records"
+    } else {
+        "the DNS records"
+    };
+    if failed_records.is_empty() {
+        return format!(
+            "The email provider could not verify {some} of this domain. \
+             Check the records below at your DNS host; we ask again once they are right."
+        );
+    }
+    let names: Vec<String> = failed_records.iter().map(ToString::to_string).collect();
+    format!(
+        "The email provider could not verify {}: {}. \
+         Check {} at your DNS host; we ask again once DNS is right.",
+        if failed_records.len() == 1 {
+            "this record"
+        } else {
+            "these records"
+        },
+        names.join("; "),
+        if failed_records.len() == 1 {
+            "it"
+        } else {
+            "them"
+        },
+    )
+}
+
+/// The provider no longer has the domain: set it up again, in a new window, since the
+/// owner has new records to enter. (The alternative, failing the domain, would only
+/// make the owner press "Check again" to reach the same re-create.)
+fn vanished(state: &DomainState, now: DateTime<Utc>, policy: &Policy) -> EventData {
+    EventData::ProviderDomainVanished {
+        provider_domain_id: state.provider_domain_id.clone().unwrap_or_default(),
+        region: state.region.clone(),
+        reason: "The email provider no longer has this domain (it was removed there), so we are \
+                 setting it up again. Its DNS records change: once the new records appear here, \
+                 enter them at your DNS host (the DKIM value is new) and press \
+                 \u{201c}I've added the records\u{201d}."
+            .into(),
+        deadline_at: now + policy.verification_deadline,
     }
 }
 

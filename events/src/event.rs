@@ -6,6 +6,7 @@
 //! so. That keeps every append atomic on a server without batch publish.
 
 use crate::ids::{CommandId, DomainId, EventId, TenantId};
+use crate::provider::{FailedRecord, ProviderStatus};
 use crate::records::DnsRecord;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -83,14 +84,36 @@ pub enum EventData {
     },
     /// The provider said where verification stands.
     ProviderPolled {
-        provider_status: String,
+        provider_status: ProviderStatus,
         /// The provider confirmed: the domain is `verified`.
         verified: bool,
         /// Verified after registration or after a new window: becomes the tenant's default.
         activates: bool,
-        /// The provider failed verification: back to `awaiting_dns` until DNS is right again.
+        /// The provider failed verification (`failed`, `partially_failed`): back to
+        /// `awaiting_dns` until DNS is right again.
         provider_failed: bool,
+        /// A `temporary_failure` moves this to the fast end of the cadence.
         next_check_at: Option<DateTime<Utc>>,
+        /// With `provider_failed`: what the provider failed, in words for the owner.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// With `provider_failed`: the records the provider marked failed (empty when
+        /// it did not say which).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        failed_records: Vec<FailedRecord>,
+    },
+    /// The provider no longer has the domain (it answers 404: deleted out of band).
+    /// Back to `created`, in a new verification window: the domain is set up at the
+    /// provider again, and its new records (a new DKIM key) replace the old ones.
+    ProviderDomainVanished {
+        /// The provider domain that is gone.
+        provider_domain_id: String,
+        /// The registration's region, for the new create.
+        region: Option<String>,
+        /// What the owner is told.
+        reason: String,
+        /// The new verification window's deadline.
+        deadline_at: DateTime<Utc>,
     },
     /// The deadline passed (or an operator failed it): the domain is `failed`.
     VerificationFailed {
@@ -137,6 +160,7 @@ impl EventData {
             EventData::ProvisioningFailed { .. } => "provisioning_failed",
             EventData::DnsChecked { .. } => "dns_checked",
             EventData::ProviderPolled { .. } => "provider_polled",
+            EventData::ProviderDomainVanished { .. } => "provider_domain_vanished",
             EventData::VerificationFailed { .. } => "verification_failed",
             EventData::WindowReopened { .. } => "window_reopened",
             EventData::DomainDeleted { .. } => "domain_deleted",

@@ -16,6 +16,7 @@ pub mod event;
 pub mod ids;
 pub mod outcome;
 pub mod preflight;
+pub mod provider;
 pub mod records;
 pub mod schedule;
 pub mod state;
@@ -29,6 +30,7 @@ pub use decide::{
 pub use domain_name::{DomainName, ReservedDomains};
 pub use event::{Event, EventData};
 pub use ids::{CommandId, DomainId, EventId, TenantId};
+pub use provider::{FailedRecord, ProviderStatus};
 pub use records::{DnsRecord, DnsStatus};
 pub use schedule::Policy;
 pub use state::{evolve, DomainState, Status};

@@ -92,7 +92,8 @@ pub fn timer_change(event: &Event) -> TimerChange {
     match &event.data {
         // A domain waiting for the provider still has a deadline.
         EventData::DomainRegistered { deadline_at, .. } => TimerChange::Set(*deadline_at),
-        EventData::WindowReopened { deadline_at } => TimerChange::Set(*deadline_at),
+        EventData::WindowReopened { deadline_at }
+        | EventData::ProviderDomainVanished { deadline_at, .. } => TimerChange::Set(*deadline_at),
         EventData::DomainProvisioned {
             next_check_at,
             cleanup_required,

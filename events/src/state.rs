@@ -223,6 +223,8 @@ pub fn evolve(state: Option<DomainState>, event: &Event) -> Option<DomainState> 
             }
             if *request_verification {
                 s.status = Status::Verifying;
+                // What the provider failed last time is being checked again.
+                s.failure_reason = None;
             }
             if *drift_detected {
                 s.drift_since = Some(event.occurred_at);
@@ -236,9 +238,10 @@ pub fn evolve(state: Option<DomainState>, event: &Event) -> Option<DomainState> 
             verified,
             provider_failed,
             next_check_at,
+            reason,
             ..
         } => {
-            s.provider_status = Some(provider_status.clone());
+            s.provider_status = Some(provider_status.to_string());
             s.next_check_at = *next_check_at;
             if *verified {
                 if s.status != Status::Verified {
@@ -246,9 +249,31 @@ pub fn evolve(state: Option<DomainState>, event: &Event) -> Option<DomainState> 
                 }
                 s.status = Status::Verified;
                 s.attempt = 0;
+                s.failure_reason = None;
             } else if *provider_failed {
                 s.status = Status::AwaitingDns;
+                s.failure_reason = reason.clone();
             }
+        }
+        EventData::ProviderDomainVanished {
+            reason,
+            deadline_at,
+            ..
+        } => {
+            // Nothing of the old provider domain is left: its id, its records (the new
+            // domain gets a new DKIM key) and the checks of them.
+            s.status = Status::Created;
+            s.provider_id = None;
+            s.provider_domain_id = None;
+            s.provider_status = Some(crate::ProviderStatus::NotFound.to_string());
+            s.records = Vec::new();
+            s.propagation = Vec::new();
+            s.failure_reason = Some(reason.clone());
+            s.deadline_at = Some(*deadline_at);
+            s.next_check_at = None;
+            s.attempt = 0;
+            s.check_requested = false;
+            s.drift_since = None;
         }
         EventData::VerificationFailed {
             reason, records, ..

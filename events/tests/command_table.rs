@@ -621,7 +621,7 @@ fn a_provider_poll_of_a_verifying_domain_is_recorded() {
             provider_failed,
             ..
         } => {
-            assert_eq!(provider_status, "pending");
+            assert_eq!(provider_status.as_str(), "pending");
             assert!(!verified && !activates && !provider_failed);
         }
         other => panic!("expected provider_polled, got {other:?}"),

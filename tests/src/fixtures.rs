@@ -82,6 +82,8 @@ pub fn domain_history(tenant: TenantId, name: &str, n: u64, start: DateTime<Utc>
                     activates: true,
                     provider_failed: false,
                     next_check_at: Some(start + Duration::days(1)),
+                    reason: None,
+                    failed_records: Vec::new(),
                 },
                 v => EventData::DnsChecked {
                     trigger: CheckTrigger::Scheduled,

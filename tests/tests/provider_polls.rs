@@ -137,3 +137,108 @@ async fn waiting_polls_are_answered_from_list_pages_and_a_domain_the_list_lacks_
     let _ = worker.await;
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partially_failed_domain_in_a_list_page_is_asked_for_alone_to_name_its_failed_records() {
+    let stack = Stack::start_with(StackOptions {
+        provider_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let control = DevProviderControl::new(&stack.provider_url);
+    let adapter = ResendProvider::new(
+        &stack.provider_url,
+        ApiKey::new("dev-key"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let mut ids = HashMap::new();
+    for (name, status) in [
+        ("partly.polls.test", "partially_failed"),
+        ("fine.polls.test", "verified"),
+        ("slow.polls.test", "pending"),
+    ] {
+        let d = adapter.create_domain(name, None).await.unwrap();
+        control
+            .force(
+                &d.provider_domain_id,
+                &dev_provider::ForcedStatus {
+                    status: status.into(),
+                    records: if status == "partially_failed" {
+                        vec![dev_provider::ForcedRecordStatus {
+                            name: "resend._domainkey".into(),
+                            record_type: Some("TXT".into()),
+                            status: "failed".into(),
+                        }]
+                    } else {
+                        vec![]
+                    },
+                    hold: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        ids.insert(name, d.provider_domain_id);
+    }
+    let mut sub = stack
+        .client
+        .subscribe("email_domains.commands.provider_result")
+        .await
+        .unwrap();
+    for (name, id) in &ids {
+        stack
+            .js
+            .publish(
+                "email_domains.provider_work.poll",
+                serde_json::to_vec(&poll_item(name, id)).unwrap().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let before = control.stats().await.unwrap();
+    let shutdown = runtime::Shutdown::new();
+    let worker = tokio::spawn(provider_worker::run(stack.config.clone(), shutdown.clone()));
+
+    let mut got = HashMap::new();
+    while got.len() < ids.len() {
+        let msg = tokio::time::timeout(Duration::from_secs(20), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {} poll results", got.len(), ids.len()))
+            .unwrap();
+        let body: Value = serde_json::from_slice(&msg.payload).unwrap();
+        got.insert(
+            body["domain"].as_str().unwrap().to_string(),
+            body["provider_result"].clone(),
+        );
+    }
+    let partly = &got["partly.polls.test"];
+    assert_eq!(partly["provider_status"], "partially_failed");
+    assert_eq!(
+        partly["failed_records"],
+        json!([{"type": "TXT", "name": "resend._domainkey.partly.polls.test"}])
+    );
+    assert_eq!(
+        partly["provider_domain_id"],
+        ids["partly.polls.test"].as_str()
+    );
+    for name in ["fine.polls.test", "slow.polls.test"] {
+        assert_eq!(got[name]["failed_records"], Value::Null, "{name}");
+        assert_eq!(
+            got[name]["provider_domain_id"],
+            ids[name].as_str(),
+            "{name}"
+        );
+    }
+    let after = control.stats().await.unwrap();
+    let lists = hits(&after, "GET /domains") - hits(&before, "GET /domains");
+    let gets = hits(&after, "GET /domains/{id}") - hits(&before, "GET /domains/{id}");
+    assert_eq!(lists, 1, "one list page for the three");
+    assert_eq!(gets, 1, "the partially failed domain, asked for alone");
+
+    shutdown.trigger();
+    let _ = worker.await;
+    stack.shutdown().await;
+}

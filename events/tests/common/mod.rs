@@ -306,6 +306,8 @@ pub fn created(zone: &str) -> ProviderResult {
 pub fn polled(status: &str) -> ProviderResult {
     ProviderResult::Polled {
         provider_status: status.into(),
+        provider_domain_id: None,
+        failed_records: Vec::new(),
     }
 }
 
@@ -404,6 +406,8 @@ pub fn in_verified(name: &str) -> Domain {
             activates: true,
             provider_failed: false,
             next_check_at: Some(at(15 * MIN + DAY)),
+            reason: None,
+            failed_records: Vec::new(),
         },
     );
     assert_eq!(d.status(), Status::Verified);

@@ -219,16 +219,49 @@ pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Json<Stats> {
     })
 }
 
-#[derive(Deserialize)]
-pub(crate) struct ForcedStatus {
-    status: String,
+/// A status to force on a domain, as posted to `POST /_control/domains/{id}/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ForcedStatus {
+    /// The domain's raw status (any text).
+    pub status: String,
     /// Also set every record's status to this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_status: Option<String>,
+    /// Then set these records' statuses (after `record_status`), e.g. to mark only
+    /// some records failed. Each must name a record of the domain, or nothing changes
+    /// and the answer is 422.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<ForcedRecordStatus>,
+    /// Keep these statuses until the next force: a verification request and the DNS
+    /// checks of gets and lists leave them alone. Without it the next verification
+    /// request sets the domain back to `pending`.
     #[serde(default)]
-    record_status: Option<String>,
+    pub hold: bool,
+}
+
+/// One record's forced status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForcedRecordStatus {
+    /// As the domain lists it: relative to the domain (`send`, `resend._domainkey`, `@`).
+    pub name: String,
+    /// `TXT`, `MX`, ...; absent: every record of that name.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub record_type: Option<String>,
+    pub status: String,
+}
+
+impl ForcedRecordStatus {
+    fn matches(&self, record: &crate::records::DevRecord) -> bool {
+        record.name.eq_ignore_ascii_case(&self.name)
+            && self
+                .record_type
+                .as_deref()
+                .is_none_or(|t| t.eq_ignore_ascii_case(record.record_type))
+    }
 }
 
 /// Sets a domain's raw status (any text), e.g. to show the adapter a status it does
-/// not know, or `failed`.
+/// not know, or `failed`; and, if asked, its records' statuses, all or some.
 pub(crate) async fn force_status(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -238,10 +271,27 @@ pub(crate) async fn force_status(
     let Some(domain) = store.domains.get_mut(&id) else {
         return error_response(StatusCode::NOT_FOUND, "not_found", "Domain not found");
     };
+    if let Some(unmatched) = forced
+        .records
+        .iter()
+        .find(|f| !domain.records.iter().any(|r| f.matches(r)))
+    {
+        return error_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+            format!("The domain has no record `{}`.", unmatched.name),
+        );
+    }
     domain.status = forced.status;
+    domain.status_held = forced.hold;
     if let Some(record_status) = forced.record_status {
         for record in &mut domain.records {
             record.status = record_status.clone();
+        }
+    }
+    for f in &forced.records {
+        for record in domain.records.iter_mut().filter(|r| f.matches(r)) {
+            record.status = f.status.clone();
         }
     }
     Json(domain.get_json()).into_response()
@@ -302,9 +352,22 @@ impl DevProviderControl {
         status: &str,
         record_status: Option<&str>,
     ) -> reqwest::Result<()> {
+        self.force(
+            domain_id,
+            &ForcedStatus {
+                status: status.into(),
+                record_status: record_status.map(str::to_owned),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Forces statuses as `forced` says (some records, held until the next force).
+    pub async fn force(&self, domain_id: &str, forced: &ForcedStatus) -> reqwest::Result<()> {
         self.http
             .post(format!("{}/_control/domains/{domain_id}/status", self.base))
-            .json(&serde_json::json!({ "status": status, "record_status": record_status }))
+            .json(forced)
             .send()
             .await?
             .error_for_status()

@@ -35,7 +35,7 @@ use std::time::Duration;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use control::{DevProviderControl, Faults, Stats};
+pub use control::{DevProviderControl, Faults, ForcedRecordStatus, ForcedStatus, Stats};
 
 /// How the dev provider behaves.
 #[derive(Debug, Clone, Default)]

@@ -22,6 +22,9 @@ pub(crate) struct DevDomain {
     pub records: Vec<DevRecord>,
     /// Creation order, for list order and cursors.
     pub seq: u64,
+    /// Forced statuses held (see `ForcedStatus::hold`): verification and DNS checks
+    /// leave `status` and the records' statuses alone.
+    pub status_held: bool,
 }
 
 impl DevDomain {

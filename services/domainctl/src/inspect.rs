@@ -219,10 +219,26 @@ fn note_others(io: &mut Io, f: &Found) {
 pub fn summary(e: &Event) -> String {
     let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     match &e.data {
-        EventData::DomainRegistered { region, requested_by, deadline_at } => {
-            format!("region={} by={} deadline={}", opt(region), opt(requested_by), ts(Some(*deadline_at)))
+        EventData::DomainRegistered {
+            region,
+            requested_by,
+            deadline_at,
+        } => {
+            format!(
+                "region={} by={} deadline={}",
+                opt(region),
+                opt(requested_by),
+                ts(Some(*deadline_at))
+            )
         }
-        EventData::DomainProvisioned { provider_id, provider_domain_id, region, records, next_check_at, cleanup_required } => {
+        EventData::DomainProvisioned {
+            provider_id,
+            provider_domain_id,
+            region,
+            records,
+            next_check_at,
+            cleanup_required,
+        } => {
             format!(
                 "provider={provider_id} provider_domain_id={provider_domain_id} region={} records={} next_check={}{}",
                 opt(region),
@@ -231,7 +247,9 @@ pub fn summary(e: &Event) -> String {
                 if *cleanup_required { " cleanup_required (deleted before the provider answered)" } else { "" }
             )
         }
-        EventData::CheckRequested { trigger } => format!("trigger={}", json!(trigger).as_str().unwrap_or("")),
+        EventData::CheckRequested { trigger } => {
+            format!("trigger={}", json!(trigger).as_str().unwrap_or(""))
+        }
         EventData::ProvisioningFailed { reason } => format!("reason={reason:?}"),
         EventData::DnsChecked {
             trigger,
@@ -246,7 +264,10 @@ pub fn summary(e: &Event) -> String {
             drift_resolved,
             ..
         } => {
-            let found = records.iter().filter(|r| r.dns_status == DnsStatus::Found).count();
+            let found = records
+                .iter()
+                .filter(|r| r.dns_status == DnsStatus::Found)
+                .count();
             let mut s = format!(
                 "trigger={} found={found}/{} required_found={} verify={} poll={} next_check={} attempt={attempt}",
                 json!(trigger).as_str().unwrap_or(""),
@@ -262,7 +283,12 @@ pub fn summary(e: &Event) -> String {
                 .map(|r| {
                     let status = json!(r.dns_status);
                     match &r.diagnosis {
-                        Some(d) => format!("{}:{}({})", r.purpose, status.as_str().unwrap_or(""), json!(d.code).as_str().unwrap_or("")),
+                        Some(d) => format!(
+                            "{}:{}({})",
+                            r.purpose,
+                            status.as_str().unwrap_or(""),
+                            json!(d.code).as_str().unwrap_or("")
+                        ),
                         None => format!("{}:{}", r.purpose, status.as_str().unwrap_or("")),
                     }
                 })
@@ -281,18 +307,64 @@ pub fn summary(e: &Event) -> String {
             }
             s
         }
-        EventData::ProviderPolled { provider_status, verified, activates, provider_failed, next_check_at } => format!(
-            "provider_status={provider_status} verified={verified} activates={activates} provider_failed={provider_failed} next_check={}",
-            ts(*next_check_at)
-        ),
-        EventData::VerificationFailed { reason, records, by_operator } => {
-            format!("reason={reason:?} by_operator={by_operator} records={}", records.len())
+        EventData::ProviderPolled {
+            provider_status,
+            verified,
+            activates,
+            provider_failed,
+            next_check_at,
+            failed_records,
+            ..
+        } => {
+            let mut s = format!(
+                "provider_status={provider_status} verified={verified} activates={activates} provider_failed={provider_failed} next_check={}",
+                ts(*next_check_at)
+            );
+            if !failed_records.is_empty() {
+                let names: Vec<String> = failed_records
+                    .iter()
+                    .map(|r| format!("{}:{}", r.record_type, r.name))
+                    .collect();
+                s.push_str(&format!(" failed_records=[{}]", names.join(" ")));
+            }
+            s
+        }
+        EventData::ProviderDomainVanished {
+            provider_domain_id,
+            deadline_at,
+            ..
+        } => {
+            format!(
+                "gone={provider_domain_id} new_deadline={}",
+                ts(Some(*deadline_at))
+            )
+        }
+        EventData::VerificationFailed {
+            reason,
+            records,
+            by_operator,
+        } => {
+            format!(
+                "reason={reason:?} by_operator={by_operator} records={}",
+                records.len()
+            )
         }
         EventData::WindowReopened { deadline_at } => format!("deadline={}", ts(Some(*deadline_at))),
-        EventData::DomainDeleted { requested_by, cleanup_required, .. } => {
-            format!("by={} cleanup_required={cleanup_required}", opt(requested_by))
+        EventData::DomainDeleted {
+            requested_by,
+            cleanup_required,
+            ..
+        } => {
+            format!(
+                "by={} cleanup_required={cleanup_required}",
+                opt(requested_by)
+            )
         }
-        EventData::DomainReleased { to_tenant, cleanup_required, .. } => {
+        EventData::DomainReleased {
+            to_tenant,
+            cleanup_required,
+            ..
+        } => {
             format!("to_tenant={to_tenant} cleanup_required={cleanup_required}")
         }
         EventData::ProviderCleanedUp {} => String::new(),
@@ -300,7 +372,11 @@ pub fn summary(e: &Event) -> String {
             if warnings.is_empty() {
                 "no warnings".to_string()
             } else {
-                warnings.iter().map(|w| w.code.as_str()).collect::<Vec<_>>().join(", ")
+                warnings
+                    .iter()
+                    .map(|w| w.code.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         }
     }

@@ -40,6 +40,8 @@ fn domain_events(tenant: TenantId, n: usize, i: usize) -> Vec<Event> {
                 activates: true,
                 provider_failed: false,
                 next_check_at: Some(at + Duration::days(1)),
+                reason: None,
+                failed_records: Vec::new(),
             },
             v => EventData::DnsChecked {
                 trigger: CheckTrigger::Scheduled,

@@ -8,6 +8,7 @@ use crate::prose::{self, Keep};
 use chrono::{DateTime, Utc};
 use email_domain_events::event::{CheckTrigger, Event, EventData};
 use email_domain_events::records::{Diagnosis, DnsRecord};
+use email_domain_events::{FailedRecord, ProviderStatus};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -269,7 +270,7 @@ fn notes(metadata: &Value, zone: &str) -> Vec<String> {
 pub struct TimelineEntry {
     pub at: String,
     /// `registered`, `records_ready`, `preflight_checked`, `check_requested`, `dns_checked`,
-    /// `provider_polled`, `verified`, `failed`, `removed`.
+    /// `provider_polled`, `set_up_again`, `verified`, `failed`, `removed`.
     pub kind: String,
     pub title: String,
     pub detail: Option<String>,
@@ -353,6 +354,7 @@ pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
                 provider_status,
                 verified,
                 provider_failed,
+                failed_records,
                 ..
             } => {
                 if *verified {
@@ -365,16 +367,31 @@ pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
                     out.push(entry(
                         "provider_polled",
                         "Verification not confirmed yet".into(),
-                        Some("we check again once DNS is right".into()),
+                        Some(records_failed_words(failed_records)),
+                    ))
+                } else if *provider_status == ProviderStatus::TemporaryFailure {
+                    out.push(entry(
+                        "provider_polled",
+                        "The email provider could not finish its check".into(),
+                        Some("we ask it again in a few minutes".into()),
                     ))
                 } else {
                     out.push(entry(
                         "provider_polled",
                         "Verification status checked".into(),
-                        Some(prose::provider_status_words(provider_status).to_string()),
+                        Some(prose::provider_status_words(provider_status.as_str()).to_string()),
                     ))
                 }
             }
+            EventData::ProviderDomainVanished { .. } => out.push(entry(
+                "set_up_again",
+                "Setting the domain up again".into(),
+                Some(
+                    "the email provider no longer had this domain, so it is being set up again; \
+                     its DNS records change, so enter the new ones when they appear"
+                        .into(),
+                ),
+            )),
             EventData::VerificationFailed { reason, .. } => out.push(entry(
                 "failed",
                 "Verification failed".into(),
@@ -413,6 +430,19 @@ pub fn timeline(events: &[Event]) -> Vec<TimelineEntry> {
         }
     }
     out
+}
+
+/// What the provider failed. Record names are shown as they are (never through a
+/// text filter: a name such as `resend._domainkey` must reach the owner intact).
+fn records_failed_words(failed: &[FailedRecord]) -> String {
+    if failed.is_empty() {
+        return "we check again once DNS is right".into();
+    }
+    let names: Vec<String> = failed.iter().map(ToString::to_string).collect();
+    format!(
+        "the email provider could not verify {}; we check again once DNS is right",
+        names.join("; ")
+    )
 }
 
 fn csv_field(s: &str) -> String {
@@ -684,6 +714,8 @@ mod tests {
                 activates: false,
                 provider_failed: false,
                 next_check_at: None,
+                reason: None,
+                failed_records: Vec::new(),
             }),
         ]);
         let details: Vec<&str> = entries.iter().filter_map(|e| e.detail.as_deref()).collect();
@@ -703,6 +735,57 @@ mod tests {
             "x._domainkey"
         );
         assert_eq!(relative_host("other.org", "acme.com"), "other.org");
+    }
+
+    fn polled(status: &str, provider_failed: bool, failed: Vec<FailedRecord>) -> Event {
+        event(EventData::ProviderPolled {
+            provider_status: status.into(),
+            verified: false,
+            activates: false,
+            provider_failed,
+            next_check_at: None,
+            reason: None,
+            failed_records: failed,
+        })
+    }
+
+    #[test]
+    fn the_timeline_names_the_records_the_provider_failed_exactly_as_they_are() {
+        let failed = vec![FailedRecord {
+            record_type: "TXT".into(),
+            name: "resend._domainkey.acme.test".into(),
+        }];
+        let entries = timeline(&[polled("partially_failed", true, failed)]);
+        let detail = entries[0].detail.as_deref().unwrap();
+        assert!(
+            detail.contains("TXT record at resend._domainkey.acme.test"),
+            "{detail}"
+        );
+        assert_eq!(entries[0].kind, "provider_polled");
+    }
+
+    #[test]
+    fn the_timeline_tells_a_temporary_failure_and_a_vanished_domain_in_plain_words() {
+        let entries = timeline(&[
+            polled("temporary_failure", false, vec![]),
+            event(EventData::ProviderDomainVanished {
+                provider_domain_id: "pd-1".into(),
+                region: None,
+                reason: "gone".into(),
+                deadline_at: DateTime::from_timestamp(1_767_830_400, 0).unwrap(),
+            }),
+        ]);
+        assert_eq!(
+            entries[0].title,
+            "The email provider could not finish its check"
+        );
+        assert_eq!(entries[1].kind, "set_up_again");
+        let detail = entries[1].detail.as_deref().unwrap();
+        assert!(detail.contains("enter the new ones"), "{detail}");
+        for e in &entries {
+            let text = format!("{} {}", e.title, e.detail.as_deref().unwrap_or(""));
+            assert!(!text.to_ascii_lowercase().contains("resend"), "{text}");
+        }
     }
 
     #[test]

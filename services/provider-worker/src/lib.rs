@@ -19,7 +19,7 @@ pub use work::{work_for, WorkItem, WorkKind};
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
 use email_domain_events::{
-    event::Event, ids::derive, Command, CommandId, CommandType, ProviderResult,
+    event::Event, ids::derive, Command, CommandId, CommandType, ProviderResult, ProviderStatus,
 };
 use futures::StreamExt;
 use provider::{ApiKey, EmailProvider, ProviderError, ResendProvider};
@@ -391,6 +391,15 @@ async fn report(
     result: ProviderResult,
     msg: &jetstream::Message,
 ) {
+    if let ProviderResult::Polled {
+        provider_status: ProviderStatus::Unknown(raw),
+        ..
+    } = &result
+    {
+        // The core leaves the domain as it is and waits for the next check; a person
+        // should learn the provider's new word.
+        tracing::warn!(status = %raw, "the provider answered a status this service does not know");
+    }
     let cmd = Command {
         command_type: CommandType::ProviderResult,
         command_id: CommandId(derive(
@@ -427,7 +436,8 @@ async fn report(
 /// page by page (the first page on the slot the batch was taken with, each further
 /// page on a slot of its own) until every polled domain was seen; a domain the list
 /// does not show (deleted at the provider, or past the pages worth walking) is asked
-/// for alone. A batch of one is simply asked for.
+/// for alone, and so is one the list shows as partially failed (only its own answer
+/// has the records that name what failed). A batch of one is simply asked for.
 async fn execute_polls(
     js: &jetstream::Context,
     provider: &dyn EmailProvider,
@@ -450,7 +460,7 @@ async fn execute_polls(
         .enumerate()
         .filter_map(|(i, (item, _))| item.provider_domain_id.clone().map(|id| (id, i)))
         .collect();
-    let mut statuses: Vec<Option<String>> = vec![None; items.len()];
+    let mut statuses: Vec<Option<provider::ProviderStatus>> = vec![None; items.len()];
     let mut pages_read = 0;
     if wanted.len() > 1 {
         // Walking more pages than there are polls would cost more than asking alone.
@@ -476,7 +486,11 @@ async fn execute_polls(
                 Ok(page) => {
                     for d in page.domains {
                         if let Some(i) = wanted.remove(&d.provider_domain_id) {
-                            statuses[i] = Some(d.status.as_str().to_string());
+                            // A partially failed domain is asked for alone below: only
+                            // its own answer has the records that name what failed.
+                            if work::list_status_is_enough(&d.status) {
+                                statuses[i] = Some(d.status);
+                            }
                         }
                     }
                     match page.next {
@@ -497,12 +511,11 @@ async fn execute_polls(
     let mut slot_unused = pages_read == 0;
     for ((item, msg), status) in items.into_iter().zip(statuses) {
         match status {
-            Some(provider_status) => {
+            Some(status) => {
                 let span = tracing::info_span!("provider", kind = ?item.kind, domain = %item.domain, domain_id = %item.domain_id, batched = true);
                 runtime::trace::follow(&span, msg.headers.as_ref());
-                report(js, &item, ProviderResult::Polled { provider_status }, &msg)
-                    .instrument(span)
-                    .await;
+                let result = work::listed(item.provider_domain_id.as_deref(), &status);
+                report(js, &item, result, &msg).instrument(span).await;
             }
             None => {
                 // The batch's slot pays for the first call made alone, if no page was read.
@@ -608,15 +621,15 @@ async fn call(
                 return Ok(None);
             };
             if item.kind == WorkKind::Verify {
-                provider.request_verification(id).await?;
+                match provider.request_verification(id).await {
+                    // Gone at the provider: the core decides what that leads to.
+                    Err(ProviderError::NotFound) => return Ok(Some(work::vanished(id))),
+                    other => other?,
+                }
             }
             match provider.get_domain(id).await {
-                Ok(d) => Ok(Some(ProviderResult::Polled {
-                    provider_status: d.status.as_str().to_string(),
-                })),
-                Err(ProviderError::NotFound) => Ok(Some(ProviderResult::Polled {
-                    provider_status: "not_found".into(),
-                })),
+                Ok(d) => Ok(Some(work::polled(&d))),
+                Err(ProviderError::NotFound) => Ok(Some(work::vanished(id))),
                 Err(ProviderError::Rejected { message, .. }) => {
                     tracing::warn!(%message, "provider refused a status request");
                     Ok(None)

@@ -2,7 +2,9 @@
 
 use email_domain_events::event::{CheckTrigger, Event, EventData};
 use email_domain_events::ids::derive;
-use email_domain_events::{DnsRecord, DnsStatus, DomainId, TenantId};
+use email_domain_events::{
+    DnsRecord, DnsStatus, DomainId, FailedRecord, ProviderResult, ProviderStatus, TenantId,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +68,11 @@ pub fn work_for(event: &Event) -> Option<WorkItem> {
             Some(item(WorkKind::Create, region.clone(), None, true))
         }
         EventData::WindowReopened { .. } => Some(item(WorkKind::Create, None, None, true)),
+        // Set up again at the provider, by the same registration: its name claim is
+        // still held (the vanished domain was never cleaned up), so the create goes ahead.
+        EventData::ProviderDomainVanished { region, .. } => {
+            Some(item(WorkKind::Create, region.clone(), None, true))
+        }
         EventData::DomainProvisioned {
             cleanup_required: true,
             provider_domain_id,
@@ -154,5 +161,110 @@ pub fn to_dns_record(r: provider::ProviderRecord) -> DnsRecord {
         dns_status: DnsStatus::Pending,
         observed: Vec::new(),
         diagnosis: None,
+    }
+}
+
+/// A single domain's answer as a poll result: its status, and the records it marked
+/// failed.
+pub fn polled(d: &provider::ProviderDomain) -> ProviderResult {
+    let failed_records = d
+        .records
+        .iter()
+        .filter(|r| {
+            r.status
+                .as_deref()
+                .is_some_and(|s| s.trim().eq_ignore_ascii_case("failed"))
+        })
+        .map(|r| FailedRecord {
+            record_type: r.record_type.clone(),
+            name: r.name.clone(),
+        })
+        .collect();
+    ProviderResult::Polled {
+        provider_status: ProviderStatus::from_raw(d.status.as_str()),
+        provider_domain_id: Some(d.provider_domain_id.clone()),
+        failed_records,
+    }
+}
+
+/// A status read from a list page (no records) as a poll result.
+pub fn listed(
+    provider_domain_id: Option<&str>,
+    status: &provider::ProviderStatus,
+) -> ProviderResult {
+    ProviderResult::Polled {
+        provider_status: ProviderStatus::from_raw(status.as_str()),
+        provider_domain_id: provider_domain_id.map(str::to_owned),
+        failed_records: Vec::new(),
+    }
+}
+
+/// The provider answered 404 for this domain: it is gone.
+pub fn vanished(provider_domain_id: &str) -> ProviderResult {
+    ProviderResult::Polled {
+        provider_status: ProviderStatus::NotFound,
+        provider_domain_id: Some(provider_domain_id.to_owned()),
+        failed_records: Vec::new(),
+    }
+}
+
+/// Whether a list page's status is all a poll needs. A partially failed domain needs
+/// its own answer, whose records name what failed.
+pub fn list_status_is_enough(status: &provider::ProviderStatus) -> bool {
+    !matches!(status, provider::ProviderStatus::PartiallyFailed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, status: Option<&str>) -> provider::ProviderRecord {
+        provider::ProviderRecord {
+            purpose: "dkim".into(),
+            record_type: "TXT".into(),
+            name: name.into(),
+            value: "p=KEY".into(),
+            priority: None,
+            status: status.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_polled_answer_names_only_the_records_the_provider_marked_failed() {
+        let d = provider::ProviderDomain {
+            provider_domain_id: "pd-1".into(),
+            name: "acme.test".into(),
+            status: provider::ProviderStatus::PartiallyFailed,
+            region: None,
+            records: vec![
+                record("resend._domainkey.acme.test", Some("Failed")),
+                record("send.acme.test", Some("verified")),
+                record("other.acme.test", None),
+            ],
+        };
+        assert_eq!(
+            polled(&d),
+            ProviderResult::Polled {
+                provider_status: ProviderStatus::PartiallyFailed,
+                provider_domain_id: Some("pd-1".into()),
+                failed_records: vec![FailedRecord {
+                    record_type: "TXT".into(),
+                    name: "resend._domainkey.acme.test".into(),
+                }],
+            }
+        );
+    }
+
+    #[test]
+    fn only_a_partially_failed_status_in_a_list_needs_the_domains_own_answer() {
+        assert!(!list_status_is_enough(
+            &provider::ProviderStatus::PartiallyFailed
+        ));
+        for s in ["failed", "verified", "pending", "temporary_failure", "odd"] {
+            assert!(
+                list_status_is_enough(&provider::ProviderStatus::from_raw(s)),
+                "{s}"
+            );
+        }
     }
 }

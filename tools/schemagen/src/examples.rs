@@ -133,6 +133,8 @@ pub fn events() -> Vec<Event> {
             activates: true,
             provider_failed: false,
             next_check_at: Some(at(59)),
+            reason: None,
+            failed_records: Vec::new(),
         },
         EventData::VerificationFailed {
             reason: "the DKIM record was never found".into(),
@@ -161,6 +163,13 @@ pub fn events() -> Vec<Event> {
                 code: "existing_spf".into(),
                 message: "`send.acme.example` already has an SPF record (`v=spf1 -all`)".into(),
             }],
+        },
+        EventData::ProviderDomainVanished {
+            provider_domain_id: "4dd369bc-aa82-4ff3-97de-514ae3000ee0".into(),
+            region: Some("us-east-1".into()),
+            reason: "The email provider no longer has this domain, so we are setting it up again."
+                .into(),
+            deadline_at: at(12) + chrono::Duration::days(7),
         },
     ];
     datas
@@ -264,10 +273,25 @@ pub fn all() -> Vec<(String, String, Value)> {
     );
     provider_rejected.provider_result = Some(ProviderResult::Polled {
         provider_status: "pending".into(),
+        provider_domain_id: None,
+        failed_records: Vec::new(),
     });
     put(
         "command.provider_result",
         "polled",
+        provider_rejected.to_body(),
+    );
+    provider_rejected.provider_result = Some(ProviderResult::Polled {
+        provider_status: "partially_failed".into(),
+        provider_domain_id: Some("4dd369bc-aa82-4ff3-97de-514ae3000ee0".into()),
+        failed_records: vec![email_domain_events::FailedRecord {
+            record_type: "TXT".into(),
+            name: "resend._domainkey.acme.example".into(),
+        }],
+    });
+    put(
+        "command.provider_result",
+        "polled_partially_failed",
         provider_rejected.to_body(),
     );
     provider_rejected.provider_result = Some(ProviderResult::CleanedUp);

@@ -39,13 +39,14 @@ pub const COMMANDS: [(&str, bool); 8] = [
 ];
 
 /// Every event type (the `type` of an event, and the `data` schema of each).
-pub const EVENT_TYPES: [&str; 12] = [
+pub const EVENT_TYPES: [&str; 13] = [
     "domain_registered",
     "domain_provisioned",
     "check_requested",
     "provisioning_failed",
     "dns_checked",
     "provider_polled",
+    "provider_domain_vanished",
     "verification_failed",
     "window_reopened",
     "domain_deleted",

@@ -269,6 +269,8 @@ impl Writer {
                 activates,
                 provider_failed: false,
                 next_check_at: Some(at + Duration::days(1)),
+                reason: None,
+                failed_records: Vec::new(),
             },
         )
         .await;
