@@ -65,23 +65,40 @@ pub struct Nats {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// A config file with `max_payload`, when the server's default is not wanted.
+    config: Option<std::path::PathBuf>,
 }
 
 impl Nats {
     pub fn start() -> Nats {
+        Self::start_with_max_payload(None)
+    }
+
+    /// A server whose `max_payload` is `max_payload` bytes (`None`: its default, 1 MiB).
+    pub fn start_with_max_payload(max_payload: Option<usize>) -> Nats {
         let dir = tempfile::tempdir().expect("temp dir");
+        let config = max_payload.map(|n| {
+            let path = dir.path().join("nats.conf");
+            std::fs::write(&path, format!("max_payload: {n}\n")).expect("nats.conf");
+            path
+        });
         let port = free_port();
         let mut n = Nats {
             child: None,
             port,
             dir,
+            config,
         };
         n.spawn();
         n
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("nats-server")
+        let mut cmd = Command::new("nats-server");
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
+        }
+        let child = cmd
             .args([
                 "-a",
                 "127.0.0.1",
@@ -90,7 +107,7 @@ impl Nats {
                 "-js",
                 "-sd",
             ])
-            .arg(self.dir.path())
+            .arg(self.dir.path().join("js"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -196,6 +213,8 @@ pub struct StackOptions {
     pub ops: bool,
     /// The provider adapter's request timeout.
     pub provider_timeout: Duration,
+    /// The nats-server's `max_payload` (`None`: its default, 1 MiB).
+    pub nats_max_payload: Option<usize>,
 }
 
 impl Default for StackOptions {
@@ -220,6 +239,7 @@ impl Default for StackOptions {
             database_url: None,
             ops: false,
             provider_timeout: Duration::from_secs(15),
+            nats_max_payload: None,
         }
     }
 }
@@ -248,7 +268,7 @@ impl Stack {
 
     pub async fn start_with(opts: StackOptions) -> Stack {
         init_logs();
-        let nats = Nats::start();
+        let nats = Nats::start_with_max_payload(opts.nats_max_payload);
         let db = match &opts.database_url {
             Some(url) => Db::at(url),
             None => Db::create(),
