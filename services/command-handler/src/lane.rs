@@ -378,7 +378,9 @@ impl Lane {
                 Err(AppendOutcome::Conflict)
             }
             Err(AppendError::Other(e)) => Err(AppendOutcome::Retry(Retry::from(e))),
-            Err(AppendError::Permanent(e)) => Err(AppendOutcome::Retry(Retry::permanent(e))),
+            Err(e @ AppendError::Permanent(_)) => {
+                Err(AppendOutcome::Retry(Retry::permanent(e.to_string())))
+            }
         }
     }
 
