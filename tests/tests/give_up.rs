@@ -119,6 +119,10 @@ async fn a_command_whose_event_the_server_can_never_take_is_answered_and_dead_le
         "{}",
         l["error"]
     );
+    assert!(
+        runtime::ops::render().contains(r#"email_domains_given_up_total{operation="command"} 1"#),
+        "the give-up is counted"
+    );
     // The domain is untouched and still takes commands.
     let row = stack.wait_status(tenant, domain, "awaiting_dns").await;
     assert_eq!(row["status"], "awaiting_dns");

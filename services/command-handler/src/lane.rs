@@ -178,7 +178,8 @@ impl Lane {
                     why,
                     permanent: true,
                 }) => {
-                    tracing::error!(error = %why, "the command can never be handled: giving up");
+                    let failure = runtime::retry::Failure::permanent(why.clone());
+                    runtime::retry::give_up("command", &failure);
                     crate::give_up(&self.services, &msg, &cmd, &why).await;
                     runtime::ops::COMMANDS
                         .with_label_values(&[cmd.command_type.as_str(), "invalid"])
@@ -225,7 +226,7 @@ impl Lane {
             // The command took effect; only its outcome cannot be stored. Retrying
             // cannot change that, so the command is finished without one.
             Err(e) if e.is_permanent() => {
-                tracing::error!(error = %e, "the outcome cannot be stored: giving up on it");
+                runtime::retry::give_up("outcome", &e);
                 Ok(())
             }
             Err(e) => {

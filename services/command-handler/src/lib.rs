@@ -228,7 +228,7 @@ async fn dead_letter(
             // Fitted on each attempt: a reconnect may have brought another max payload.
             let letter = dead_letters::fitted(&services.js, &dedup, reason, error, original);
             let stored = dead_letters::publish(&services.js, &letter, &dedup).await;
-            letter_done = settled(stored, "dead letter");
+            letter_done = settled(stored, "dead_letter");
         }
         if let (false, Some(o)) = (outcome_done, &outcome) {
             outcome_done = settled(services.outcomes.publish(o).await, "outcome");
@@ -247,7 +247,7 @@ fn settled(result: Result<(), runtime::retry::Failure>, what: &str) -> bool {
     match result {
         Ok(()) => true,
         Err(e) if e.is_permanent() => {
-            tracing::error!(error = %e, "{what} cannot be stored: giving up on it");
+            runtime::retry::give_up(what, &e);
             true
         }
         Err(e) => {

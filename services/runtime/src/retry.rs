@@ -50,6 +50,14 @@ impl Failure {
         }
     }
 
+    /// A failure known to be permanent (e.g. one classified earlier, kept as text).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Failure {
+            class: Class::Permanent,
+            message: message.into(),
+        }
+    }
+
     pub fn is_permanent(&self) -> bool {
         self.class == Class::Permanent
     }
@@ -145,6 +153,13 @@ fn api(code: ErrorCode) -> Class {
         }
         _ => Class::Transient,
     }
+}
+
+/// Records that `operation` was abandoned after a permanent failure: an error line
+/// with the reason, and `email_domains_given_up_total{operation}`.
+pub fn give_up(operation: &str, failure: &Failure) {
+    tracing::error!(operation, error = %failure, "failed for good: giving up");
+    crate::ops::GIVEN_UP.with_label_values(&[operation]).inc();
 }
 
 /// Publishes on JetStream and waits for the stream's ack, classifying a failure.
