@@ -50,7 +50,7 @@ impl std::fmt::Debug for Config {
     }
 }
 
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     // postgres://user:password@host → postgres://user:***@host
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
