@@ -4,7 +4,7 @@
 use email_domain_events::outcome::Verdict;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use system_tests::{Stack, StackOptions};
+use system_tests::{NatsOptions, Stack, StackOptions};
 use uuid::Uuid;
 
 /// Every dead letter stored so far.
@@ -50,7 +50,10 @@ async fn a_command_whose_event_the_server_can_never_take_is_answered_and_dead_le
     // 64 KiB: every command, outcome and ordinary event fits; a DNS check that saw
     // 100 KB of TXT records does not.
     let stack = Stack::start_with(StackOptions {
-        nats_max_payload: Some(64 * 1024),
+        nats: NatsOptions {
+            max_payload: Some(64 * 1024),
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await;

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
-use system_tests::{Stack, StackOptions};
+use system_tests::{NatsOptions, Stack, StackOptions};
 use uuid::Uuid;
 
 /// Contract §2.2 dead-letter reasons, plus `invalid_command` for a readable command
@@ -777,7 +777,10 @@ async fn on_a_server_with_a_small_max_payload_a_readable_command_is_dead_lettere
     // 96 KiB: a 60 KB command and its 30 KB of headers fit, their dead letter (the
     // body a third larger in base64) does not.
     let stack = Stack::start_with(StackOptions {
-        nats_max_payload: Some(96 * 1024),
+        nats: NatsOptions {
+            max_payload: Some(96 * 1024),
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await;
