@@ -197,7 +197,7 @@ METRICS_ADDR=127.0.0.1:9105 start proj-settings "$BIN/projector" --projection te
 METRICS_ADDR=127.0.0.1:9106 start proj-analytics "$BIN/projector" --projection analytics
 METRICS_ADDR=127.0.0.1:9107 start query "$BIN/query"
 export GATEWAY_LISTEN="${GATEWAY_LISTEN:-127.0.0.1:8080}"
-start gateway "$BIN/gateway"
+METRICS_ADDR=127.0.0.1:9108 start gateway "$BIN/gateway"
 say "started ${#PIDS[@]} processes: ${NAMES[*]}"
 
 # --- readiness: an answer on email_domains.query.sender means the stack is up ----------

@@ -65,23 +65,99 @@ pub struct Nats {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    options: NatsOptions,
 }
+
+/// How a test's nats-server differs from the default one.
+#[derive(Clone, Debug, Default)]
+pub struct NatsOptions {
+    /// The server's `max_payload` (`None`: its default, 1 MiB).
+    pub max_payload: Option<usize>,
+    /// The deployment's users and permissions (`k8s/nats/accounts.conf`), each user's
+    /// password [`Nats::password`]; [`Nats::url`] is then the `operator`'s.
+    pub accounts: bool,
+}
+
+/// The deployment's NATS accounts and permissions.
+const ACCOUNTS_CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/nats/accounts.conf");
 
 impl Nats {
     pub fn start() -> Nats {
+        Self::start_with(NatsOptions::default())
+    }
+
+    pub fn start_with(options: NatsOptions) -> Nats {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let mut n = Nats {
             child: None,
             port,
             dir,
+            options,
         };
+        n.write_config();
         n.spawn();
         n
     }
 
+    /// The password a test server gives `user` (with [`NatsOptions::accounts`]).
+    pub fn password(user: &str) -> String {
+        format!("test-password-of-{user}")
+    }
+
+    fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("nats.conf")
+    }
+
+    fn write_config(&self) {
+        let mut conf = String::new();
+        if let Some(n) = self.options.max_payload {
+            conf.push_str(&format!("max_payload: {n}\n"));
+        }
+        if self.options.accounts {
+            std::fs::copy(ACCOUNTS_CONF, self.dir.path().join("accounts.conf"))
+                .expect("k8s/nats/accounts.conf");
+            conf.push_str("include ./accounts.conf\n");
+        }
+        std::fs::write(self.config_path(), conf).expect("nats.conf");
+    }
+
+    /// The `NATS_PW_<USER>` variables accounts.conf reads.
+    fn password_vars() -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(ACCOUNTS_CONF).expect("k8s/nats/accounts.conf");
+        let mut vars: Vec<String> = text
+            .split('$')
+            .skip(1)
+            .filter_map(|rest| {
+                let var: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                    .collect();
+                var.starts_with("NATS_PW_").then_some(var)
+            })
+            .collect();
+        vars.sort();
+        vars.dedup();
+        vars.into_iter()
+            .map(|v| {
+                let user = v["NATS_PW_".len()..].to_lowercase().replace('_', "-");
+                (v, Self::password(&user))
+            })
+            .collect()
+    }
+
+    /// Where the server writes its log (permission violations among it).
+    pub fn log_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("nats.log")
+    }
+
     fn spawn(&mut self) {
-        let child = Command::new("nats-server")
+        let mut cmd = Command::new("nats-server");
+        cmd.arg("-c").arg(self.config_path());
+        if self.options.accounts {
+            cmd.envs(Self::password_vars());
+        }
+        let child = cmd
             .args([
                 "-a",
                 "127.0.0.1",
@@ -90,7 +166,9 @@ impl Nats {
                 "-js",
                 "-sd",
             ])
-            .arg(self.dir.path())
+            .arg(self.dir.path().join("js"))
+            .arg("-l")
+            .arg(self.log_path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -103,8 +181,22 @@ impl Nats {
         }
     }
 
+    /// The URL every service of the stack uses (with accounts: as `operator`).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        if self.options.accounts {
+            self.url_as("operator")
+        } else {
+            format!("nats://127.0.0.1:{}", self.port)
+        }
+    }
+
+    /// The URL for one user of accounts.conf.
+    pub fn url_as(&self, user: &str) -> String {
+        format!(
+            "nats://{user}:{}@127.0.0.1:{}",
+            Self::password(user),
+            self.port
+        )
     }
 
     /// The server's process id, while it runs.
@@ -196,6 +288,8 @@ pub struct StackOptions {
     pub ops: bool,
     /// The provider adapter's request timeout.
     pub provider_timeout: Duration,
+    /// How the stack's nats-server differs from the default one.
+    pub nats: NatsOptions,
 }
 
 impl Default for StackOptions {
@@ -220,6 +314,7 @@ impl Default for StackOptions {
             database_url: None,
             ops: false,
             provider_timeout: Duration::from_secs(15),
+            nats: NatsOptions::default(),
         }
     }
 }
@@ -248,7 +343,7 @@ impl Stack {
 
     pub async fn start_with(opts: StackOptions) -> Stack {
         init_logs();
-        let nats = Nats::start();
+        let nats = Nats::start_with(opts.nats.clone());
         let db = match &opts.database_url {
             Some(url) => Db::at(url),
             None => Db::create(),

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
-use system_tests::Stack;
+use system_tests::{NatsOptions, Stack, StackOptions};
 use uuid::Uuid;
 
 /// Contract §2.2 dead-letter reasons, plus `invalid_command` for a readable command
@@ -559,5 +559,252 @@ async fn a_burst_of_hostile_messages_kills_nothing_and_loses_nothing() {
         problems.len(),
         problems.join("\n")
     );
+    stack.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------
+// Oversized messages: each is dead-lettered exactly once, cut to what a NATS message
+// can carry, and the handler is done with it (nothing retried forever).
+
+const REGISTER_SUBJECT: &str = "email_domains.commands.register_domain";
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A `register_domain` body of exactly `size` bytes: a readable command padded in
+/// `requested_by`.
+fn padded_register(command_id: Uuid, size: usize) -> Vec<u8> {
+    let head = format!(
+        r#"{{"command_id":"{command_id}","tenant_id":"{}","domain":"big.test","requested_by":""#,
+        Uuid::new_v4()
+    );
+    let tail = "\"}";
+    let pad = size
+        .checked_sub(head.len() + tail.len())
+        .expect("size leaves room for the command");
+    let body = format!("{head}{}{tail}", "x".repeat(pad)).into_bytes();
+    assert_eq!(body.len(), size);
+    body
+}
+
+/// Bytes a header block takes on the wire (`NATS/1.0\r\n`, `name: value\r\n` each, `\r\n`).
+fn header_wire_len(headers: &async_nats::HeaderMap) -> usize {
+    let mut len = "NATS/1.0\r\n\r\n".len();
+    for (name, values) in headers.iter() {
+        for v in values {
+            len += name.to_string().len() + 2 + v.as_str().len() + 2;
+        }
+    }
+    len
+}
+
+/// What the handler made of one message.
+struct Handled {
+    /// Each dead letter, with its size as stored.
+    letters: Vec<(Value, usize)>,
+    outcomes: Vec<Value>,
+    max_payload: usize,
+}
+
+/// Publishes one message on `register_domain` and waits, with a deadline, until the
+/// handler has acknowledged it (the work-queue stream is empty again): a handler that
+/// retries forever never does. Then collects every dead letter and every outcome
+/// published for `command_id`.
+async fn publish_and_wait_until_handled(
+    stack: &Stack,
+    headers: Option<async_nats::HeaderMap>,
+    body: Vec<u8>,
+    command_id: Uuid,
+) -> Handled {
+    let max_payload = stack.client.server_info().max_payload;
+    let mut outcomes_sub = stack
+        .client
+        .subscribe(format!("email_domains.outcomes.{command_id}"))
+        .await
+        .unwrap();
+    stack.client.flush().await.unwrap();
+    let ack = match headers {
+        Some(h) => stack
+            .js
+            .publish_with_headers(REGISTER_SUBJECT, h, body.into())
+            .await
+            .expect("the server takes the message"),
+        None => stack
+            .js
+            .publish(REGISTER_SUBJECT, body.into())
+            .await
+            .expect("the server takes the message"),
+    };
+    ack.await.expect("stored on the commands stream");
+
+    let mut commands = stack.js.get_stream("EMAIL_DOMAIN_COMMANDS").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while commands.info().await.unwrap().state.messages > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the handler did not finish with the message within 30 s (retrying forever?)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Acknowledged after its outcome was stored: a round trip to the server now
+    // brings every outcome it delivered before.
+    stack.client.flush().await.unwrap();
+    let mut outcomes = Vec::new();
+    while let Ok(Some(m)) =
+        tokio::time::timeout(Duration::from_millis(100), outcomes_sub.next()).await
+    {
+        outcomes.push(serde_json::from_slice(&m.payload).unwrap());
+    }
+
+    let letters_stream = stack
+        .js
+        .get_stream("EMAIL_DOMAIN_DEAD_LETTERS")
+        .await
+        .unwrap();
+    let mut letters = Vec::new();
+    let mut seq = 1;
+    while let Ok(m) = letters_stream
+        .direct_get_next_for_subject("email_domains.dead_letters.>", Some(seq))
+        .await
+    {
+        assert!(
+            m.payload.len() <= max_payload,
+            "a stored dead letter fits a message"
+        );
+        letters.push((serde_json::from_slice(&m.payload).unwrap(), m.payload.len()));
+        seq = m.sequence + 1;
+    }
+    Handled {
+        letters,
+        outcomes,
+        max_payload,
+    }
+}
+
+/// The one dead letter of `body`: its reason, size, digest, truncation flag, and a
+/// kept body that is the original's first bytes (all of them unless truncated).
+fn assert_one_letter(handled: &Handled, body: &[u8], reason: &str, truncated: bool) -> Value {
+    assert_eq!(
+        handled.letters.len(),
+        1,
+        "exactly one dead letter: {:?}",
+        handled
+            .letters
+            .iter()
+            .map(|(l, _)| (&l["reason"], &l["body_size"]))
+            .collect::<Vec<_>>()
+    );
+    let (l, stored_size) = handled.letters[0].clone();
+    assert_eq!(l["reason"], reason, "{}", l["error"]);
+    assert_eq!(l["subject"], REGISTER_SUBJECT);
+    assert_eq!(l["body_size"], json!(body.len()), "the original size");
+    assert_eq!(
+        l["body_sha256"],
+        json!(sha256_hex(body)),
+        "the whole body's digest"
+    );
+    assert_eq!(l["body_truncated"], json!(truncated));
+    use base64::Engine;
+    let kept = base64::engine::general_purpose::STANDARD
+        .decode(l["body_base64"].as_str().expect("body_base64 stays"))
+        .expect("base64");
+    if truncated {
+        assert!(kept.len() < body.len());
+        // Cut against the server's real limit: the letter fills the message.
+        assert!(
+            stored_size > handled.max_payload * 95 / 100,
+            "a letter of {stored_size} bytes, {} of them body, where {} fit",
+            kept.len(),
+            handled.max_payload
+        );
+        assert_eq!(
+            kept[..],
+            body[..kept.len()],
+            "the kept bytes are the first ones"
+        );
+    } else {
+        assert_eq!(kept, body, "the whole body kept");
+    }
+    l
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_body_just_over_64_kib_is_dead_lettered_once_whole_with_its_size_and_digest() {
+    let stack = Stack::start().await;
+    let id = Uuid::new_v4();
+    let body = padded_register(id, MAX_COMMAND_BYTES + 1);
+    let handled = publish_and_wait_until_handled(&stack, None, body.clone(), id).await;
+    assert_one_letter(&handled, &body, "too_large", false);
+    assert!(
+        handled.outcomes.is_empty(),
+        "an unread body has no readable id"
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_900_kb_body_is_dead_lettered_once_cut_to_fit_with_its_size_and_digest() {
+    let stack = Stack::start().await;
+    let id = Uuid::new_v4();
+    let body = padded_register(id, 900_000);
+    let handled = publish_and_wait_until_handled(&stack, None, body.clone(), id).await;
+    assert_one_letter(&handled, &body, "too_large", true);
+    assert!(handled.outcomes.is_empty());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_largest_body_the_server_accepts_is_dead_lettered_once_cut_to_fit() {
+    let stack = Stack::start().await;
+    let id = Uuid::new_v4();
+    // Published without headers, so the whole of max_payload is body.
+    let largest = stack.client.server_info().max_payload;
+    let body = padded_register(id, largest);
+    let handled = publish_and_wait_until_handled(&stack, None, body.clone(), id).await;
+    assert_one_letter(&handled, &body, "too_large", true);
+    assert!(handled.outcomes.is_empty());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_server_with_a_small_max_payload_a_readable_command_is_dead_lettered_cut_to_fit_with_one_outcome(
+) {
+    // 96 KiB: a 60 KB command and its 30 KB of headers fit, their dead letter (the
+    // body a third larger in base64) does not.
+    let stack = Stack::start_with(StackOptions {
+        nats: NatsOptions {
+            max_payload: Some(96 * 1024),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(stack.client.server_info().max_payload, 96 * 1024);
+    let id = Uuid::new_v4();
+    let head = format!(
+        r#"{{"command_id":"{id}","tenant_id":"not-a-uuid","domain":"headers.test","pad":""#
+    );
+    let body = format!("{head}{}\"}}", "x".repeat(60_000 - head.len() - 2)).into_bytes();
+    assert_eq!(body.len(), 60_000);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-Small", "kept");
+    headers.insert("X-Padding", "p".repeat(30_000).as_str());
+    assert!(header_wire_len(&headers) + body.len() <= 96 * 1024);
+    let handled = publish_and_wait_until_handled(&stack, Some(headers), body.clone(), id).await;
+    let letter = assert_one_letter(&handled, &body, "invalid_command", true);
+    assert_eq!(letter["headers"]["X-Small"], "kept");
+    assert_eq!(
+        letter["headers"]["X-Padding"].as_str().map(str::len),
+        Some(30_000)
+    );
+    assert_eq!(letter["headers_truncated"], json!(false));
+    assert_eq!(handled.outcomes.len(), 1, "exactly one outcome");
+    assert_eq!(handled.outcomes[0]["outcome"], "rejected");
+    assert_eq!(handled.outcomes[0]["reason"]["code"], "invalid_command");
     stack.shutdown().await;
 }

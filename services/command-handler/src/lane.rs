@@ -89,13 +89,29 @@ impl Handled {
 
 type Step<T> = Result<T, Retry>;
 
-/// A transient failure (NATS or DNS adapter unavailable, or a lost race): the lane
-/// tries the same command again, so per-domain order holds.
-struct Retry(String);
+/// A failure. A transient one (NATS or DNS adapter unavailable, or a lost race): the
+/// lane tries the same command again, so per-domain order holds. A permanent one (an
+/// event the server can never take, see `runtime::retry`) ends the command instead.
+struct Retry {
+    why: String,
+    permanent: bool,
+}
+
+impl Retry {
+    fn permanent(why: String) -> Self {
+        Retry {
+            why,
+            permanent: true,
+        }
+    }
+}
 
 impl<E: std::fmt::Display> From<E> for Retry {
     fn from(e: E) -> Self {
-        Retry(e.to_string())
+        Retry {
+            why: e.to_string(),
+            permanent: false,
+        }
     }
 }
 
@@ -150,7 +166,19 @@ impl Lane {
                         break;
                     }
                 }
-                Err(Retry(why)) => {
+                Err(Retry {
+                    why,
+                    permanent: true,
+                }) => {
+                    let failure = runtime::retry::Failure::permanent(why.clone());
+                    runtime::retry::give_up("command", &failure);
+                    crate::give_up(&self.services, &msg, &cmd, &why).await;
+                    runtime::ops::COMMANDS
+                        .with_label_values(&[cmd.command_type.as_str(), "invalid"])
+                        .inc();
+                    break;
+                }
+                Err(Retry { why, .. }) => {
                     tracing::warn!(error = %why, "command will be tried again");
                     // Forget cached state: the retry reads fresh.
                     self.domains.clear();
@@ -185,7 +213,19 @@ impl Lane {
             }
             Handled::Silent => Ok(()),
         };
-        r.map_err(|e| tracing::warn!(error = %e, "outcome not published yet"))
+        match r {
+            Ok(()) => Ok(()),
+            // The command took effect; only its outcome cannot be stored. Retrying
+            // cannot change that, so the command is finished without one.
+            Err(e) if e.is_permanent() => {
+                runtime::retry::give_up("outcome", &e);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "outcome not published yet");
+                Err(())
+            }
+        }
     }
 
     async fn try_handle(&mut self, cmd: &Command) -> Step<Handled> {
@@ -330,7 +370,10 @@ impl Lane {
                 self.domains.remove(&holder.domain_id);
                 Err(AppendOutcome::Conflict)
             }
-            Err(AppendError::Other(e)) => Err(AppendOutcome::Retry(Retry(e))),
+            Err(AppendError::Other(e)) => Err(AppendOutcome::Retry(Retry::from(e))),
+            Err(e @ AppendError::Permanent(_)) => {
+                Err(AppendOutcome::Retry(Retry::permanent(e.to_string())))
+            }
         }
     }
 
@@ -358,7 +401,7 @@ impl Lane {
                     let now = clock();
                     let plan =
                         decide_register(cmd.tenant_id, &name, cmd, None, now, &config.policy)
-                            .map_err(|r| Retry(r.message))?;
+                            .map_err(|r| Retry::from(r.message))?;
                     match self
                         .append(cmd, me, name.as_str(), &holder_state, plan.registered)
                         .await
@@ -412,7 +455,7 @@ impl Lane {
                     self.names.remove(name.as_str());
                     continue;
                 }
-                Err(ClaimError::Other(e)) => return Err(Retry(e)),
+                Err(ClaimError::Other(e)) => return Err(Retry::from(e)),
             }
             match self
                 .append(cmd, me, name.as_str(), &Loaded::default(), plan.registered)
@@ -426,7 +469,7 @@ impl Lane {
                 Err(AppendOutcome::Retry(r)) => return Err(r),
             }
         }
-        Err(Retry("too many concurrent changes to this name".into()))
+        Err(Retry::from("too many concurrent changes to this name"))
     }
 
     async fn owner_command(&mut self, cmd: &Command) -> Step<Handled> {
@@ -549,7 +592,7 @@ impl Lane {
                 }
             }
         }
-        Err(Retry("too many concurrent changes to this domain".into()))
+        Err(Retry::from("too many concurrent changes to this domain"))
     }
 }
 

@@ -163,40 +163,100 @@ fn lane_index(key: &str, lanes: usize) -> usize {
 /// Dead-letters a message that is not a command; a readable command id also gets a
 /// rejected outcome (`invalid_command`), so its sender is never left waiting.
 async fn reject_unreadable(services: &Services, msg: jetstream::Message, failure: DecodeFailure) {
-    let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let letter = dead_letters::DeadLetter::new(
+    tracing::warn!(reason = failure.dead_letter_reason, error = %failure.error, subject = %msg.subject, "dead-lettered");
+    let outcome = failure.command_id.map(|id| {
+        let rejection = Rejection::new(RejectionCode::InvalidCommand, failure.error.clone());
+        Outcome::rejected(
+            id,
+            failure.tenant_id.map(|t| t.to_string()),
+            failure.domain.clone(),
+            None,
+            &rejection,
+        )
+    });
+    dead_letter(
+        services,
+        &msg,
         failure.dead_letter_reason,
         &failure.error,
-        msg.subject.as_str(),
-        msg.headers.as_ref(),
-        &msg.payload,
-    );
-    tracing::warn!(reason = failure.dead_letter_reason, error = %failure.error, subject = %msg.subject, "dead-lettered");
+        outcome,
+    )
+    .await;
+    let _ = msg.ack().await;
+}
+
+/// Ends a readable command that can never take effect (a permanent failure, `why`):
+/// dead-lettered as `unprocessable`, and a public command's sender gets a rejected
+/// outcome (`invalid_command`: not seen, so it may come again changed). The caller
+/// acknowledges the message.
+pub(crate) async fn give_up(
+    services: &Services,
+    msg: &jetstream::Message,
+    cmd: &Command,
+    why: &str,
+) {
+    let error = format!("the command could not be handled: {why}");
+    let outcome = cmd.command_type.is_public().then(|| {
+        let rejection = Rejection::new(RejectionCode::InvalidCommand, error.clone());
+        Outcome::rejected(
+            cmd.command_id,
+            Some(cmd.tenant_id.to_string()),
+            Some(cmd.domain.clone()),
+            None,
+            &rejection,
+        )
+    });
+    dead_letter(services, msg, "unprocessable", &error, outcome).await;
+}
+
+/// Stores the dead letter of `msg` (cut to fit the server's max payload) and, if
+/// given, its outcome; each is retried until it is stored or fails for good.
+async fn dead_letter(
+    services: &Services,
+    msg: &jetstream::Message,
+    reason: &str,
+    error: &str,
+    outcome: Option<Outcome>,
+) {
+    let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let dedup = format!("dl-{seq}");
+    let original = dead_letters::Original {
+        subject: msg.subject.as_str(),
+        headers: msg.headers.as_ref(),
+        body: &msg.payload,
+    };
+    let mut letter_done = false;
+    let mut outcome_done = outcome.is_none();
     loop {
-        let dl = dead_letters::publish(&services.js, &letter, &format!("dl-{seq}")).await;
-        let outcome = match failure.command_id {
-            Some(id) => {
-                let rejection =
-                    Rejection::new(RejectionCode::InvalidCommand, failure.error.clone());
-                let outcome = Outcome::rejected(
-                    id,
-                    failure.tenant_id.map(|t| t.to_string()),
-                    failure.domain.clone(),
-                    None,
-                    &rejection,
-                );
-                services.outcomes.publish(&outcome).await
-            }
-            None => Ok(()),
-        };
-        match (dl, outcome) {
-            (Ok(()), Ok(())) => break,
-            (a, b) => {
-                tracing::warn!(dead_letter = ?a.err(), outcome = ?b.err(), "retrying dead letter");
-                let _ = msg.ack_with(AckKind::Progress).await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+        if !letter_done {
+            // Fitted on each attempt: a reconnect may have brought another max payload.
+            let letter = dead_letters::fitted(&services.js, &dedup, reason, error, original);
+            let stored = dead_letters::publish(&services.js, &letter, &dedup).await;
+            letter_done = settled(stored, "dead_letter");
+        }
+        if let (false, Some(o)) = (outcome_done, &outcome) {
+            outcome_done = settled(services.outcomes.publish(o).await, "outcome");
+        }
+        if letter_done && outcome_done {
+            return;
+        }
+        let _ = msg.ack_with(AckKind::Progress).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether a publish is over with: stored, or failed in a way retrying cannot change
+/// (said loudly, since something is then lost).
+fn settled(result: Result<(), runtime::retry::Failure>, what: &str) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(e) if e.is_permanent() => {
+            runtime::retry::give_up(what, &e);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "retrying {what}");
+            false
         }
     }
-    let _ = msg.ack().await;
 }

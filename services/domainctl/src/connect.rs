@@ -29,17 +29,17 @@ pub fn redact(url: &str) -> String {
 /// Connects to NATS once, without retrying in the background: an operator wants to
 /// know now that the server is not there.
 pub async fn nats(url: &str) -> CtlResult<async_nats::Client> {
-    let connect = async_nats::ConnectOptions::new()
+    let connect = runtime::nats_options(url)
         .name("domainctl")
         .connection_timeout(Duration::from_secs(3))
         .connect(url);
     match tokio::time::timeout(Duration::from_secs(6), connect).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(CtlError::unreachable(format!(
-            "cannot reach NATS at {url}: {e}; is nats-server running with -js, and is NATS_URL (or --nats-url) right?"
+            "cannot reach NATS at {}: {e}; is nats-server running with -js, and is NATS_URL (or --nats-url) right?", redact(url)
         ))),
         Err(_) => Err(CtlError::unreachable(format!(
-            "cannot reach NATS at {url}: no answer within 6 s; is nats-server running with -js, and is NATS_URL (or --nats-url) right?"
+            "cannot reach NATS at {}: no answer within 6 s; is nats-server running with -js, and is NATS_URL (or --nats-url) right?", redact(url)
         ))),
     }
 }
@@ -53,10 +53,10 @@ pub async fn jetstream(client: async_nats::Client, url: &str) -> CtlResult<jetst
     match tokio::time::timeout(Duration::from_secs(15), ensure).await {
         Ok(Ok(())) => Ok(js),
         Ok(Err(e)) => Err(CtlError::unreachable(format!(
-            "NATS at {url} answers, but its JetStream streams cannot be opened: {e:#}; is nats-server running with -js?"
+            "NATS at {} answers, but its JetStream streams cannot be opened: {e:#}; is nats-server running with -js?", redact(url)
         ))),
         Err(_) => Err(CtlError::unreachable(format!(
-            "NATS at {url} answers, but JetStream does not; is nats-server running with -js?"
+            "NATS at {} answers, but JetStream does not; is nats-server running with -js?", redact(url)
         ))),
     }
 }

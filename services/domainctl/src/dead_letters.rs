@@ -34,10 +34,32 @@ fn entry(seq: u64, l: &DeadLetter) -> serde_json::Value {
         "error": l.error,
         "subject": l.subject,
         "headers": l.headers,
+        "headers_truncated": l.headers_truncated,
         "body_base64": l.body_base64,
+        "body_size": l.original_size(),
+        "body_sha256": l.body_sha256,
+        "body_truncated": l.body_truncated,
         "received_at": l.received_at,
         "body_preview": preview(&body, 200),
     })
+}
+
+/// How a letter's body is described in the text listing: its size, and what was kept
+/// of it when it was cut.
+fn body_summary(l: &DeadLetter, kept: usize) -> String {
+    let size = l.original_size().unwrap_or(kept as u64);
+    let mut s = if l.body_truncated {
+        format!("{size} bytes, truncated: the first {kept} kept")
+    } else {
+        format!("{size} bytes")
+    };
+    if let Some(sha) = &l.body_sha256 {
+        s.push_str(&format!(", sha256 {sha}"));
+    }
+    if l.headers_truncated {
+        s.push_str("; some headers left out");
+    }
+    s
 }
 
 pub async fn list(
@@ -96,8 +118,8 @@ pub async fn list(
         ));
         io.line(format!("    error: {}", l.error));
         io.line(format!(
-            "    body ({} bytes): {}",
-            body.len(),
+            "    body ({}): {}",
+            body_summary(l, body.len()),
             preview(&body, 120)
         ));
     }
@@ -149,6 +171,14 @@ pub async fn retry(
         .map_err(|e| CtlError::negative(format!("message {seq} is not a dead letter: {e}")))?;
     let body = match body {
         Some(b) => b,
+        // Only the first bytes were kept: re-sending them would send a different command.
+        None if letter.body_truncated => {
+            return Err(CtlError::usage(format!(
+                "dead letter {seq} kept only the first {} of its body's {} bytes (truncated to fit a NATS message), so it cannot be re-sent as it was; pass the whole or a corrected body with --body FILE",
+                letter.body().map(|b| b.len()).unwrap_or(0),
+                letter.original_size().map_or("?".into(), |n| n.to_string()),
+            )))
+        }
         None => letter.body().map_err(|e| {
             CtlError::negative(format!(
                 "dead letter {seq} has an unreadable body_base64: {e}"

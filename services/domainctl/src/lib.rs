@@ -204,7 +204,7 @@ pub enum Cmd {
 pub enum DeadLettersCmd {
     /// List dead letters, newest last.
     List {
-        /// Only this reason (unreadable_json, not_an_object, missing_command_id, unknown_command, too_large, invalid_command).
+        /// Only this reason (unreadable_json, not_an_object, missing_command_id, unknown_command, too_large, invalid_command, unprocessable).
         #[arg(long)]
         reason: Option<String>,
         /// At most this many (the newest).
@@ -212,7 +212,8 @@ pub enum DeadLettersCmd {
         limit: usize,
     },
     /// Re-publish a dead letter's body (or a corrected one) to its original subject.
-    /// The dead letter stays where it is.
+    /// The dead letter stays where it is. A truncated letter (only the body's first
+    /// bytes kept) needs --body.
     Retry {
         /// The dead letter's stream sequence (from `dead-letters list`).
         #[arg(long)]

@@ -602,14 +602,15 @@ async fn read_and_fold(
         tokio::spawn(async move {
             let (mut ok, mut failed) = (0u64, 0u64);
             while let Some(events) = emit_rx.recv().await {
-                let results: Vec<anyhow::Result<usize>> = futures::stream::iter(events)
-                    .map(|e| {
-                        let js = js.clone();
-                        async move { projector::analytics::emit(&js, &e).await }
-                    })
-                    .buffer_unordered(256)
-                    .collect()
-                    .await;
+                let results: Vec<Result<usize, runtime::retry::Failure>> =
+                    futures::stream::iter(events)
+                        .map(|e| {
+                            let js = js.clone();
+                            async move { projector::analytics::emit(&js, &e).await }
+                        })
+                        .buffer_unordered(256)
+                        .collect()
+                        .await;
                 for r in results {
                     match r {
                         Ok(n) => ok += n as u64,

@@ -526,3 +526,69 @@ async fn operator_commands_wait_for_their_outcome() {
     assert_eq!(out.code, 4, "{}", out.stderr);
     assert!(out.stderr.contains("query service"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_dead_letter_is_listed_as_truncated_and_is_not_retried_without_a_body() {
+    let nats = Nats::start().await;
+    let (db, _pool) = Db::create().await;
+    let js = nats.js().await;
+    let mut commands = fake_handler(js.clone()).await;
+    let id = Uuid::new_v4();
+    let tenant = Uuid::new_v4();
+    let big = format!(
+        r#"{{"command_id":"{id}","tenant_id":"{tenant}","domain":"big.test","requested_by":"{}"}}"#,
+        "x".repeat(100_000)
+    );
+    let original = dead_letters::Original {
+        subject: "email_domains.commands.register_domain",
+        headers: None,
+        body: big.as_bytes(),
+    };
+    // Room for about 3 KB of body: the rest is cut.
+    let letter = DeadLetter::within("too_large", "the body is too large", original, 4_000);
+    assert!(letter.body_truncated);
+    dead_letters::publish(&js, &letter, "dl-1").await.unwrap();
+
+    let out = ctl(&nats.url, &db.url, &["dead-letters", "list", "--json"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v[0]["body_truncated"], true, "{v}");
+    assert_eq!(v[0]["body_size"], big.len());
+    assert_eq!(v[0]["body_sha256"], letter.body_sha256.clone().unwrap());
+    let out = ctl(&nats.url, &db.url, &["dead-letters", "list"]).await;
+    assert!(
+        out.stdout.contains("truncated") && out.stdout.contains(&big.len().to_string()),
+        "{}",
+        out.stdout
+    );
+
+    // Without --body there is no body to send: refused, nothing published.
+    let out = ctl(&nats.url, &db.url, &["dead-letters", "retry", "--seq", "1"]).await;
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("truncated") && out.stderr.contains("--body"),
+        "{}",
+        out.stderr
+    );
+    // With one it goes, and is the next (and only) command the handler sees.
+    let fixed = format!(r#"{{"command_id":"{id}","tenant_id":"{tenant}","domain":"big.test"}}"#);
+    let file = std::env::temp_dir().join(format!("dctl-body-{}.json", Uuid::new_v4()));
+    std::fs::write(&file, &fixed).unwrap();
+    let out = ctl(
+        &nats.url,
+        &db.url,
+        &[
+            "dead-letters",
+            "retry",
+            "--seq",
+            "1",
+            "--body",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    std::fs::remove_file(&file).ok();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let (_, body) = commands.recv().await.unwrap();
+    assert_eq!(body, fixed.as_bytes(), "the truncated body was never sent");
+}

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod prose;
+pub mod settings;
 pub mod token;
 pub mod view;
 
@@ -117,6 +118,24 @@ pub struct AppState(Arc<Inner>);
 
 /// Connects to NATS and Postgres and builds the router.
 pub async fn app(config: Config, opts: Options) -> anyhow::Result<Router> {
+    build(config, opts, None).await
+}
+
+/// [`app`], and `ops` reports ready once the gateway's NATS (with the contract's
+/// streams) and Postgres are usable, for as long as they stay so (`/readyz`).
+pub async fn app_with_ops(
+    config: Config,
+    opts: Options,
+    ops: &runtime::ops::Ops,
+) -> anyhow::Result<Router> {
+    build(config, opts, Some(ops)).await
+}
+
+async fn build(
+    config: Config,
+    opts: Options,
+    ops: Option<&runtime::ops::Ops>,
+) -> anyhow::Result<Router> {
     let client = runtime::connect_nats(&config.nats_url, "gateway").await?;
     let js = runtime::jetstream(client.clone());
     // Idempotent: the gateway can start before the other services.
@@ -125,6 +144,9 @@ pub async fn app(config: Config, opts: Options) -> anyhow::Result<Router> {
     let store = EventStore::open(&js, config.snapshot_every).await?;
     let share_epochs = runtime::streams::ensure_bucket(&js, SHARE_EPOCHS_BUCKET).await?;
     let pool = runtime::db::connect_and_migrate(&config.database_url, 8).await?;
+    if let Some(ops) = ops {
+        ops.jetstream(&js).postgres(&pool).ready();
+    }
     let state = AppState(Arc::new(Inner {
         opts,
         config,

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
+use gateway::settings;
 use gateway::token::{Claims, Keys, DEV_SECRET};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,26 +21,31 @@ struct Cli {
         long,
         env = "GATEWAY_LISTEN",
         default_value = "127.0.0.1:8080",
+        value_parser = settings::listen,
         global = true
     )]
     listen: SocketAddr,
     /// Shared secret the platform signs session tokens with (HMAC-SHA256); also signs share links.
-    #[arg(long, env = "GATEWAY_TOKEN_SECRET", default_value = DEV_SECRET, hide_env_values = true, hide_default_value = true, global = true)]
+    #[arg(long, env = "GATEWAY_TOKEN_SECRET", default_value = DEV_SECRET, value_parser = settings::token_secret, hide_env_values = true, hide_default_value = true, global = true)]
     token_secret: String,
     /// Base URL of share links (default: http://<Host header>).
-    #[arg(long, env = "GATEWAY_PUBLIC_URL", global = true)]
+    #[arg(long, env = "GATEWAY_PUBLIC_URL", value_parser = settings::public_url, global = true)]
     public_url: Option<String>,
-    /// Seconds a request waits for a command's outcome.
+    /// Seconds a request waits for a command's outcome (1 … 3600).
     #[arg(
         long,
         env = "GATEWAY_COMMAND_TIMEOUT_SECS",
-        default_value_t = 10,
+        default_value = "10",
+        value_parser = settings::command_timeout_secs,
         global = true
     )]
     command_timeout_secs: u64,
-    /// Default lifetime of a share link, in seconds.
-    #[arg(long, env = "GATEWAY_SHARE_TTL_SECS", default_value_t = 7 * 86_400, global = true)]
+    /// Default lifetime of a share link, in seconds (60 … 2592000).
+    #[arg(long, env = "GATEWAY_SHARE_TTL_SECS", default_value = "604800", value_parser = settings::share_ttl_secs, global = true)]
     share_ttl_secs: u64,
+    /// Tenant of the dev link printed with the development secret.
+    #[arg(long, env = "GATEWAY_DEV_TENANT", value_parser = settings::dev_tenant, global = true)]
+    dev_tenant: Option<uuid::Uuid>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -89,11 +95,14 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let config = runtime::Config::from_env()?;
+    let shutdown = runtime::Shutdown::on_signals();
+    // /healthz, /readyz and /metrics on METRICS_ADDR, like every other service.
+    let ops = runtime::ops::Ops::serve(&config, "gateway", &shutdown).await?;
     let mut opts = gateway::Options::new(keys.clone());
     opts.public_url = cli.public_url.clone();
-    opts.command_timeout = Duration::from_secs(cli.command_timeout_secs.max(1));
-    opts.share_ttl = Duration::from_secs(cli.share_ttl_secs.max(60));
-    let router = gateway::app(config, opts).await?;
+    opts.command_timeout = Duration::from_secs(cli.command_timeout_secs);
+    opts.share_ttl = Duration::from_secs(cli.share_ttl_secs);
+    let router = gateway::app_with_ops(config, opts, &ops).await?;
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     let addr = listener.local_addr()?;
     let base = cli
@@ -104,12 +113,9 @@ async fn main() -> anyhow::Result<()> {
     println!("gateway: {base}/");
     if keys.is_dev_default() {
         // A ready-to-open link for development: a fixed dev tenant, enterprise edition, 12 h.
-        let tenant = std::env::var("GATEWAY_DEV_TENANT")
-            .ok()
-            .and_then(|t| uuid::Uuid::parse_str(&t).ok())
-            .unwrap_or(uuid::Uuid::from_u128(
-                0x00000000_0000_4000_8000_00000000d3f0,
-            ));
+        let tenant = cli.dev_tenant.unwrap_or(uuid::Uuid::from_u128(
+            0x00000000_0000_4000_8000_00000000d3f0,
+        ));
         let claims = Claims {
             tenant_id: tenant,
             edition: "enterprise".into(),
@@ -121,7 +127,53 @@ async fn main() -> anyhow::Result<()> {
             keys.sign(&claims)
         );
     }
-    let result = gateway::serve(listener, router, runtime::Shutdown::on_signals()).await;
+    let result = gateway::serve(listener, router, shutdown).await;
     runtime::telemetry::shutdown();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parsing `args` fails with a message naming `var` and quoting `value`.
+    fn refused(args: &[&str], var: &str, value: &str) {
+        let argv = std::iter::once("gateway").chain(args.iter().copied());
+        match Cli::try_parse_from(argv) {
+            Ok(_) => panic!("{args:?} was accepted"),
+            Err(e) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(var) && text.contains(&format!("'{value}'")),
+                    "{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_gateway_setting_refuses_an_unreadable_value_naming_its_variable() {
+        refused(&["--listen", "8080"], "GATEWAY_LISTEN", "8080");
+        refused(&["--token-secret", " "], "GATEWAY_TOKEN_SECRET", " ");
+        refused(
+            &["--public-url", "example.com"],
+            "GATEWAY_PUBLIC_URL",
+            "example.com",
+        );
+        refused(
+            &["--command-timeout-secs", "0"],
+            "GATEWAY_COMMAND_TIMEOUT_SECS",
+            "0",
+        );
+        refused(&["--share-ttl-secs", "30"], "GATEWAY_SHARE_TTL_SECS", "30");
+        refused(&["--dev-tenant", "dev"], "GATEWAY_DEV_TENANT", "dev");
+    }
+
+    #[test]
+    fn the_defaults_are_readable() {
+        let cli = Cli::try_parse_from(["gateway"]).expect("defaults parse");
+        assert_eq!(cli.command_timeout_secs, 10);
+        assert_eq!(cli.share_ttl_secs, 7 * 86_400);
+        assert_eq!(cli.listen.port(), 8080);
+    }
 }

@@ -5,30 +5,53 @@ use crate::consume::{next_batch, MAX_BATCH};
 use crate::{Options, Projection};
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
 use email_domain_events::{analytics, Event};
+use runtime::retry::Failure;
 use runtime::{streams, Shutdown};
 use std::time::Duration;
 use tracing::Instrument;
 
-/// Publishes the CloudEvents of `event` and waits until JetStream stored them.
-pub async fn emit(js: &jetstream::Context, event: &Event) -> anyhow::Result<usize> {
+/// Publishes the CloudEvents of `event` and waits until JetStream stored them. Every
+/// one is tried; the error returned is a transient one if any failed so (the batch is
+/// then retried as a whole), else a permanent one.
+pub async fn emit(js: &jetstream::Context, event: &Event) -> Result<usize, Failure> {
     let mut acks = Vec::new();
+    let mut worst: Option<Failure> = None;
     for name in analytics::names(event) {
         let ce = analytics::cloud_event(event, name);
         let id = analytics::cloud_event_id(event, name);
         let publish = runtime::trace::message()
-            .payload(serde_json::to_vec(&ce)?.into())
+            .payload(
+                serde_json::to_vec(&ce)
+                    .expect("a CloudEvent serialises")
+                    .into(),
+            )
             .message_id(id)
             .header("Content-Type", "application/cloudevents+json");
-        acks.push(
-            js.send_publish(format!("analytics.email_domain.{name}"), publish)
-                .await?,
-        );
+        match js
+            .send_publish(format!("analytics.email_domain.{name}"), publish)
+            .await
+        {
+            Ok(ack) => acks.push(ack),
+            Err(e) => keep_worst(&mut worst, Failure::of(&e)),
+        }
     }
     let n = acks.len();
     for a in acks {
-        a.await?;
+        if let Err(e) = a.await {
+            keep_worst(&mut worst, Failure::of(&e));
+        }
     }
-    Ok(n)
+    match worst {
+        None => Ok(n),
+        Some(f) => Err(f),
+    }
+}
+
+/// Keeps a transient failure over a permanent one: it is the one worth retrying for.
+fn keep_worst(worst: &mut Option<Failure>, f: Failure) {
+    if worst.as_ref().is_none_or(Failure::is_permanent) {
+        *worst = Some(f);
+    }
 }
 
 pub async fn run(
@@ -76,17 +99,28 @@ pub async fn run(
                 emit(js, e).instrument(span)
             }))
             .await;
-            match results.into_iter().find_map(Result::err) {
-                None => break,
-                Some(e) => {
-                    // Re-publishing is safe: JetStream drops ids it has stored already.
-                    tracing::warn!(error = %e, "analytics not all stored; retrying the batch");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                    if shutdown.is_triggered() {
-                        return Ok(());
-                    }
+            let failures: Vec<Failure> = results.into_iter().filter_map(Result::err).collect();
+            if failures.is_empty() {
+                break;
+            }
+            // Only CloudEvents that can never be stored are left: they are given up (the
+            // rest of the batch is stored), not retried forever.
+            if failures.iter().all(Failure::is_permanent) {
+                for f in &failures {
+                    runtime::retry::give_up("analytics", f);
                 }
+                break;
+            }
+            // Re-publishing is safe: JetStream drops ids it has stored already.
+            let e = failures
+                .iter()
+                .find(|f| !f.is_permanent())
+                .unwrap_or(&failures[0]);
+            tracing::warn!(error = %e, "analytics not all stored; retrying the batch");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+            if shutdown.is_triggered() {
+                return Ok(());
             }
         }
         if options.should_crash() {

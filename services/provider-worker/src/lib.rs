@@ -153,29 +153,39 @@ async fn dispatch_one(js: &jetstream::Context, msg: jetstream::Message) {
     };
     if let Some(item) = item {
         let body = serde_json::to_vec(&item).expect("work items serialise");
-        publish_until_stored(js, item.subject(), body, &item.work_id).await;
+        publish_until_stored(js, item.subject(), body, &item.work_id, "provider_work").await;
     }
     // The pre-flight is DNS work, not provider work: it goes to the handler as a
     // command, off the provider's rate limit.
     if let Some(cmd) = preflight {
         let body = serde_json::to_vec(&cmd.to_body()).expect("commands serialise");
-        publish_until_stored(js, &cmd.subject(), body, &cmd.command_id.to_string()).await;
+        let id = cmd.command_id.to_string();
+        publish_until_stored(js, &cmd.subject(), body, &id, "preflight_command").await;
     }
+    // Acknowledged also after a permanent failure: a redelivery would fail the same way.
     let _ = msg.ack().await;
 }
 
-/// Publishes with a dedup id, retrying until JetStream has stored it.
-async fn publish_until_stored(js: &jetstream::Context, subject: &str, body: Vec<u8>, msg_id: &str) {
+/// Publishes with a dedup id, retrying until JetStream has stored it, or until it
+/// fails in a way retrying cannot change (then `operation` is given up, loudly).
+async fn publish_until_stored(
+    js: &jetstream::Context,
+    subject: &str,
+    body: Vec<u8>,
+    msg_id: &str,
+    operation: &str,
+) {
     loop {
         let publish = runtime::trace::message()
             .payload(body.clone().into())
             .message_id(msg_id);
-        match js.send_publish(subject.to_string(), publish).await {
-            Ok(ack) => match ack.await {
-                Ok(_) => return,
-                Err(e) => tracing::warn!(error = %e, subject, "not stored yet"),
-            },
-            Err(e) => tracing::warn!(error = %e, subject, "not published yet"),
+        match runtime::retry::publish(js, subject, publish).await {
+            Ok(_) => return,
+            Err(e) if e.is_permanent() => {
+                runtime::retry::give_up(operation, &e);
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, subject, "not stored yet"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -419,16 +429,21 @@ async fn report(
     let publish = runtime::trace::message()
         .payload(body.into())
         .message_id(cmd.command_id.to_string());
-    let stored = match js.send_publish(cmd.subject(), publish).await {
-        Ok(ack) => ack.await.is_ok(),
-        Err(_) => false,
-    };
-    if stored {
-        let _ = msg.ack().await;
-    } else {
-        let _ = msg
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-            .await;
+    match runtime::retry::publish(js, cmd.subject(), publish).await {
+        Ok(_) => {
+            let _ = msg.ack().await;
+        }
+        // The same result would fail the same way on every redelivery.
+        Err(e) if e.is_permanent() => {
+            runtime::retry::give_up("provider_result", &e);
+            let _ = msg.ack_with(AckKind::Term).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "provider result not stored yet; the work comes back");
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+        }
     }
 }
 

@@ -72,6 +72,16 @@ pub static COMMAND_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+/// Every service: operations abandoned because they failed in a way trying again
+/// cannot change (see `retry`), by operation. Each one also logged an error saying why.
+pub static GIVEN_UP: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counters(
+        "email_domains_given_up_total",
+        "Operations abandoned after a permanent failure (e.g. a message over the server's max payload), by operation.",
+        &["operation"],
+    )
+});
+
 /// Command handler: verdicts of the DNS records it checked.
 pub static DNS_RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counters(

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use email_domain_events::outcome::Outcome;
 use email_domain_events::CommandId;
 
+use crate::retry::Failure;
 use crate::streams::OUTCOMES;
 
 #[derive(Clone)]
@@ -36,20 +37,18 @@ impl Outcomes {
     }
 
     /// Publishes an outcome and returns once JetStream has stored it.
-    pub async fn publish(&self, outcome: &Outcome) -> anyhow::Result<()> {
+    pub async fn publish(&self, outcome: &Outcome) -> Result<(), Failure> {
         let id = outcome
             .command_id
             .expect("outcomes that are published have a command id");
-        let body = serde_json::to_vec(outcome)?;
+        let body = serde_json::to_vec(outcome).expect("an outcome serialises");
         self.publish_raw(id, body.into()).await
     }
 
     /// Publishes stored outcome bytes again (the same outcome for a repeated command id).
-    pub async fn publish_raw(&self, id: CommandId, body: Bytes) -> anyhow::Result<()> {
-        self.js
-            .send_publish(Outcome::subject(id), crate::trace::message().payload(body))
-            .await?
-            .await?;
+    pub async fn publish_raw(&self, id: CommandId, body: Bytes) -> Result<(), Failure> {
+        let message = crate::trace::message().payload(body);
+        crate::retry::publish(&self.js, Outcome::subject(id), message).await?;
         Ok(())
     }
 }

@@ -20,8 +20,23 @@ pub enum AppendError {
     /// Another writer appended to this domain since we read it: reload and decide again.
     #[error("the domain changed since it was read")]
     Conflict,
+    /// May go away (NATS unavailable, a timeout): try again.
     #[error("append failed: {0}")]
     Other(String),
+    /// Cannot go away by trying again (the event is larger than the server takes).
+    #[error("the event cannot be stored: {0}")]
+    Permanent(String),
+}
+
+impl AppendError {
+    fn classified(e: &(dyn std::error::Error + 'static)) -> Self {
+        let failure = crate::retry::Failure::of(e);
+        if failure.is_permanent() {
+            AppendError::Permanent(failure.message)
+        } else {
+            AppendError::Other(failure.message)
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -145,11 +160,11 @@ impl EventStore {
             .js
             .send_publish(event.subject(), publish)
             .await
-            .map_err(|e| AppendError::Other(e.to_string()))?
+            .map_err(|e| AppendError::classified(&e))?
             .await
             .map_err(|e| match e.kind() {
                 PublishErrorKind::WrongLastSequence => AppendError::Conflict,
-                _ => AppendError::Other(e.to_string()),
+                _ => AppendError::classified(&e),
             })?;
         Ok(ack.sequence)
     }

@@ -14,6 +14,7 @@ use email_domain_events::{
     ids::derive, Command, CommandId, CommandType, DomainId, Event, TenantId,
 };
 use projector::consume::{run_db_named, DbProjection};
+use runtime::retry::Failure;
 use runtime::{streams, Config, Shutdown};
 use sqlx::{PgPool, Postgres, Transaction};
 use std::collections::HashMap;
@@ -181,6 +182,18 @@ async fn fire_loop(
     Ok(())
 }
 
+/// A re-check that can never be stored is given up (its timer is marked fired with
+/// the others): retrying would hold up every timer behind it, forever. Any other
+/// failure fails the batch, which is tried again.
+fn unless_permanent(failure: Failure) -> anyhow::Result<()> {
+    if failure.is_permanent() {
+        runtime::retry::give_up("recheck", &failure);
+        Ok(())
+    } else {
+        Err(failure.into())
+    }
+}
+
 /// Claims up to a batch of due timers, publishes their re-checks, marks them fired.
 pub async fn fire_due(
     js: &jetstream::Context,
@@ -218,10 +231,15 @@ pub async fn fire_due(
         let publish = PublishMessage::build()
             .payload(serde_json::to_vec(&cmd.to_body())?.into())
             .message_id(cmd.command_id.to_string());
-        acks.push(js.send_publish(cmd.subject(), publish).await?);
+        match js.send_publish(cmd.subject(), publish).await {
+            Ok(ack) => acks.push(ack),
+            Err(e) => unless_permanent(Failure::of(&e))?,
+        }
     }
     for a in acks {
-        a.await?;
+        if let Err(e) = a.await {
+            unless_permanent(Failure::of(&e))?;
+        }
     }
     let ids: Vec<uuid::Uuid> = due.iter().map(|d| d.0).collect();
     sqlx::query(

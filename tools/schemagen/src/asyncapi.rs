@@ -203,15 +203,16 @@ pub fn document() -> String {
     messages.insert(
         "deadLetter".into(),
         json!({"name": "dead_letter", "title": "dead letter", "contentType": "application/json", "payload": payload("dead_letter"),
-               "examples": [{"name": "unreadable_json", "payload": {"$ref": "./examples/dead_letter/unreadable_json.json"}}]}),
+               "examples": [{"name": "unreadable_json", "payload": {"$ref": "./examples/dead_letter/unreadable_json.json"}},
+                            {"name": "too_large_truncated", "payload": {"$ref": "./examples/dead_letter/too_large_truncated.json"}}]}),
     );
     channels.insert(
         "deadLetters".into(),
         json!({
             "address": "email_domains.dead_letters.{reason}",
             "title": "dead letters",
-            "description": "Stream EMAIL_DOMAIN_DEAD_LETTERS (no age limit): messages on `email_domains.commands.*` that are not commands, with their subject, headers and bytes.",
-            "parameters": {"reason": {"description": "Why the message is not a command.", "enum": ["unreadable_json", "not_an_object", "missing_command_id", "unknown_command", "too_large", "invalid_command"]}},
+            "description": "Stream EMAIL_DOMAIN_DEAD_LETTERS (no age limit): messages on `email_domains.commands.*` that are not commands (or readable commands that can never take effect), with their subject, headers and bytes, each letter cut to fit one message (`body_truncated`, with the original `body_size` and `body_sha256`).",
+            "parameters": {"reason": {"description": "Why the message is not a command.", "enum": ["unreadable_json", "not_an_object", "missing_command_id", "unknown_command", "too_large", "invalid_command", "unprocessable"]}},
             "messages": {"deadLetter": msg_ref("deadLetter")},
         }),
     );

@@ -14,6 +14,7 @@ use email_domain_events::records::{Diagnosis, DiagnosisCode, DnsRecord, DnsStatu
 use email_domain_events::state::Status;
 use email_domain_events::tenant::TenantSettings;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 fn id(n: u128) -> Uuid {
@@ -369,7 +370,37 @@ pub fn all() -> Vec<(String, String, Value)> {
                 .into_iter()
                 .collect(),
             body_base64: base64(body),
+            body_size: Some(body.len() as u64),
+            body_sha256: Some(sha256_hex(body)),
+            body_truncated: false,
+            headers_truncated: false,
             received_at: at(1),
+        }),
+    );
+    // A body too large to be read, and too large for the letter: its first bytes kept.
+    let big = format!(
+        r#"{{"command_id":"{}","tenant_id":"{}","domain":"big.test","requested_by":"{}"}}"#,
+        command_id().0,
+        tenant().0,
+        "x".repeat(899_880)
+    );
+    put(
+        "dead_letter",
+        "too_large_truncated",
+        to(&wire::DeadLetter {
+            reason: "too_large".into(),
+            error: format!(
+                "the body is {} bytes; commands are at most 65536 bytes",
+                big.len()
+            ),
+            subject: "email_domains.commands.register_domain".into(),
+            headers: BTreeMap::new(),
+            body_base64: base64(&big.as_bytes()[..99]),
+            body_size: Some(big.len() as u64),
+            body_sha256: Some(sha256_hex(big.as_bytes())),
+            body_truncated: true,
+            headers_truncated: false,
+            received_at: at(2),
         }),
     );
 
@@ -437,6 +468,14 @@ pub fn all() -> Vec<(String, String, Value)> {
         put("dns_record", &format!("{i}_{}", r.purpose), to(r));
     }
     out
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn base64(bytes: &[u8]) -> String {

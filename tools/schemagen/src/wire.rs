@@ -121,22 +121,45 @@ pub struct ProviderResultCommand {
     pub correlation_id: Option<String>,
 }
 
-/// A message on `email_domains.commands.*` that could not be read as a command, kept
-/// on `email_domains.dead_letters.<reason>` (mirrors `svc-runtime`'s `DeadLetter`).
+/// A message on `email_domains.commands.*` that could not be read as a command (or a
+/// readable command that can never take effect), kept on
+/// `email_domains.dead_letters.<reason>` (mirrors `svc-runtime`'s `DeadLetter`). A
+/// letter is one NATS message: what does not fit the server's max payload is cut
+/// (`body_truncated`, `headers_truncated`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DeadLetter {
     /// `unreadable_json`, `not_an_object`, `missing_command_id`, `unknown_command`,
-    /// `too_large` or `invalid_command`; also the last subject token.
+    /// `too_large`, `invalid_command` or `unprocessable` (a readable command that
+    /// failed for good, e.g. its event is larger than the server takes); also the last
+    /// subject token.
     pub reason: String,
-    /// What is wrong, in words a person can act on.
+    /// What is wrong, in words a person can act on (at most 4 KiB; a longer one is cut
+    /// and ends in `…`).
     pub error: String,
     /// The original subject.
     pub subject: String,
-    /// The original headers (several values of one name joined with `, `).
+    /// The original headers (several values of one name joined with `, `); those that
+    /// did not fit are left out (`headers_truncated`).
     pub headers: BTreeMap<String, String>,
-    /// The original bytes, base64 (standard alphabet, padded).
+    /// The original bytes, base64 (standard alphabet, padded); only the first bytes
+    /// when `body_truncated`.
     #[schemars(extend("contentEncoding" = "base64"))]
     pub body_base64: String,
+    /// The original body's size in bytes (absent in letters written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
+    pub body_size: Option<u64>,
+    /// SHA-256 of the whole original body, lower-case hex (absent in older letters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", extend("pattern" = "^[0-9a-f]{64}$"))]
+    pub body_sha256: Option<String>,
+    /// `body_base64` holds only the body's first bytes: the whole did not fit one
+    /// message (absent in older letters: `false`).
+    #[serde(default)]
+    pub body_truncated: bool,
+    /// Some headers were left out to make room (absent in older letters: `false`).
+    #[serde(default)]
+    pub headers_truncated: bool,
     pub received_at: DateTime<Utc>,
 }
 

@@ -393,21 +393,70 @@ fn each_service_may_publish_only_what_it_must() {
     assert_refused(&mut platform, &format!("{cmd}.fail_domain"));
     assert_refused(&mut platform, event);
 
-    // The gateway: like the platform, and it reads the log.
+    // The gateway: exactly what it uses (services/gateway/tests/nats_permissions.rs
+    // runs its whole flow as this user without a violation).
     let mut gateway = Conn::open(port, "gateway");
-    assert_allowed(&mut gateway, &format!("{cmd}.dns_configured"));
-    assert_refused(&mut gateway, &format!("{cmd}.recheck"));
+    for t in [
+        "register_domain",
+        "dns_configured",
+        "refresh_status",
+        "delete_domain",
+    ] {
+        assert_allowed(&mut gateway, &format!("{cmd}.{t}"));
+    }
+    for t in ["recheck", "provider_result", "preflight", "fail_domain"] {
+        assert_refused(&mut gateway, &format!("{cmd}.{t}"));
+    }
     assert_refused(&mut gateway, event);
     assert_refused(&mut gateway, "analytics.email_domain.registered");
+    assert_refused(&mut gateway, "email_domains.outcomes.x");
+    assert_refused(&mut gateway, "email_domains.dead_letters.unreadable_json");
+    // It reads Postgres, not the query service.
+    assert_refused(&mut gateway, "email_domains.query.sender");
+    assert_refused(&mut gateway, "email_domains.query.domains");
     // Its own bucket of share-link epochs, and nobody else's.
     assert_allowed(&mut gateway, "$KV.gateway_share_epochs.some-domain");
     assert_refused(&mut gateway, "$KV.email_domain_names.acme.com");
+    assert_refused(&mut gateway, "$KV.email_domain_leases.command-handler");
+    // JetStream: stream info and names, Direct Gets of the log, the outcomes and its
+    // bucket; its bucket's creation. No consumers, acks, other reads or admin.
     assert!(gateway
         .js_api("$JS.API.STREAM.INFO.EMAIL_DOMAIN_EVENTS", "")
         .is_ok());
-    assert!(gateway
-        .js_api("$JS.API.STREAM.DELETE.EMAIL_DOMAIN_EVENTS", "")
-        .is_err());
+    let names = gateway
+        .js_api("$JS.API.STREAM.NAMES", "")
+        .expect("stream names");
+    assert!(names["streams"].is_array(), "{names}");
+    // (Direct Gets answer with the message itself, not JSON: only the publish is checked.)
+    assert_allowed(&mut gateway, "$JS.API.DIRECT.GET.EMAIL_DOMAIN_EVENTS");
+    assert_allowed(
+        &mut gateway,
+        "$JS.API.DIRECT.GET.EMAIL_DOMAIN_OUTCOMES.email_domains.outcomes.x",
+    );
+    assert_allowed(
+        &mut gateway,
+        "$JS.API.DIRECT.GET.KV_gateway_share_epochs.$KV.gateway_share_epochs.x",
+    );
+    for refused in [
+        "$JS.API.STREAM.DELETE.EMAIL_DOMAIN_EVENTS",
+        "$JS.API.STREAM.CREATE.EMAIL_DOMAIN_EVENTS",
+        "$JS.API.STREAM.MSG.GET.EMAIL_DOMAIN_EVENTS",
+        "$JS.API.CONSUMER.CREATE.EMAIL_DOMAIN_EVENTS",
+        "$JS.API.CONSUMER.DURABLE.CREATE.EMAIL_DOMAIN_EVENTS.x",
+        "$JS.API.CONSUMER.MSG.NEXT.EMAIL_DOMAIN_EVENTS.x",
+        "$JS.API.INFO",
+    ] {
+        assert!(
+            gateway.js_api(refused, "").is_err(),
+            "gateway may {refused}"
+        );
+    }
+    assert_refused(&mut gateway, "$JS.ACK.EMAIL_DOMAIN_EVENTS.x.1.1.1.1.1");
+    assert_refused(&mut gateway, "$JS.API.DIRECT.GET.EMAIL_DOMAIN_DEAD_LETTERS");
+    assert_refused(
+        &mut gateway,
+        "$JS.API.DIRECT.GET.KV_email_domain_names.$KV.email_domain_names.acme_com",
+    );
 
     // The query service: no publish at all, except the reply to a request it received.
     let mut query = Conn::open(port, "query");

@@ -1,0 +1,164 @@
+//! Reading the gateway's own settings (`GATEWAY_*`, or the matching flags). Like the
+//! shared configuration (`runtime::Config::from_vars`), a value that cannot be read
+//! stops the gateway with a message naming the variable and what a valid value looks
+//! like (clap adds the value itself), instead of quietly using a default or a clamp.
+
+use std::net::SocketAddr;
+
+/// The longest a request may wait for a command's outcome.
+pub const MAX_COMMAND_TIMEOUT_SECS: u64 = 3600;
+/// The bounds of a share link's lifetime (a request may ask anything in between).
+pub const MIN_SHARE_TTL_SECS: u64 = 60;
+pub const MAX_SHARE_TTL_SECS: u64 = 30 * 86_400;
+
+fn invalid(name: &str, flag: &str, expected: &str) -> String {
+    format!("{name} (--{flag}) must be {expected}")
+}
+
+/// `GATEWAY_LISTEN`: `ip:port`.
+pub fn listen(v: &str) -> Result<SocketAddr, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| invalid("GATEWAY_LISTEN", "listen", "ip:port, e.g. 0.0.0.0:8080"))
+}
+
+/// `GATEWAY_TOKEN_SECRET`: any non-blank text (blank would let anyone sign tokens).
+pub fn token_secret(v: &str) -> Result<String, String> {
+    if v.trim().is_empty() {
+        return Err(invalid(
+            "GATEWAY_TOKEN_SECRET",
+            "token-secret",
+            "the shared signing secret, not blank",
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// `GATEWAY_PUBLIC_URL`: an `http://` or `https://` base URL with a host.
+pub fn public_url(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    let host = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .map(|rest| rest.split('/').next().unwrap_or(""));
+    match host {
+        Some(h) if !h.is_empty() && !h.contains(char::is_whitespace) => Ok(v.to_string()),
+        _ => Err(invalid(
+            "GATEWAY_PUBLIC_URL",
+            "public-url",
+            "an http:// or https:// base URL, e.g. https://mail-settings.example.com",
+        )),
+    }
+}
+
+/// `GATEWAY_COMMAND_TIMEOUT_SECS`: whole seconds, 1 … 3600.
+pub fn command_timeout_secs(v: &str) -> Result<u64, String> {
+    whole(v, 1, MAX_COMMAND_TIMEOUT_SECS).ok_or_else(|| {
+        invalid(
+            "GATEWAY_COMMAND_TIMEOUT_SECS",
+            "command-timeout-secs",
+            &format!("a whole number of seconds from 1 to {MAX_COMMAND_TIMEOUT_SECS} (default 10)"),
+        )
+    })
+}
+
+/// `GATEWAY_SHARE_TTL_SECS`: whole seconds, 60 … 30 days.
+pub fn share_ttl_secs(v: &str) -> Result<u64, String> {
+    whole(v, MIN_SHARE_TTL_SECS, MAX_SHARE_TTL_SECS).ok_or_else(|| {
+        invalid(
+            "GATEWAY_SHARE_TTL_SECS",
+            "share-ttl-secs",
+            &format!(
+                "a whole number of seconds from {MIN_SHARE_TTL_SECS} to {MAX_SHARE_TTL_SECS} (30 days; default 604800)"
+            ),
+        )
+    })
+}
+
+/// `GATEWAY_DEV_TENANT`: a UUID.
+pub fn dev_tenant(v: &str) -> Result<uuid::Uuid, String> {
+    uuid::Uuid::parse_str(v.trim()).map_err(|_| {
+        invalid(
+            "GATEWAY_DEV_TENANT",
+            "dev-tenant",
+            "a tenant UUID, e.g. 00000000-0000-4000-8000-00000000d3f0",
+        )
+    })
+}
+
+fn whole(v: &str, min: u64, max: u64) -> Option<u64> {
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parser refuses `value` with a message naming `var`.
+    fn refused<T: std::fmt::Debug>(parse: fn(&str) -> Result<T, String>, value: &str, var: &str) {
+        match parse(value) {
+            Ok(v) => panic!("{var}={value:?} was accepted as {v:?}"),
+            Err(e) => assert!(e.contains(var) && e.contains("must be"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn an_unreadable_listen_address_is_refused() {
+        assert_eq!(listen("0.0.0.0:8080").unwrap().port(), 8080);
+        for bad in ["8080", "localhost:8080", "everywhere", ""] {
+            refused(listen, bad, "GATEWAY_LISTEN");
+        }
+    }
+
+    #[test]
+    fn a_blank_token_secret_is_refused() {
+        assert_eq!(token_secret("s3cret").unwrap(), "s3cret");
+        for bad in ["", "   ", "\n"] {
+            refused(token_secret, bad, "GATEWAY_TOKEN_SECRET");
+        }
+    }
+
+    #[test]
+    fn a_public_url_must_be_http_with_a_host() {
+        assert_eq!(
+            public_url("https://mail.example.com/").unwrap(),
+            "https://mail.example.com/"
+        );
+        assert!(public_url("http://127.0.0.1:8080").is_ok());
+        for bad in [
+            "mail.example.com",
+            "ftp://x",
+            "https://",
+            "https:///path",
+            "",
+        ] {
+            refused(public_url, bad, "GATEWAY_PUBLIC_URL");
+        }
+    }
+
+    #[test]
+    fn a_zero_or_unreadable_command_timeout_is_refused() {
+        assert_eq!(command_timeout_secs("10").unwrap(), 10);
+        for bad in ["0", "-1", "10s", "1.5", "3601"] {
+            refused(command_timeout_secs, bad, "GATEWAY_COMMAND_TIMEOUT_SECS");
+        }
+    }
+
+    #[test]
+    fn a_share_ttl_outside_a_minute_to_thirty_days_is_refused() {
+        assert_eq!(share_ttl_secs("60").unwrap(), 60);
+        assert_eq!(share_ttl_secs("2592000").unwrap(), 2_592_000);
+        for bad in ["0", "59", "2592001", "7d", "-60"] {
+            refused(share_ttl_secs, bad, "GATEWAY_SHARE_TTL_SECS");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_dev_tenant_is_refused() {
+        assert!(dev_tenant("00000000-0000-4000-8000-00000000d3f0").is_ok());
+        refused(dev_tenant, "tenant-1", "GATEWAY_DEV_TENANT");
+    }
+}
