@@ -598,10 +598,18 @@ async fn raw_baselines_sized(n: usize, size: usize) -> anyhow::Result<Raw> {
     })
 }
 
-/// The stack as deployed: the default number of handler lanes.
+/// The handler's workers: `HANDLER_WORKERS` as the services read it, else the default.
+fn bench_workers() -> usize {
+    runtime::Config::from_env()
+        .map(|c| c.handler_workers)
+        .unwrap_or(16)
+}
+
+/// The stack as deployed: the default number of handler lanes and workers.
 fn bench_options() -> StackOptions {
     StackOptions {
         handler_lanes: 256,
+        handler_workers: bench_workers(),
         ..StackOptions::default()
     }
 }

@@ -279,6 +279,7 @@ pub struct StackOptions {
     pub provider_worker: bool,
     pub scheduler: bool,
     pub handler_lanes: usize,
+    pub handler_workers: usize,
     pub projectors: bool,
     /// The provider key the services are given (the dev provider accepts any).
     pub api_key: Option<String>,
@@ -309,6 +310,7 @@ impl Default for StackOptions {
             provider_worker: true,
             scheduler: true,
             handler_lanes: 64,
+            handler_workers: 16,
             projectors: true,
             api_key: None,
             database_url: None,
@@ -368,6 +370,7 @@ impl Stack {
             reserved_domains: ReservedDomains::parse(opts.reserved),
             provider_rate_limit: opts.provider_rate_limit,
             handler_lanes: opts.handler_lanes,
+            handler_workers: opts.handler_workers,
             snapshot_every: 4,
             lease_ttl: Duration::from_millis(1500),
             command_dedup_window: opts.command_dedup_window,

@@ -27,11 +27,6 @@ pub use lane::Services;
 
 pub const CONSUMER: &str = "command-handler";
 
-/// Commands handled at once (see `dispatch`): enough to keep both cores and the
-/// round trips to NATS busy, few enough that a command is not slowed by hundreds of
-/// others beside it.
-const WORKERS: usize = 16;
-
 /// Runs the handler until `shutdown`: waits for the lease, then consumes.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let ops = runtime::ops::Ops::serve(&config, "command-handler", &shutdown).await?;
@@ -100,7 +95,9 @@ async fn consume(
         (0..config.handler_lanes.max(1))
             .map(|_| lane::Lane::new(services.clone(), shutdown.clone())),
     );
-    for _ in 0..WORKERS.min(dispatcher.lanes()) {
+    // Enough workers to keep the cores and the round trips to NATS busy, few enough
+    // that a command is not slowed by hundreds of others beside it (`HANDLER_WORKERS`).
+    for _ in 0..config.handler_workers.min(dispatcher.lanes()) {
         tokio::spawn(dispatcher.clone().work());
     }
 

@@ -20,6 +20,8 @@ pub struct Config {
     pub provider_rate_limit: Option<f64>,
     /// Parallel lanes in the command handler (per-domain order holds within a lane).
     pub handler_lanes: usize,
+    /// Commands the handler works on at once (its workers take the lanes in fair order).
+    pub handler_workers: usize,
     /// Write a snapshot every this many events of a domain.
     pub snapshot_every: u64,
     /// Leader lease time-to-live.
@@ -229,6 +231,7 @@ impl Config {
             provider_rate_limit: vars.rate("PROVIDER_RATE_LIMIT", default_rate)?,
             // Each lane is a task with its own queue: more than this is a typo.
             handler_lanes: vars.whole("HANDLER_LANES", 256, 1, 65_536)? as usize,
+            handler_workers: vars.whole("HANDLER_WORKERS", 16, 1, 4_096)? as usize,
             snapshot_every: vars.whole("SNAPSHOT_EVERY", 4, 1, u64::MAX)?,
             lease_ttl: vars.millis("LEASE_TTL_MS", 6000)?,
             command_dedup_window: std::time::Duration::from_secs(vars.whole(
@@ -320,6 +323,18 @@ mod tests {
         assert_eq!(c.provider_rate_limit, Some(2.5));
         assert_eq!(c.ops_addr, Some("0.0.0.0:9090".parse().unwrap()));
         assert_eq!(c.dns_nameservers.map(|s| s.len()), Some(2));
+    }
+
+    #[test]
+    fn an_unreadable_handler_workers_stops_the_service() {
+        assert_eq!(load(&[]).unwrap().handler_workers, 16);
+        assert_eq!(
+            load(&[("HANDLER_WORKERS", "4")]).unwrap().handler_workers,
+            4
+        );
+        for bad in ["0", "-1", "many", "4097"] {
+            refused("HANDLER_WORKERS", bad);
+        }
     }
 
     #[test]
