@@ -17,10 +17,15 @@
 
 use crate::fair::{Class, FairQueue};
 use crate::lane::{Lane, Work};
+use async_nats::jetstream::{self, AckKind};
 use email_domain_events::TenantId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Notify;
+
+/// How long a command may wait in a lane before the server is told it is in progress.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// Commands of one tenant and class in one lane, in arrival order.
 type Key = (Class, TenantId);
@@ -130,6 +135,20 @@ impl Dispatcher {
         }
     }
 
+    /// Every [`KEEP_ALIVE`], tells the server that commands waiting that long are in
+    /// progress (below the consumer's 30 s ack wait, so none is handed out again).
+    pub async fn keep_alive(self) {
+        let mut tick = tokio::time::interval(KEEP_ALIVE);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let waiting = self.state().waiting_longer_than(KEEP_ALIVE);
+            for msg in waiting {
+                let _ = msg.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+
     /// One worker: runs ready lanes one command at a time until closed.
     pub async fn work(self) {
         while let Some((idx, mut lane, work)) = self.take().await {
@@ -138,6 +157,18 @@ impl Dispatcher {
         }
         // Another worker may be waiting for the close.
         self.wake.notify_waiters();
+    }
+}
+
+impl<L> State<L, Work> {
+    /// The messages of commands queued for longer than `age`.
+    fn waiting_longer_than(&self, age: Duration) -> Vec<jetstream::Message> {
+        self.slots
+            .iter()
+            .flat_map(|s| s.queues.values().flatten())
+            .filter(|w| w.received.elapsed() >= age)
+            .map(|w| w.msg.clone())
+            .collect()
     }
 }
 

@@ -27,6 +27,14 @@ pub use lane::Services;
 
 pub const CONSUMER: &str = "command-handler";
 
+/// Commands the handler may hold unacknowledged. Fairness only reaches what the
+/// handler has taken in: a command still on the server waits behind everything
+/// published before it. So the window is wide enough for a large burst with all its
+/// follow-ups (a registration brings two); what waits in the handler longer than
+/// [`dispatch::KEEP_ALIVE`] is told to the server as in progress, so it is not
+/// handed out again meanwhile.
+const WINDOW: i64 = 100_000;
+
 /// Runs the handler until `shutdown`: waits for the lease, then consumes.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let ops = runtime::ops::Ops::serve(&config, "command-handler", &shutdown).await?;
@@ -78,7 +86,7 @@ async fn consume(
                 durable_name: Some(CONSUMER.into()),
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(30),
-                max_ack_pending: 20_000,
+                max_ack_pending: WINDOW,
                 ..Default::default()
             },
         )
@@ -100,6 +108,7 @@ async fn consume(
     for _ in 0..config.handler_workers.min(dispatcher.lanes()) {
         tokio::spawn(dispatcher.clone().work());
     }
+    let keep_alive = tokio::spawn(dispatcher.clone().keep_alive());
 
     loop {
         let next = tokio::select! {
@@ -139,6 +148,7 @@ async fn consume(
         }
     }
     // The workers finish what the lanes hold, then end.
+    keep_alive.abort();
     dispatcher.close();
     Ok(())
 }
