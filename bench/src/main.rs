@@ -610,6 +610,7 @@ fn bench_options() -> StackOptions {
     StackOptions {
         handler_lanes: 256,
         handler_workers: bench_workers(),
+        handler_partitions: 8,
         ..StackOptions::default()
     }
 }

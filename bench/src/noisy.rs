@@ -51,6 +51,7 @@ pub async fn run(load: Load, quiet_secs: u64) -> anyhow::Result<P6> {
     let stack = Stack::start_with(StackOptions {
         handler_lanes: 256,
         handler_workers: bench_workers(),
+        handler_partitions: 8,
         scheduler: matches!(load, Load::RecheckStorm(_)),
         ..StackOptions::default()
     })

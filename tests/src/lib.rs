@@ -5,10 +5,12 @@
 
 use async_nats::jetstream;
 use email_domain_events::outcome::Outcome;
+use email_domain_events::Event;
 use email_domain_events::{Policy, ReservedDomains};
 use futures::StreamExt;
 use runtime::{Config, Shutdown};
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicI64;
@@ -280,6 +282,10 @@ pub struct StackOptions {
     pub scheduler: bool,
     pub handler_lanes: usize,
     pub handler_workers: usize,
+    /// Partitions of the command work shared by the handler instances.
+    pub handler_partitions: u32,
+    /// Leases (handler partitions, the intake, single-instance services) run out after this.
+    pub lease_ttl: Duration,
     pub projectors: bool,
     /// The provider key the services are given (the dev provider accepts any).
     pub api_key: Option<String>,
@@ -311,6 +317,8 @@ impl Default for StackOptions {
             scheduler: true,
             handler_lanes: 64,
             handler_workers: 16,
+            handler_partitions: 4,
+            lease_ttl: Duration::from_millis(1500),
             projectors: true,
             api_key: None,
             database_url: None,
@@ -371,8 +379,9 @@ impl Stack {
             provider_rate_limit: opts.provider_rate_limit,
             handler_lanes: opts.handler_lanes,
             handler_workers: opts.handler_workers,
+            handler_partitions: opts.handler_partitions,
             snapshot_every: 4,
-            lease_ttl: Duration::from_millis(1500),
+            lease_ttl: opts.lease_ttl,
             command_dedup_window: opts.command_dedup_window,
             ops_addr: None,
             provider_timeout: opts.provider_timeout,
@@ -466,6 +475,16 @@ impl Stack {
         (own, service_task("command-handler", f))
     }
 
+    /// Starts one more command handler on a runtime of its own, so that
+    /// [`Instance::kill`] ends it the way SIGKILL ends a process: its tasks and
+    /// connections gone at once, nothing released.
+    pub fn start_handler_instance(&mut self) -> Instance {
+        Instance::start(
+            self.service_config("command-handler"),
+            |config, shutdown| command_handler::run(config, shutdown),
+        )
+    }
+
     /// The config one service instance gets: with `StackOptions::ops`, its own ops port.
     fn service_config(&mut self, name: &'static str) -> Config {
         let mut config = self.config.clone();
@@ -501,7 +520,11 @@ impl Stack {
         &mut self,
         options: projector::Options,
     ) -> Vec<(projector::Projection, Arc<AtomicI64>)> {
-        self.projector_shutdown = Shutdown::new();
+        // Stopped projectors start again with a fresh signal; more instances beside
+        // running ones share theirs.
+        if self.projector_shutdown.is_triggered() {
+            self.projector_shutdown = Shutdown::new();
+        }
         let mut counters = Vec::new();
         for p in projector::Projection::ALL {
             let skipped = Arc::new(AtomicI64::new(0));
@@ -719,6 +742,7 @@ impl Stack {
         };
         let events = messages("EMAIL_DOMAIN_EVENTS").await.last_sequence;
         if messages("EMAIL_DOMAIN_COMMANDS").await.messages > 0
+            || messages("EMAIL_DOMAIN_PARTITIONED_COMMANDS").await.messages > 0
             || messages("EMAIL_DOMAIN_PROVIDER_WORK").await.messages > 0
         {
             return false;
@@ -815,6 +839,65 @@ impl Stack {
     }
 }
 
+/// A service instance on a tokio runtime of its own (two worker threads).
+pub struct Instance {
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown: Shutdown,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Instance {
+    pub fn start<F>(config: Config, service: impl FnOnce(Config, Shutdown) -> F) -> Instance
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("an instance's runtime");
+        let shutdown = Shutdown::new();
+        let f = service(config, shutdown.clone());
+        let done = runtime.spawn(async move {
+            if let Err(e) = f.await {
+                tracing::error!(error = %e, "instance ended with an error");
+            }
+        });
+        Instance {
+            runtime: Some(runtime),
+            shutdown,
+            done: Some(done),
+        }
+    }
+
+    /// Ends it at once, mid-work, like SIGKILL: no lease given up, nothing acknowledged.
+    pub fn kill(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Stops it cleanly (it finishes what it took and gives up its leases).
+    pub async fn stop(mut self) {
+        self.shutdown.trigger();
+        if let Some(done) = self.done.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Runs a service; an error it ends with is logged.
 fn service_task(
     name: &'static str,
@@ -830,4 +913,54 @@ fn service_task(
 /// A counter for `projector::Options::crash_after_commit`.
 pub fn crash_after(n: i64) -> Arc<AtomicI64> {
     Arc::new(AtomicI64::new(n))
+}
+
+/// The log's invariants: distinct event ids, versions 1..n per registration; returns
+/// the events per domain id.
+pub fn check_log(events: &[Event]) -> BTreeMap<Uuid, Vec<Event>> {
+    let ids: HashSet<_> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(
+        ids.len(),
+        events.len(),
+        "an event id appears twice in the log"
+    );
+    let mut per: BTreeMap<Uuid, Vec<Event>> = BTreeMap::new();
+    for e in events {
+        per.entry(e.domain_id.0).or_default().push(e.clone());
+    }
+    for (d, es) in &per {
+        let versions: Vec<u64> = es.iter().map(|e| e.version).collect();
+        let want: Vec<u64> = (1..=es.len() as u64).collect();
+        assert_eq!(versions, want, "domain {d}: versions not gapless in order");
+    }
+    per
+}
+
+/// The `email_domains` rows equal a fresh fold of the log.
+pub async fn rows_equal_fold(stack: &Stack, per: &BTreeMap<Uuid, Vec<Event>>) {
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM email_domains")
+        .fetch_one(&stack.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows as usize, per.len(), "one row per registration");
+    for (d, es) in per {
+        let row: Value =
+            sqlx::query_scalar("SELECT to_jsonb(d) FROM email_domains d WHERE id = $1")
+                .bind(d)
+                .fetch_one(&stack.pool)
+                .await
+                .unwrap_or_else(|e| panic!("row {d}: {e}"));
+        assert_eq!(
+            row["version"].as_i64(),
+            Some(es.len() as i64),
+            "{d}: row version = its events"
+        );
+        let row: projector::email_domains::Row = serde_json::from_value(row).unwrap();
+        let folded = email_domain_events::state::replay(es.iter()).unwrap();
+        assert_eq!(
+            row,
+            projector::email_domains::Row::from_state(&folded),
+            "{d}"
+        );
+    }
 }

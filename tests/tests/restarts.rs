@@ -4,10 +4,9 @@
 //! applied twice.
 
 use email_domain_events::outcome::Verdict;
-use email_domain_events::Event;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use system_tests::{Stack, StackOptions};
@@ -56,27 +55,6 @@ async fn wait_outcomes(stack: &Stack, ids: &[Uuid], within: Duration) -> HashMap
     }
 }
 
-/// The log's invariants: distinct event ids, versions 1..n per registration; returns
-/// the events per domain id.
-fn check_log(events: &[Event]) -> BTreeMap<Uuid, Vec<Event>> {
-    let ids: HashSet<_> = events.iter().map(|e| e.event_id).collect();
-    assert_eq!(
-        ids.len(),
-        events.len(),
-        "an event id appears twice in the log"
-    );
-    let mut per: BTreeMap<Uuid, Vec<Event>> = BTreeMap::new();
-    for e in events {
-        per.entry(e.domain_id.0).or_default().push(e.clone());
-    }
-    for (d, es) in &per {
-        let versions: Vec<u64> = es.iter().map(|e| e.version).collect();
-        let want: Vec<u64> = (1..=es.len() as u64).collect();
-        assert_eq!(versions, want, "domain {d}: versions not gapless in order");
-    }
-    per
-}
-
 /// Waits until `n` named rows of the tenant are `awaiting_dns` (through SQL).
 async fn wait_awaiting(stack: &Stack, names: &[String], within: Duration) -> i64 {
     let deadline = Instant::now() + within;
@@ -92,35 +70,6 @@ async fn wait_awaiting(stack: &Stack, names: &[String], within: Duration) -> i64
             return n;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// The `email_domains` rows equal a fresh fold of the log.
-async fn rows_equal_fold(stack: &Stack, per: &BTreeMap<Uuid, Vec<Event>>) {
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM email_domains")
-        .fetch_one(&stack.pool)
-        .await
-        .unwrap();
-    assert_eq!(rows as usize, per.len(), "one row per registration");
-    for (d, es) in per {
-        let row: Value =
-            sqlx::query_scalar("SELECT to_jsonb(d) FROM email_domains d WHERE id = $1")
-                .bind(d)
-                .fetch_one(&stack.pool)
-                .await
-                .unwrap_or_else(|e| panic!("row {d}: {e}"));
-        assert_eq!(
-            row["version"].as_i64(),
-            Some(es.len() as i64),
-            "{d}: row version = its events"
-        );
-        let row: projector::email_domains::Row = serde_json::from_value(row).unwrap();
-        let folded = email_domain_events::state::replay(es.iter()).unwrap();
-        assert_eq!(
-            row,
-            projector::email_domains::Row::from_state(&folded),
-            "{d}"
-        );
     }
 }
 
@@ -202,7 +151,7 @@ async fn nats_server_restarted_under_load_loses_no_acknowledged_command() {
     );
 
     let events = stack.events().await;
-    let per = check_log(&events);
+    let per = system_tests::check_log(&events);
     // One registration per acknowledged command, and each command id caused one registration.
     for (id, name) in &acked {
         let regs = events
@@ -217,7 +166,7 @@ async fn nats_server_restarted_under_load_loses_no_acknowledged_command() {
         .map(|e| e.domain.as_str())
         .collect();
     assert_eq!(registered.len(), per.len(), "one registration per name");
-    rows_equal_fold(&stack, &per).await;
+    system_tests::rows_equal_fold(&stack, &per).await;
     // Any outcome published more than once was the same each time.
     drop(stack.client.flush().await);
     collector.abort();
@@ -395,9 +344,9 @@ async fn postgres_restarted_under_load_the_projections_catch_up_with_nothing_los
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let events = stack.events().await;
-    let per = check_log(&events);
+    let per = system_tests::check_log(&events);
     assert_eq!(per.len(), 300, "300 registrations");
-    rows_equal_fold(&stack, &per).await;
+    system_tests::rows_equal_fold(&stack, &per).await;
     // The tenant settings projection has each tenant once.
     let tenants_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_email_settings")
         .fetch_one(&stack.pool)

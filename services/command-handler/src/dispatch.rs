@@ -103,6 +103,16 @@ impl Dispatcher {
         }
     }
 
+    /// Forgets the queued (not yet started) commands of a partition this instance no
+    /// longer owns: unacknowledged, they go to its next owner. How many.
+    pub fn drop_partition(&self, partition: u32) -> usize {
+        let dropped = self.state().drop_where(|w| w.partition == partition);
+        for w in &dropped {
+            queued(class_of(w)).dec();
+        }
+        dropped.len()
+    }
+
     /// No more commands: workers finish what is queued, then end.
     pub fn close(&self) {
         self.state().closed = true;
@@ -197,12 +207,19 @@ impl<L, W> State<L, W> {
     fn take_ready(&mut self) -> Option<(usize, L, W)> {
         while let Some(Turn { idx, key }) = self.ready.pop() {
             let slot = &mut self.slots[idx];
-            let Some(lane) = slot.lane.take() else {
-                slot.parked.push(key);
+            // A turn whose commands were dropped (their partition moved away).
+            let Some(queue) = slot.queues.get_mut(&key) else {
                 continue;
             };
-            let queue = slot.queues.get_mut(&key)?;
-            let work = queue.pop_front()?;
+            if slot.lane.is_none() {
+                slot.parked.push(key);
+                continue;
+            }
+            let Some(work) = queue.pop_front() else {
+                slot.queues.remove(&key);
+                continue;
+            };
+            let lane = slot.lane.take().expect("the lane is free");
             if queue.is_empty() {
                 slot.queues.remove(&key);
             } else {
@@ -212,6 +229,21 @@ impl<L, W> State<L, W> {
             return Some((idx, lane, work));
         }
         None
+    }
+
+    /// Takes every queued command `gone` says, keeping the order of the rest.
+    fn drop_where(&mut self, gone: impl Fn(&W) -> bool) -> Vec<W> {
+        let mut dropped = Vec::new();
+        for slot in &mut self.slots {
+            for queue in slot.queues.values_mut() {
+                let (out, keep): (VecDeque<W>, VecDeque<W>) =
+                    std::mem::take(queue).into_iter().partition(|w| gone(w));
+                *queue = keep;
+                dropped.extend(out);
+            }
+            slot.queues.retain(|_, q| !q.is_empty());
+        }
+        dropped
     }
 
     /// Returns the lane; its parked turns queue again. How many turns were queued.
@@ -322,6 +354,36 @@ mod tests {
         assert_eq!(of('x'), ["x0", "x1", "x2", "x3", "x4"]);
         assert_eq!(of('y'), ["y0", "y1", "y2", "y3", "y4"]);
         assert_eq!(order.len(), 10);
+    }
+
+    #[test]
+    fn given_queued_commands_of_a_partition_when_dropped_then_the_rest_run_in_order_and_no_lane_is_lost(
+    ) {
+        let mut s = state(2);
+        for i in 0..6 {
+            push(
+                &mut s,
+                i % 2,
+                X,
+                Class::Interactive,
+                &format!("p{}-x{i}", i % 3),
+            );
+        }
+        push(&mut s, 0, Y, Class::Interactive, "p1-y");
+        let mut dropped = s.drop_where(|w| w.starts_with("p1"));
+        dropped.sort();
+        assert_eq!(dropped, ["p1-x1", "p1-x4", "p1-y"]);
+        let mut order = Vec::new();
+        while let Some((idx, lane, work)) = s.take_ready() {
+            order.push(work);
+            s.give_back(idx, lane);
+        }
+        order.sort();
+        assert_eq!(order, ["p0-x0", "p0-x3", "p2-x2", "p2-x5"]);
+        // Both lanes came back: new work still runs.
+        push(&mut s, 0, Y, Class::Interactive, "later0");
+        push(&mut s, 1, Y, Class::Interactive, "later1");
+        assert!(s.take_ready().is_some() && s.take_ready().is_some());
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct Work {
     pub cmd: Command,
     /// When the handler took the command from the stream (for the latency histogram).
     pub received: std::time::Instant,
+    /// The partition it came from, counted there until it is finished.
+    pub partition: u32,
+    pub in_flight: crate::partition::InFlightGuard,
 }
 
 /// How many domains a lane keeps warm.
@@ -127,7 +130,13 @@ impl Lane {
     }
 
     pub async fn handle(&mut self, work: Work) {
-        let Work { msg, cmd, received } = work;
+        let Work {
+            msg,
+            cmd,
+            received,
+            in_flight,
+            ..
+        } = work;
         let span = tracing::info_span!(
             "command",
             command_id = %cmd.command_id,
@@ -141,7 +150,8 @@ impl Lane {
         // spans and log lines inside this command whenever this lane yields.
         self.handle_in_span(msg, cmd, received)
             .instrument(span)
-            .await
+            .await;
+        drop(in_flight);
     }
 
     async fn handle_in_span(

@@ -1,41 +1,45 @@
-//! The command handler: consumes `EMAIL_DOMAIN_COMMANDS`, decides with the pure core,
-//! appends events with optimistic concurrency and publishes exactly one outcome per
-//! command.
+//! The command handler: consumes commands, decides with the pure core, appends events
+//! with optimistic concurrency and publishes exactly one outcome per command.
 //!
-//! Ordering: one instance is active at a time (a KV lease); inside it, commands are
-//! spread over lanes by domain name, and each lane handles its commands one after
-//! another in stream order. So per domain, commands take effect in publish order,
-//! while many domains are in flight at once. A standby instance takes over when the
-//! lease runs out.
+//! Scale-out and order: the intake (one instance at a time) moves commands in publish
+//! order to partitions keyed by domain name; the running instances share the
+//! partitions through leases (`runtime::partitions`), and a partition's new owner
+//! resumes at its first unfinished command. Inside an instance, commands are spread
+//! over lanes by domain name, and each lane handles its commands one after another in
+//! partition order. So per domain, commands take effect in publish order, across
+//! instances and handoffs, while many domains are in flight at once.
 #![forbid(unsafe_code)]
 
 mod dispatch;
 mod fair;
+mod intake;
 mod lane;
+mod partition;
 
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
-use email_domain_events::command::{self, DecodeFailure};
+use async_nats::jetstream::{self, AckKind};
+use email_domain_events::command::DecodeFailure;
 use email_domain_events::outcome::Outcome;
 use email_domain_events::{decide::Rejection, decide::RejectionCode, Command, DomainName};
-use futures::StreamExt;
+use runtime::partitions::{self, Change, Ownership};
 use runtime::{dead_letters, lease::Lease, streams, Config, Shutdown};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use intake::CONSUMER;
 pub use lane::Services;
 
-pub const CONSUMER: &str = "command-handler";
-
-/// Commands the handler may hold unacknowledged. Fairness only reaches what the
-/// handler has taken in: a command still on the server waits behind everything
-/// published before it. So the window is wide enough for a large burst with all its
-/// follow-ups (a registration brings two); what waits in the handler longer than
-/// [`dispatch::KEEP_ALIVE`] is told to the server as in progress, so it is not
-/// handed out again meanwhile.
+/// Commands the handler may hold unacknowledged, over all the partitions it owns.
+/// Fairness only reaches what the handler has taken in: a command still on the server
+/// waits behind everything published before it. So the window is wide enough for a
+/// large burst with all its follow-ups (a registration brings two); what waits in the
+/// handler longer than [`dispatch::KEEP_ALIVE`] is told to the server as in progress,
+/// so it is not handed out again meanwhile.
 const WINDOW: i64 = 100_000;
 
-/// Runs the handler until `shutdown`: waits for the lease, then consumes.
+/// Runs one handler instance until `shutdown`: it may hold the intake, and it owns
+/// its share of the partitions.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let ops = runtime::ops::Ops::serve(&config, "command-handler", &shutdown).await?;
     let client = runtime::connect_nats(&config.nats_url, "command-handler").await?;
@@ -48,120 +52,132 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     )
     .await?;
     let services = Arc::new(Services::open(&js, &config).await?);
-    let leases = js.get_key_value(streams::LEASES_BUCKET).await?;
-    let lease = Lease::new(leases, CONSUMER, config.lease_ttl);
-    ops.jetstream(&js).ready();
-    loop {
-        let Some(mut guard) = lease.acquire(&shutdown).await else {
-            break;
-        };
-        tokio::select! {
-            r = consume(&js, services.clone(), &config, &shutdown) => {
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "consumer stopped; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            _ = guard.lost() => tracing::warn!("lease lost: standing by"),
-        }
-        if shutdown.is_triggered() {
-            lease.release().await;
-            break;
-        }
-    }
-    Ok(())
-}
-
-async fn consume(
-    js: &jetstream::Context,
-    services: Arc<Services>,
-    config: &Config,
-    shutdown: &Shutdown,
-) -> anyhow::Result<()> {
-    let stream = js.get_stream(streams::COMMANDS).await?;
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            CONSUMER,
-            pull::Config {
-                durable_name: Some(CONSUMER.into()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: WINDOW,
-                ..Default::default()
-            },
-        )
-        .await?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(1000)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await?;
-
     let dispatcher = dispatch::Dispatcher::new(
         (0..config.handler_lanes.max(1))
             .map(|_| lane::Lane::new(services.clone(), shutdown.clone())),
     );
     // Enough workers to keep the cores and the round trips to NATS busy, few enough
     // that a command is not slowed by hundreds of others beside it (`HANDLER_WORKERS`).
-    for _ in 0..config.handler_workers.min(dispatcher.lanes()) {
-        tokio::spawn(dispatcher.clone().work());
-    }
+    let workers: Vec<_> = (0..config.handler_workers.min(dispatcher.lanes()))
+        .map(|_| tokio::spawn(dispatcher.clone().work()))
+        .collect();
     let keep_alive = tokio::spawn(dispatcher.clone().keep_alive());
 
-    loop {
-        let next = tokio::select! {
-            m = messages.next() => m,
-            _ = shutdown.wait() => break,
-        };
-        let Some(msg) = next else { break };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "command stream error");
-                continue;
-            }
-        };
-        let token = msg
-            .subject
-            .strip_prefix("email_domains.commands.")
-            .unwrap_or("")
-            .to_string();
-        match command::decode(&token, &msg.payload) {
-            Ok(cmd) => {
-                let key = lane_key(&cmd, &services.config.reserved_domains);
-                let idx = lane_index(&key, dispatcher.lanes());
-                let received = std::time::Instant::now();
-                let work = lane::Work { msg, cmd, received };
-                dispatcher.push(idx, work);
-            }
-            Err(failure) => {
-                let kind = command::CommandType::from_subject_token(&token)
-                    .map_or("unknown", |t| t.as_str());
-                runtime::ops::COMMANDS
-                    .with_label_values(&[kind, "invalid"])
-                    .inc();
-                let services = services.clone();
-                tokio::spawn(async move { reject_unreadable(&services, msg, failure).await });
-            }
-        }
-    }
-    // The workers finish what the lanes hold, then end.
+    let leases = js.get_key_value(streams::LEASES_BUCKET).await?;
+    let intake = tokio::spawn(intake::run(
+        services.clone(),
+        Lease::new(leases, intake::CONSUMER, config.lease_ttl),
+        config.handler_partitions,
+        shutdown.clone(),
+    ));
+    let (ownership, changes) = Ownership::start(
+        js.get_key_value(partitions::BUCKET).await?,
+        config.handler_partitions,
+        config.lease_ttl,
+    );
+    ops.jetstream(&js).ready();
+    let window = (WINDOW / i64::from(config.handler_partitions.max(1))).max(1000);
+    let owned = Owned {
+        services: services.clone(),
+        dispatcher: dispatcher.clone(),
+        ownership: ownership.clone(),
+        window,
+        handover: config.lease_ttl,
+        running: HashMap::new(),
+    };
+    owned.follow(changes, &shutdown).await;
+
+    // The workers finish what the lanes hold, then the leases go, so the next owners
+    // start at once where this one ended.
+    let _ = intake.await;
     keep_alive.abort();
     dispatcher.close();
+    for w in workers {
+        let _ = w.await;
+    }
+    ownership.stop().await;
     Ok(())
 }
 
+/// The partitions this instance consumes.
+struct Owned {
+    services: Arc<Services>,
+    dispatcher: dispatch::Dispatcher,
+    ownership: Ownership,
+    window: i64,
+    /// How long a handed-over partition's started commands may take to finish.
+    handover: Duration,
+    running: HashMap<u32, partition::Running>,
+}
+
+impl Owned {
+    /// Starts and stops partitions as the leases say, until `shutdown`.
+    async fn follow(
+        mut self,
+        mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
+        shutdown: &Shutdown,
+    ) {
+        loop {
+            let change = tokio::select! {
+                c = changes.recv() => c,
+                _ = shutdown.wait() => None,
+            };
+            match change {
+                Some(c) => self.apply(c),
+                None => break,
+            }
+        }
+        for (_, r) in self.running.drain() {
+            r.stop();
+        }
+    }
+
+    fn apply(&mut self, change: Change) {
+        match change {
+            Change::Acquired(p) => {
+                let r = partition::Running::start(
+                    p,
+                    self.services.clone(),
+                    self.dispatcher.clone(),
+                    self.window,
+                );
+                if let Some(old) = self.running.insert(p, r) {
+                    old.stop();
+                }
+                runtime::ops::PARTITIONS_OWNED.set(self.running.len() as i64);
+            }
+            Change::Lost(p) => {
+                if let Some(r) = self.running.remove(&p) {
+                    r.stop();
+                }
+                runtime::ops::PARTITIONS_OWNED.set(self.running.len() as i64);
+            }
+            Change::Revoked(p) => {
+                if let Some(r) = self.running.remove(&p) {
+                    let ownership = self.ownership.clone();
+                    let handover = self.handover;
+                    tokio::spawn(async move {
+                        r.stop_and_finish(handover).await;
+                        ownership.release(p);
+                    });
+                } else {
+                    self.ownership.release(p);
+                }
+                runtime::ops::PARTITIONS_OWNED.set(self.running.len() as i64);
+            }
+        }
+    }
+}
+
 /// Commands about the same name share a lane, whatever form the name was written in.
-fn lane_key(cmd: &Command, reserved: &email_domain_events::ReservedDomains) -> String {
+pub(crate) fn lane_key(cmd: &Command, reserved: &email_domain_events::ReservedDomains) -> String {
     match DomainName::parse(&cmd.domain, reserved) {
         Ok(n) => n.as_str().to_string(),
         Err(_) => cmd.domain.trim().trim_end_matches('.').to_ascii_lowercase(),
     }
 }
 
-fn lane_index(key: &str, lanes: usize) -> usize {
+pub(crate) fn lane_index(key: &str, lanes: usize) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
     (h.finish() % lanes as u64) as usize
@@ -169,7 +185,11 @@ fn lane_index(key: &str, lanes: usize) -> usize {
 
 /// Dead-letters a message that is not a command; a readable command id also gets a
 /// rejected outcome (`invalid_command`), so its sender is never left waiting.
-async fn reject_unreadable(services: &Services, msg: jetstream::Message, failure: DecodeFailure) {
+pub(crate) async fn reject_unreadable(
+    services: &Services,
+    msg: jetstream::Message,
+    failure: DecodeFailure,
+) {
     tracing::warn!(reason = failure.dead_letter_reason, error = %failure.error, subject = %msg.subject, "dead-lettered");
     let outcome = failure.command_id.map(|id| {
         let rejection = Rejection::new(RejectionCode::InvalidCommand, failure.error.clone());
@@ -225,10 +245,15 @@ async fn dead_letter(
     error: &str,
     outcome: Option<Outcome>,
 ) {
-    let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let dedup = format!("dl-{seq}");
+    // Unique across the commands stream and the partitions: each has its own sequences.
+    let dedup = match msg.info() {
+        Ok(i) => format!("dl-{}-{}", i.stream, i.stream_sequence),
+        Err(_) => format!("dl-{}", uuid::Uuid::new_v4()),
+    };
+    // The public subject the command came on, so a retry goes through the front door.
+    let subject = partitions::public_subject(&msg.subject);
     let original = dead_letters::Original {
-        subject: msg.subject.as_str(),
+        subject: &subject,
         headers: msg.headers.as_ref(),
         body: &msg.payload,
     };

@@ -11,6 +11,7 @@ pub mod dead_letters;
 pub mod error;
 pub mod inspect;
 pub mod replay;
+pub mod status;
 
 use clap::{Args, Parser, Subcommand};
 use connect::Endpoints;
@@ -189,6 +190,10 @@ pub enum Cmd {
         #[arg(long, value_name = "SECS", default_value_t = 5.0)]
         timeout: f64,
     },
+    /// Who does the command work: the handler instances, and for the intake and each
+    /// partition its owner, lag and oldest waiting command. Exit 1 when commands wait
+    /// where no instance works.
+    Status,
     /// Rebuild projections from the event log and swap them in atomically.
     Replay {
         /// email_domains, tenant_settings, analytics, or all (= email_domains and tenant_settings); comma-separated.
@@ -338,6 +343,12 @@ where
 async fn dispatch(cmd: Cmd, ep: &Endpoints, io: &mut Io) -> CtlResult<i32> {
     match cmd {
         Cmd::History(d) => inspect::history(ep, io, &d).await,
+        Cmd::Status => {
+            let partitions = runtime::Config::from_env()
+                .map(|c| c.handler_partitions)
+                .unwrap_or(8);
+            status::status(ep, io, partitions).await
+        }
         Cmd::State(d) => inspect::state(ep, io, &d).await,
         Cmd::DnsCheck {
             domain,

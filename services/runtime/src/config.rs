@@ -22,6 +22,9 @@ pub struct Config {
     pub handler_lanes: usize,
     /// Commands the handler works on at once (its workers take the lanes in fair order).
     pub handler_workers: usize,
+    /// `HANDLER_PARTITIONS`: partitions of the command work, shared by the handler
+    /// instances. Fixed for a deployment: every instance must use the same number.
+    pub handler_partitions: u32,
     /// Write a snapshot every this many events of a domain.
     pub snapshot_every: u64,
     /// Leader lease time-to-live.
@@ -232,6 +235,7 @@ impl Config {
             // Each lane is a task with its own queue: more than this is a typo.
             handler_lanes: vars.whole("HANDLER_LANES", 256, 1, 65_536)? as usize,
             handler_workers: vars.whole("HANDLER_WORKERS", 16, 1, 4_096)? as usize,
+            handler_partitions: vars.whole("HANDLER_PARTITIONS", 8, 1, 1_024)? as u32,
             snapshot_every: vars.whole("SNAPSHOT_EVERY", 4, 1, u64::MAX)?,
             lease_ttl: vars.millis("LEASE_TTL_MS", 6000)?,
             command_dedup_window: std::time::Duration::from_secs(vars.whole(

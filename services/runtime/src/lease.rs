@@ -10,6 +10,9 @@ use tokio::sync::watch;
 #[derive(Serialize, Deserialize)]
 struct LeaseValue {
     holder: String,
+    /// Where the holder runs (host:pid), for operators (`domainctl status`).
+    #[serde(default)]
+    name: String,
     expires_at_ms: i64,
 }
 
@@ -65,6 +68,7 @@ impl Lease {
     async fn try_take(&self) -> anyhow::Result<Option<u64>> {
         let value = serde_json::to_vec(&LeaseValue {
             holder: self.holder.clone(),
+            name: crate::partitions::instance_name(),
             expires_at_ms: now_ms() + self.ttl.as_millis() as i64,
         })?;
         match self.kv.entry(&self.key).await? {
@@ -120,6 +124,7 @@ impl Lease {
                 tokio::time::sleep(me.ttl / 3).await;
                 let value = serde_json::to_vec(&LeaseValue {
                     holder: me.holder.clone(),
+                    name: crate::partitions::instance_name(),
                     expires_at_ms: now_ms() + me.ttl.as_millis() as i64,
                 })
                 .expect("lease value");
@@ -151,6 +156,7 @@ impl Lease {
                 if v.holder == self.holder {
                     let expired = serde_json::to_vec(&LeaseValue {
                         holder: v.holder,
+                        name: v.name,
                         expires_at_ms: 0,
                     })
                     .expect("lease value");

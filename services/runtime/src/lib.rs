@@ -13,6 +13,7 @@ pub mod lease;
 pub mod names;
 pub mod ops;
 pub mod outcomes;
+pub mod partitions;
 pub mod retry;
 pub mod shutdown;
 pub mod store;

@@ -134,6 +134,33 @@ pub static HANDLER_QUEUED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// Command handler: each owned partition's commands not finished yet (waiting on the
+/// server plus taken in and not acknowledged), sampled every few seconds; 0 once the
+/// partition is given up.
+pub static PARTITION_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "email_domains_partition_lag",
+                "Commands of a partition this instance owns that are not finished yet.",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Command handler: how many partitions this instance owns.
+pub static PARTITIONS_OWNED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(
+        IntGauge::new(
+            "email_domains_partitions_owned",
+            "Partitions of the command work this instance owns.",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Scheduler: timers not fired yet.
 pub static TIMERS_PENDING: LazyLock<IntGauge> = LazyLock::new(|| {
     register(

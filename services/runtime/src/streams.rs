@@ -110,6 +110,20 @@ pub fn stream_configs(settings: &StreamSettings) -> Vec<StreamConfig> {
             description: Some("Provider calls waiting for the provider worker".into()),
             ..Default::default()
         },
+        StreamConfig {
+            name: crate::partitions::STREAM.into(),
+            subjects: vec![crate::partitions::SUBJECTS.into()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            // The intake's message ids (one per command message): a restarted intake
+            // may send again what it sent but had not yet acknowledged.
+            duplicate_window: Duration::from_secs(600),
+            allow_direct: true,
+            description: Some(
+                "Commands by partition, in publish order (internal: the intake's)".into(),
+            ),
+            ..Default::default()
+        },
     ]
 }
 
@@ -126,6 +140,7 @@ pub async fn ensure(js: &jetstream::Context, settings: &StreamSettings) -> anyho
         SNAPSHOTS_BUCKET,
         LEASES_BUCKET,
         PROVIDER_NAMES_BUCKET,
+        crate::partitions::BUCKET,
     ] {
         ensure_bucket(js, bucket).await?;
     }

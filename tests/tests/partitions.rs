@@ -1,0 +1,255 @@
+//! Scale-out: three command handler instances share the partitions, two instances of
+//! each projector run beside each other, one handler is killed mid-load (like SIGKILL:
+//! nothing released), and another is added. Every domain's commands take effect in
+//! publish order, every command has exactly one outcome, the rows equal a fresh fold
+//! of the log, and the partitions move within twice the lease TTL.
+
+use email_domain_events::Event;
+use futures::StreamExt;
+use runtime::partitions;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+use system_tests::{Stack, StackOptions};
+use uuid::Uuid;
+
+const PARTITIONS: u32 = 6;
+const TTL: Duration = Duration::from_secs(2);
+
+/// What each (tenant, name) is sent, step by step: the same names for every tenant,
+/// so tenants race for them too.
+const STEPS: [&str; 8] = [
+    "register_domain",
+    "dns_configured",
+    "refresh_status",
+    "delete_domain",
+    "register_domain",
+    "refresh_status",
+    "delete_domain",
+    "register_domain",
+];
+
+/// Waits until `members` instances are alive and every partition has a live owner
+/// among them, each with an even share; how long it took.
+async fn wait_shared(stack: &Stack, members: usize, within: Duration) -> Duration {
+    let kv = stack.js.get_key_value(partitions::BUCKET).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let live = partitions::live_members(&kv).await.unwrap();
+        let owners = partitions::owners(&kv, PARTITIONS).await.unwrap();
+        let mut shares: HashMap<String, usize> = HashMap::new();
+        let all_owned = owners.iter().all(|o| match o {
+            Some(o) if o.is_live() && live.contains_key(&o.holder) => {
+                *shares.entry(o.holder.clone()).or_default() += 1;
+                true
+            }
+            _ => false,
+        });
+        let even =
+            shares.len() == members && shares.values().all(|&n| n >= PARTITIONS as usize / members);
+        if live.len() == members && all_owned && even {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "partitions not shared by {members} instances within {within:?}: members {live:?}, owners {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes step `step` for every (tenant, name), interleaved; records the ids.
+async fn publish_step(
+    stack: &Stack,
+    step: usize,
+    tenants: &[Uuid],
+    names: &[String],
+    sent: &mut BTreeMap<(Uuid, String), Vec<Uuid>>,
+) {
+    let mut acks = Vec::new();
+    for name in names {
+        for &tenant in tenants {
+            let id = Uuid::new_v4();
+            let body = json!({"command_id": id, "tenant_id": tenant, "domain": name, "requested_by": "partitions-test"});
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.to_string().as_str());
+            let ack = stack
+                .js
+                .publish_with_headers(
+                    format!("email_domains.commands.{}", STEPS[step]),
+                    headers,
+                    serde_json::to_vec(&body).unwrap().into(),
+                )
+                .await
+                .unwrap();
+            acks.push(ack);
+            sent.entry((tenant, name.clone())).or_default().push(id);
+        }
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+}
+
+/// Per (tenant, name), the public commands that caused events, in log order, are in
+/// publish order.
+fn assert_publish_order(events: &[Event], sent: &BTreeMap<(Uuid, String), Vec<Uuid>>) {
+    let index: HashMap<Uuid, usize> = sent
+        .values()
+        .flat_map(|ids| ids.iter().enumerate().map(|(i, id)| (*id, i)))
+        .collect();
+    let mut last: HashMap<(Uuid, String), (usize, Uuid)> = HashMap::new();
+    for e in events {
+        let Some(&i) = index.get(&e.causation_id.0) else {
+            continue; // a scheduled re-check or a provider result
+        };
+        let key = (e.tenant_id.0, e.domain.clone());
+        if let Some(&(before, by)) = last.get(&key) {
+            assert!(
+                i >= before,
+                "{key:?}: command #{i} ({}) took effect after #{before} ({by})",
+                e.causation_id.0
+            );
+        }
+        last.insert(key, (i, e.causation_id.0));
+    }
+    // Tenants race for the same names: at least one holds each name at some point.
+    let names: HashSet<&String> = sent.keys().map(|(_, n)| n).collect();
+    let with_events: HashSet<&String> = last.keys().map(|(_, n)| n).collect();
+    assert_eq!(with_events, names, "every name has events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_handlers_one_killed_one_added_keep_every_domains_order_and_every_outcome() {
+    let mut stack = Stack::start_with(StackOptions {
+        handlers: 0,
+        handler_partitions: PARTITIONS,
+        lease_ttl: TTL,
+        ..Default::default()
+    })
+    .await;
+    // A second instance of each projector beside the first.
+    stack.start_projectors(projector::Options::default());
+    let mut handlers: Vec<_> = (0..3).map(|_| stack.start_handler_instance()).collect();
+    wait_shared(&stack, 3, Duration::from_secs(20)).await;
+
+    let mut outcomes_seen = stack
+        .client
+        .subscribe("email_domains.outcomes.>")
+        .await
+        .unwrap();
+    let tenants: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    let names: Vec<String> = (0..12).map(|i| format!("n{i}.partitions.test")).collect();
+    let mut sent = BTreeMap::new();
+
+    for step in 0..4 {
+        publish_step(&stack, step, &tenants, &names, &mut sent).await;
+    }
+    // Killed while the first half is being worked off.
+    handlers.remove(0).kill();
+    let killed = Instant::now();
+    for step in 4..6 {
+        publish_step(&stack, step, &tenants, &names, &mut sent).await;
+    }
+    let moved = wait_shared(&stack, 2, TTL * 4).await;
+    assert!(
+        moved <= TTL * 2,
+        "the killed instance's partitions moved after {moved:?} (> 2 × {TTL:?})"
+    );
+    handlers.push(stack.start_handler_instance());
+    let joined = wait_shared(&stack, 3, Duration::from_secs(20)).await;
+    for step in 6..8 {
+        publish_step(&stack, step, &tenants, &names, &mut sent).await;
+    }
+
+    // Every command has its outcome, well before the 30 s ack wait would have
+    // handed the killed instance's commands out again.
+    let ids: Vec<Uuid> = sent.values().flatten().copied().collect();
+    for id in &ids {
+        loop {
+            if stack.stored_outcome(&id.to_string()).await.is_some() {
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(28),
+                "no outcome for {id} {:?} after the kill",
+                killed.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let all_out = killed.elapsed();
+    stack.settled().await;
+
+    // Exactly one outcome per command: a command handled again after the handoff
+    // publishes the stored outcome again, never another one.
+    stack.client.flush().await.unwrap();
+    let mut bodies: HashMap<Uuid, HashSet<String>> = HashMap::new();
+    while let Ok(Some(m)) =
+        tokio::time::timeout(Duration::from_millis(300), outcomes_seen.next()).await
+    {
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        let id: Uuid = v["command_id"].as_str().unwrap().parse().unwrap();
+        bodies.entry(id).or_default().insert(v.to_string());
+    }
+    for id in &ids {
+        let seen = bodies.get(id).map_or(0, HashSet::len);
+        assert_eq!(
+            seen,
+            1,
+            "{id}: {seen} different outcomes ({:?})",
+            bodies.get(id)
+        );
+    }
+
+    let events = stack.events().await;
+    let per = system_tests::check_log(&events);
+    assert_publish_order(&events, &sent);
+    system_tests::rows_equal_fold(&stack, &per).await;
+    eprintln!(
+        "{} commands; partitions moved {moved:?} after the kill, shared with the new instance after {joined:?}; all outcomes {all_out:?} after the kill",
+        ids.len()
+    );
+    for h in handlers {
+        h.stop().await;
+    }
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_instance_hands_its_partitions_over_at_once_and_status_shows_the_owners() {
+    let mut stack = Stack::start_with(StackOptions {
+        handlers: 0,
+        handler_partitions: PARTITIONS,
+        // Long enough that only a handover (not a lease running out) moves them in time.
+        lease_ttl: Duration::from_secs(10),
+        ..Default::default()
+    })
+    .await;
+    let first = stack.start_handler_instance();
+    let second = stack.start_handler_instance();
+    wait_shared(&stack, 2, Duration::from_secs(60)).await;
+
+    let status = domainctl::status::read(&stack.js, PARTITIONS)
+        .await
+        .unwrap();
+    assert_eq!(status.instances.len(), 2, "{status:?}");
+    assert_eq!(status.partitions.len(), PARTITIONS as usize);
+    assert!(
+        status.partitions.iter().all(|q| q.owner.is_some()),
+        "{status:?}"
+    );
+    assert!(status.intake.owner.is_some(), "{status:?}");
+
+    first.stop().await;
+    let moved = wait_shared(&stack, 1, Duration::from_secs(10)).await;
+    let tenant = Uuid::new_v4();
+    let outcome = stack.send("register_domain", tenant, "handover.test").await;
+    assert_eq!(
+        outcome.outcome,
+        email_domain_events::outcome::Verdict::Accepted
+    );
+    eprintln!("a clean stop handed the partitions over in {moved:?}");
+    second.stop().await;
+    stack.shutdown().await;
+}
