@@ -16,7 +16,7 @@ pub mod consume;
 pub mod email_domains;
 pub mod tenant_settings;
 
-use runtime::{streams, Config, Shutdown};
+use runtime::{lease::Lease, streams, Config, Shutdown};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -130,46 +130,76 @@ pub async fn run(
         ops.postgres(pool);
     }
     ops.ready();
+    let leases = js.get_key_value(streams::LEASES_BUCKET).await?;
     let mut tasks = Vec::new();
     for p in which {
         let js = js.clone();
         let shutdown = shutdown.clone();
         let options = options.for_projection();
         let pool = pool.clone();
+        // One active instance per projection: its durable consumer is recreated from
+        // the checkpoint at start, so a second one running beside it would take
+        // batches out of order. More instances stand by and take over by lease.
+        let lease = Lease::new(
+            leases.clone(),
+            &format!("projector-{}", p.name()),
+            config.lease_ttl,
+        );
         tasks.push(tokio::spawn(async move {
-            let r = match p {
-                Projection::EmailDomains => {
-                    consume::run_db(
-                        &js,
-                        pool.expect("db"),
-                        p,
-                        email_domains::EmailDomains::default(),
-                        &shutdown,
-                        &options,
-                    )
-                    .await
+            while let Some(mut guard) = lease.acquire(&shutdown).await {
+                let r = tokio::select! {
+                    r = project(&js, pool.clone(), p, &shutdown, &options) => r,
+                    _ = guard.lost() => {
+                        tracing::warn!(projection = p.name(), "lease lost: standing by");
+                        continue;
+                    }
+                };
+                lease.release().await;
+                if let Err(e) = &r {
+                    tracing::error!(projection = p.name(), error = %e, "projector stopped");
                 }
-                Projection::TenantSettings => {
-                    consume::run_db(
-                        &js,
-                        pool.expect("db"),
-                        p,
-                        tenant_settings::TenantSettingsProjection::default(),
-                        &shutdown,
-                        &options,
-                    )
-                    .await
-                }
-                Projection::Analytics => analytics::run(&js, &shutdown, &options).await,
-            };
-            if let Err(e) = &r {
-                tracing::error!(projection = p.name(), error = %e, "projector stopped");
+                return r;
             }
-            r
+            Ok(())
         }));
     }
     for t in tasks {
         t.await??;
     }
     Ok(())
+}
+
+/// Runs one projection until `shutdown` or an error.
+async fn project(
+    js: &async_nats::jetstream::Context,
+    pool: Option<sqlx::PgPool>,
+    p: Projection,
+    shutdown: &Shutdown,
+    options: &Options,
+) -> anyhow::Result<()> {
+    match p {
+        Projection::EmailDomains => {
+            consume::run_db(
+                js,
+                pool.expect("db"),
+                p,
+                email_domains::EmailDomains::default(),
+                shutdown,
+                options,
+            )
+            .await
+        }
+        Projection::TenantSettings => {
+            consume::run_db(
+                js,
+                pool.expect("db"),
+                p,
+                tenant_settings::TenantSettingsProjection::default(),
+                shutdown,
+                options,
+            )
+            .await
+        }
+        Projection::Analytics => analytics::run(js, shutdown, options).await,
+    }
 }

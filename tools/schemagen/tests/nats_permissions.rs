@@ -299,9 +299,11 @@ fn each_service_may_publish_only_what_it_must() {
             "EMAIL_DOMAIN_DEAD_LETTERS",
             "EMAIL_DOMAIN_EVENTS",
             "EMAIL_DOMAIN_OUTCOMES",
+            "EMAIL_DOMAIN_PARTITIONED_COMMANDS",
             "EMAIL_DOMAIN_PROVIDER_WORK",
             "KV_email_domain_leases",
             "KV_email_domain_names",
+            "KV_email_domain_partitions",
             "KV_email_domain_provider_names",
             "KV_email_domain_snapshots",
             "KV_gateway_share_epochs",
@@ -327,6 +329,9 @@ fn each_service_may_publish_only_what_it_must() {
     assert_allowed(&mut handler, "$KV.email_domain_names.acme_example");
     assert_allowed(&mut handler, "$KV.email_domain_snapshots.x");
     assert_allowed(&mut handler, "$KV.email_domain_leases.command-handler");
+    // The intake moves commands to their partitions; the instances lease them.
+    assert_allowed(&mut handler, "email_domains.partitioned.3.register_domain");
+    assert_allowed(&mut handler, "$KV.email_domain_partitions.partition.3");
     // JetStream: reads streams, never deletes or purges them.
     let info = handler
         .js_api("$JS.API.STREAM.INFO.EMAIL_DOMAIN_EVENTS", "")
@@ -346,9 +351,29 @@ fn each_service_may_publish_only_what_it_must() {
     );
     assert_refused(&mut handler, "$JS.API.STREAM.UPDATE.EMAIL_DOMAIN_EVENTS");
 
-    // The projectors: nothing but the JetStream API and acks.
-    for user in ["projector-email-domains", "projector-tenant-settings"] {
+    // The projectors: nothing but the JetStream API, acks and their own lease.
+    for (user, lease, other) in [
+        (
+            "projector-email-domains",
+            "email_domains",
+            "tenant_settings",
+        ),
+        (
+            "projector-tenant-settings",
+            "tenant_settings",
+            "email_domains",
+        ),
+    ] {
         let mut p = Conn::open(port, user);
+        assert_allowed(
+            &mut p,
+            &format!("$KV.email_domain_leases.projector-{lease}"),
+        );
+        assert_refused(
+            &mut p,
+            &format!("$KV.email_domain_leases.projector-{other}"),
+        );
+        assert_refused(&mut p, "$KV.email_domain_leases.command-handler");
         assert_refused(&mut p, &format!("{cmd}.register_domain"));
         assert_refused(&mut p, &format!("{cmd}.recheck"));
         assert_refused(&mut p, event);
@@ -363,6 +388,8 @@ fn each_service_may_publish_only_what_it_must() {
     // The analytics emitter: analytics, nothing else.
     let mut emitter = Conn::open(port, "analytics-emitter");
     assert_allowed(&mut emitter, "analytics.email_domain.registered");
+    assert_allowed(&mut emitter, "$KV.email_domain_leases.projector-analytics");
+    assert_refused(&mut emitter, "$KV.email_domain_leases.command-handler");
     assert_refused(&mut emitter, &format!("{cmd}.register_domain"));
     assert_refused(&mut emitter, event);
 
@@ -381,6 +408,8 @@ fn each_service_may_publish_only_what_it_must() {
     assert_refused(&mut worker, &format!("{cmd}.delete_domain"));
     assert_allowed(&mut worker, &format!("{cmd}.provider_result"));
     assert_allowed(&mut worker, "email_domains.provider_work.interactive");
+    // Only the handler's intake puts commands into partitions (past the front door).
+    assert_refused(&mut worker, "email_domains.partitioned.0.register_domain");
     assert_allowed(&mut worker, "$KV.email_domain_leases.provider-worker");
     assert_allowed(&mut worker, "$KV.email_domain_provider_names.acme.example");
     assert_refused(&mut worker, "$KV.email_domain_names.acme_example");
