@@ -20,7 +20,7 @@ test:
 	@bash scripts/check-k8s.sh
 
 bench:
-	cargo build --release -p bench -p scheduler
+	cargo build --release -p bench -p command-handler -p provider-worker -p scheduler -p projector -p query
 	./target/release/bench $(ARGS)
 
 fmt:

@@ -129,13 +129,17 @@ async fn main() -> anyhow::Result<()> {
         pass: None,
     });
 
-    if wants("P1") {
+    for handlers in if wants("P1") { HANDLERS } else { &[][..] } {
+        let handlers = *handlers;
+        let shape = shape(handlers);
         eprintln!(
-            "P1: {} register_domain commands to awaiting_dns...",
+            "P1: {} register_domain commands to awaiting_dns, {shape}...",
             sizes.p1
         );
-        let (rate, cost) = p1_throughput(sizes.p1).await?;
-        p1_rate = Some(rate);
+        let (rate, cost) = p1_throughput(sizes.p1, handlers).await?;
+        if handlers == 1 {
+            p1_rate = Some(rate);
+        }
         let ratio = rate / raw_publish;
         let cpu = cost.cpu_us_services + cost.cpu_us_nats + cost.cpu_us_postgres;
         // Where the time goes: what one registration costs, in CPU and in JetStream
@@ -143,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
         for (measure, value, unit) in [
             ("CPU per registration, all processes".to_string(), cpu, "µs"),
             (
-                "CPU per registration, the services (one process here)".into(),
+                "CPU per registration, the services and the load (bench process and service processes)".into(),
                 cost.cpu_us_services,
                 "µs",
             ),
@@ -176,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
             let is_cpu = unit == "µs";
             figures.push(Figure {
                 case: "P1 cost".into(),
-                measure,
+                measure: format!("{measure} ({shape})"),
                 value,
                 unit: unit.into(),
                 baseline: is_cpu.then_some(raw_cpu_us),
@@ -191,7 +195,10 @@ async fn main() -> anyhow::Result<()> {
         }
         figures.push(Figure {
             case: "P1".into(),
-            measure: format!("register_domain → awaiting_dns, {} domains", sizes.p1),
+            measure: format!(
+                "register_domain → awaiting_dns, {} domains, {shape}",
+                sizes.p1
+            ),
             value: rate,
             unit: "commands/s".into(),
             baseline: Some(raw_publish),
@@ -200,15 +207,17 @@ async fn main() -> anyhow::Result<()> {
             pass: Some(ratio >= 0.05),
         });
     }
-    if wants("P2") {
+    for handlers in if wants("P2") { HANDLERS } else { &[][..] } {
+        let handlers = *handlers;
+        let shape = shape(handlers);
         eprintln!(
-            "P2: 500 commands/s for {} s, publish → row visible...",
+            "P2: 500 commands/s for {} s, publish → row visible, {shape}...",
             sizes.p2_secs
         );
-        let (p50, p99, max, busy) = p2_latency(sizes.p2_secs).await?;
+        let (p50, p99, max, busy) = p2_latency(sizes.p2_secs, handlers).await?;
         figures.push(Figure {
             case: "P2".into(),
-            measure: "cores busy while 500/s are offered (of 2)".into(),
+            measure: format!("cores busy while 500/s are offered (of 2), {shape}"),
             value: busy,
             unit: "cores".into(),
             baseline: None,
@@ -219,7 +228,7 @@ async fn main() -> anyhow::Result<()> {
         for (m, v) in [("p50", p50), ("max", max)] {
             figures.push(Figure {
                 case: "P2".into(),
-                measure: format!("publish → row visible at 500/s, {m}"),
+                measure: format!("publish → row visible at 500/s, {m}, {shape}"),
                 value: v,
                 unit: "ms".into(),
                 baseline: None,
@@ -230,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
         }
         figures.push(Figure {
             case: "P2".into(),
-            measure: "publish → row visible at 500/s, p99".into(),
+            measure: format!("publish → row visible at 500/s, p99, {shape}"),
             value: p99,
             unit: "ms".into(),
             baseline: None,
@@ -479,7 +488,7 @@ async fn main() -> anyhow::Result<()> {
                 "P6: {label}, and a quiet tenant's command every 20 ms for {} s...",
                 sizes.p6_secs
             );
-            let p6 = noisy::run(load, sizes.p6_secs).await?;
+            let p6 = noisy::run(load, sizes.p6_secs, process_options(1)).await?;
             let p1_secs = p1_rate.map(|r| sizes.p6_burst as f64 / r);
             for f in noisy::figures(&label, &p6, p1_secs) {
                 eprintln!("  {}: {:.1} {}", f.measure, f.value, f.unit);
@@ -605,6 +614,57 @@ fn bench_workers() -> usize {
         .unwrap_or(16)
 }
 
+/// The handler instances P1 and P2 are measured with, in the same run.
+const HANDLERS: &[usize] = &[1, 2];
+
+/// Whether P1, P2 and P6 run the services as processes (the default, as deployed) or,
+/// with `--in-process`, as tasks in the bench process.
+fn as_processes() -> bool {
+    !std::env::args().any(|a| a == "--in-process")
+}
+
+fn shape(handlers: usize) -> String {
+    let how = if as_processes() {
+        "services as processes"
+    } else {
+        "services in-process"
+    };
+    let s = if handlers == 1 { "" } else { "s" };
+    format!("{handlers} handler{s}, {how}")
+}
+
+/// Where the service binaries are: beside the bench's own (`make bench` builds them).
+fn bin_dir() -> std::path::PathBuf {
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.to_path_buf()))
+        .unwrap_or_default();
+    for bin in [
+        "command-handler",
+        "provider-worker",
+        "scheduler",
+        "projector",
+        "query",
+    ] {
+        assert!(
+            dir.join(bin).exists(),
+            "{} is missing: `make bench` builds the services beside the bench",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+/// The stack P1, P2 and P6 measure: `handlers` handler instances, as processes unless
+/// `--in-process`.
+fn process_options(handlers: usize) -> StackOptions {
+    StackOptions {
+        handlers,
+        processes: as_processes().then(bin_dir),
+        ..bench_options()
+    }
+}
+
 /// The stack as deployed: the default number of handler lanes and workers.
 fn bench_options() -> StackOptions {
     StackOptions {
@@ -639,6 +699,13 @@ impl Cpu {
             nats: nats.pid().map(cpu_secs).unwrap_or(0.0),
             postgres: cpu_secs_of("postgres"),
         }
+    }
+
+    /// The services (the bench process and any service processes), nats-server, Postgres.
+    fn of(stack: &Stack) -> Cpu {
+        let mut cpu = Cpu::now(&stack.nats);
+        cpu.services += stack.service_pids().into_iter().map(cpu_secs).sum::<f64>();
+        cpu
     }
 
     fn since(self, before: Cpu) -> Cpu {
@@ -697,11 +764,11 @@ struct P1Cost {
     cores_busy: f64,
 }
 
-async fn p1_throughput(n: usize) -> anyhow::Result<(f64, P1Cost)> {
-    let stack = Stack::start_with(bench_options()).await;
+async fn p1_throughput(n: usize, handlers: usize) -> anyhow::Result<(f64, P1Cost)> {
+    let stack = Stack::start_with(process_options(handlers)).await;
     let tenants: Vec<Uuid> = (0..(n / 100).max(1)).map(|_| Uuid::new_v4()).collect();
     let (stored_before, delivered_before) = jetstream_traffic(&stack.js).await?;
-    let cpu_before = Cpu::now(&stack.nats);
+    let cpu_before = Cpu::of(&stack);
     let started = Instant::now();
     let mut acks = Vec::with_capacity(2048);
     for i in 0..n {
@@ -769,7 +836,7 @@ async fn p1_throughput(n: usize) -> anyhow::Result<(f64, P1Cost)> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
-    let cpu = Cpu::now(&stack.nats).since(cpu_before);
+    let cpu = Cpu::of(&stack).since(cpu_before);
     let (stored, delivered) = jetstream_traffic(&stack.js).await?;
     eprintln!(
         "  published in {:.2} s, all awaiting_dns after {:.2} s",
@@ -807,8 +874,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// P2: 500 registrations per second, each timed from publish to its row in Postgres.
-async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64, f64)> {
-    let stack = Stack::start_with(bench_options()).await;
+async fn p2_latency(secs: u64, handlers: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
+    let stack = Stack::start_with(process_options(handlers)).await;
     let tenant = Uuid::new_v4();
     // BENCH_P2_RATE offers another rate (for finding where the latency comes from;
     // the case as defined is 500/s).
@@ -868,7 +935,7 @@ async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64, f64)> {
     };
     let db_stats = "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted, tup_returned + tup_fetched FROM pg_stat_database WHERE datname = current_database()";
     let db_before: (i64, i64, i64) = sqlx::query_as(db_stats).fetch_one(&stack.pool).await?;
-    let cpu_before = Cpu::now(&stack.nats);
+    let cpu_before = Cpu::of(&stack);
     let load_started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -882,7 +949,7 @@ async fn p2_latency(secs: u64) -> anyhow::Result<(f64, f64, f64, f64)> {
             let _ = ack.await;
         });
     }
-    let cpu = Cpu::now(&stack.nats).since(cpu_before);
+    let cpu = Cpu::of(&stack).since(cpu_before);
     let load_secs = load_started.elapsed().as_secs_f64();
     let busy = cpu.total() / load_secs;
     if std::env::var("BENCH_TRACE").is_ok() {
@@ -1290,9 +1357,9 @@ async fn p3_replay(domains: usize) -> anyhow::Result<P3> {
         progress: false,
         ..Default::default()
     };
-    let cpu_before = Cpu::now(&stack.nats);
+    let cpu_before = Cpu::of(&stack);
     let summary = domainctl::replay::replay(&stack.js, &stack.pool, &opts).await?;
-    let cpu = Cpu::now(&stack.nats).since(cpu_before);
+    let cpu = Cpu::of(&stack).since(cpu_before);
     eprintln!(
         "  {} events in {:.2} s ({} consumer restarts); phases: {}",
         summary.events,
@@ -1313,7 +1380,7 @@ async fn p3_replay(domains: usize) -> anyhow::Result<P3> {
     // faster of the two kept (the first read after the COPY finds colder caches).
     let (mut read_alone, mut read_alone_nats_us, mut ordered_alone) = (f64::MAX, 0.0, 0.0f64);
     for _ in 0..2 {
-        let before = Cpu::now(&stack.nats);
+        let before = Cpu::of(&stack);
         let started = Instant::now();
         let n = domainctl::replay::read_alone(&stack.js, opts.chunk).await?;
         let took = started.elapsed().as_secs_f64();
@@ -1324,7 +1391,7 @@ async fn p3_replay(domains: usize) -> anyhow::Result<P3> {
         );
         if took < read_alone {
             read_alone = took;
-            read_alone_nats_us = Cpu::now(&stack.nats).since(before).nats / n.max(1) as f64 * 1e6;
+            read_alone_nats_us = Cpu::of(&stack).since(before).nats / n.max(1) as f64 * 1e6;
         }
         let events = stack.js.get_stream(runtime::streams::EVENTS).await?;
         ordered_alone = ordered_alone.max(ordered_read(&events, n).await?);

@@ -2,7 +2,7 @@
 //! together) is being worked off, another tenant sends one command every 20 ms.
 //! That tenant's latency, publish → outcome and publish → row visible, is the figure.
 
-use crate::{bench_workers, count_status, percentile, publish_command, Figure};
+use crate::{count_status, percentile, publish_command, Figure};
 use futures::StreamExt;
 use serde_json::json;
 use std::collections::HashMap;
@@ -47,13 +47,11 @@ impl Latency {
 
 type Times = Arc<Mutex<HashMap<String, Instant>>>;
 
-pub async fn run(load: Load, quiet_secs: u64) -> anyhow::Result<P6> {
+/// One P6 run on a stack of `options` (the scheduler only for the re-check storm).
+pub async fn run(load: Load, quiet_secs: u64, options: StackOptions) -> anyhow::Result<P6> {
     let stack = Stack::start_with(StackOptions {
-        handler_lanes: 256,
-        handler_workers: bench_workers(),
-        handler_partitions: 8,
         scheduler: matches!(load, Load::RecheckStorm(_)),
-        ..StackOptions::default()
+        ..options
     })
     .await;
     let rows = watch_rows(&stack).await?;

@@ -62,6 +62,11 @@ const SPECIAL_USE: &[&str] = &["invalid", "localhost", "local", "onion", "arpa"]
 pub struct ReservedDomains(Vec<String>);
 
 impl ReservedDomains {
+    /// The list in its `RESERVED_DOMAINS` form (comma-separated).
+    pub fn to_env(&self) -> String {
+        self.0.join(",")
+    }
+
     /// From the `RESERVED_DOMAINS` form: comma-separated, any case, optional trailing dots.
     /// Entries that are not valid names are kept in their lower-case form; they still match.
     pub fn parse(list: &str) -> Self {

@@ -293,6 +293,10 @@ pub struct StackOptions {
     pub database_url: Option<String>,
     /// Each service serves `/metrics`, `/healthz`, `/readyz` on a free port (see [`Stack::ops_addr`]).
     pub ops: bool,
+    /// Run the services as processes of the binaries in this directory
+    /// (`command-handler`, `provider-worker`, `scheduler`, `projector`, `query`), the
+    /// way `make run` and `k8s/` run them; `None`: as tasks in this process.
+    pub processes: Option<std::path::PathBuf>,
     /// The provider adapter's request timeout.
     pub provider_timeout: Duration,
     /// How the stack's nats-server differs from the default one.
@@ -324,6 +328,7 @@ impl Default for StackOptions {
             database_url: None,
             ops: false,
             provider_timeout: Duration::from_secs(15),
+            processes: None,
             nats: NatsOptions::default(),
         }
     }
@@ -344,6 +349,9 @@ pub struct Stack {
     /// The ops address of each service started (with `StackOptions::ops`), in start order.
     pub ops: Vec<(&'static str, std::net::SocketAddr)>,
     serve_ops: bool,
+    /// With `StackOptions::processes`: where the binaries are, and the services running.
+    bin_dir: Option<std::path::PathBuf>,
+    children: Vec<(&'static str, Child)>,
 }
 
 impl Stack {
@@ -415,7 +423,14 @@ impl Stack {
             tasks: Vec::new(),
             ops: Vec::new(),
             serve_ops: opts.ops,
+            bin_dir: opts.processes.clone(),
+            children: Vec::new(),
         };
+        if stack.bin_dir.is_some() {
+            stack.start_processes(&opts);
+            stack.wait_ready().await;
+            return stack;
+        }
         for _ in 0..opts.handlers {
             stack.start_handler();
         }
@@ -436,6 +451,50 @@ impl Stack {
         }
         stack.wait_ready().await;
         stack
+    }
+
+    /// The services as processes (`StackOptions::processes`).
+    fn start_processes(&mut self, opts: &StackOptions) {
+        for _ in 0..opts.handlers {
+            self.start_handler_process();
+        }
+        if opts.provider_worker {
+            self.start_process("provider-worker", "provider-worker", &[]);
+        }
+        if opts.scheduler {
+            self.start_process("scheduler", "scheduler", &[]);
+        }
+        self.start_process("query", "query", &[]);
+        if opts.projectors {
+            for p in ["email_domains", "tenant_settings", "analytics"] {
+                self.start_process("projector", "projector", &["--projection", p]);
+            }
+        }
+    }
+
+    /// One more command handler process (`StackOptions::processes`).
+    pub fn start_handler_process(&mut self) -> u32 {
+        self.start_process("command-handler", "command-handler", &[])
+    }
+
+    fn start_process(&mut self, name: &'static str, bin: &str, args: &[&str]) -> u32 {
+        let dir = self.bin_dir.as_ref().expect("StackOptions::processes");
+        let child = Command::new(dir.join(bin))
+            .args(args)
+            .env_clear()
+            .envs(service_env(&self.config))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", dir.join(bin).display()));
+        let pid = child.id();
+        self.children.push((name, child));
+        pid
+    }
+
+    /// The process ids of the services running as processes.
+    pub fn service_pids(&self) -> Vec<u32> {
+        self.children.iter().map(|(_, c)| c.id()).collect()
     }
 
     /// A signal of its own for one service instance, also triggered when the stack
@@ -833,10 +892,101 @@ impl Stack {
     pub async fn shutdown(mut self) {
         self.shutdown.trigger();
         self.projector_shutdown.trigger();
+        self.stop_processes().await;
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
     }
+}
+
+impl Stack {
+    /// SIGTERM to every service process, SIGKILL to any still there after 10 s.
+    async fn stop_processes(&mut self) {
+        for (_, c) in &self.children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (name, c) in &mut self.children {
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if matches!(c.try_wait(), Ok(None)) {
+                eprintln!("{name} did not stop on SIGTERM: killed");
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The environment a service process reads its [`Config`] from.
+fn service_env(c: &Config) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("NATS_URL", c.nats_url.clone()),
+        ("DATABASE_URL", c.database_url.clone()),
+        ("RESEND_BASE_URL", c.resend_base_url.clone()),
+        (
+            "RECHECK_INITIAL_SECS",
+            c.policy.recheck_initial.num_seconds().to_string(),
+        ),
+        (
+            "RECHECK_MAX_SECS",
+            c.policy.recheck_max.num_seconds().to_string(),
+        ),
+        (
+            "VERIFICATION_DEADLINE_SECS",
+            c.policy.verification_deadline.num_seconds().to_string(),
+        ),
+        (
+            "MONITOR_INTERVAL_SECS",
+            c.policy.monitor_interval.num_seconds().to_string(),
+        ),
+        ("SENDER_LOCAL_PART", c.sender_local_part.clone()),
+        ("PLATFORM_FROM_ADDRESS", c.platform_from_address.clone()),
+        ("RESERVED_DOMAINS", c.reserved_domains.to_env()),
+        (
+            "PROVIDER_RATE_LIMIT",
+            c.provider_rate_limit.map_or("0".into(), |r| r.to_string()),
+        ),
+        ("HANDLER_LANES", c.handler_lanes.to_string()),
+        ("HANDLER_WORKERS", c.handler_workers.to_string()),
+        ("HANDLER_PARTITIONS", c.handler_partitions.to_string()),
+        ("SNAPSHOT_EVERY", c.snapshot_every.to_string()),
+        ("LEASE_TTL_MS", c.lease_ttl.as_millis().to_string()),
+        (
+            "COMMAND_DEDUP_WINDOW_SECS",
+            c.command_dedup_window.as_secs().to_string(),
+        ),
+        (
+            "PROVIDER_TIMEOUT_MS",
+            c.provider_timeout.as_millis().to_string(),
+        ),
+        (
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        ),
+        ("NO_COLOR", "1".into()),
+    ];
+    if let Some(servers) = &c.dns_nameservers {
+        let list: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
+        env.push(("DNS_NAMESERVERS", list.join(",")));
+    }
+    if let Some(key) = &c.resend_api_key {
+        env.push(("RESEND_API_KEY", key.clone()));
+    }
+    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// A service instance on a tokio runtime of its own (two worker threads).
