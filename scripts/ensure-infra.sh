@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure NATS (with JetStream) and PostgreSQL answer where NATS_URL and
-# DATABASE_URL point (contract §1 defaults: nats://127.0.0.1:4222 and
+# DATABASE_URL point (docs/interface.md §1 defaults: nats://127.0.0.1:4222 and
 # postgres://postgres@127.0.0.1:5432/email_domains).
 #
 # - Whatever already answers is used as it is: nothing is started.

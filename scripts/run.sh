@@ -13,7 +13,7 @@
 # stack is stopped and the script exits 1. (Started with `&` from a non-interactive
 # shell, a process inherits SIGINT as ignored: stop such a run with SIGTERM.)
 #
-# Environment: contract §1 (NATS_URL, DATABASE_URL, RESEND_API_KEY, ...), plus
+# Environment: docs/interface.md §1 (NATS_URL, DATABASE_URL, RESEND_API_KEY, ...), plus
 #   DEV_DNS_ADDR       dev-dns address                  (127.0.0.1:5354)
 #   DEV_PROVIDER_ADDR  dev-provider address             (127.0.0.1:3001)
 #   READY_TIMEOUT_SECS how long to wait for "ready"     (180)
@@ -197,7 +197,9 @@ METRICS_ADDR=127.0.0.1:9105 start proj-settings "$BIN/projector" --projection te
 METRICS_ADDR=127.0.0.1:9106 start proj-analytics "$BIN/projector" --projection analytics
 METRICS_ADDR=127.0.0.1:9107 start query "$BIN/query"
 export GATEWAY_LISTEN="${GATEWAY_LISTEN:-127.0.0.1:8080}"
-METRICS_ADDR=127.0.0.1:9108 start gateway "$BIN/gateway"
+# Development: the gateway starts without a strong GATEWAY_TOKEN_SECRET (the
+# development one, and a signed dev link in its log). A deployment never sets this.
+GATEWAY_DEV="${GATEWAY_DEV:-1}" METRICS_ADDR=127.0.0.1:9108 start gateway "$BIN/gateway"
 say "started ${#PIDS[@]} processes: ${NAMES[*]}"
 
 # --- readiness: an answer on email_domains.query.sender means the stack is up ----------

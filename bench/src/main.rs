@@ -766,6 +766,13 @@ struct P1Cost {
 
 async fn p1_throughput(n: usize, handlers: usize) -> anyhow::Result<(f64, P1Cost)> {
     let stack = Stack::start_with(process_options(handlers)).await;
+    stack
+        .wait_partitions(
+            stack.config.handler_partitions,
+            handlers,
+            Duration::from_secs(60),
+        )
+        .await;
     let tenants: Vec<Uuid> = (0..(n / 100).max(1)).map(|_| Uuid::new_v4()).collect();
     let (stored_before, delivered_before) = jetstream_traffic(&stack.js).await?;
     let cpu_before = Cpu::of(&stack);
@@ -876,6 +883,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// P2: 500 registrations per second, each timed from publish to its row in Postgres.
 async fn p2_latency(secs: u64, handlers: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
     let stack = Stack::start_with(process_options(handlers)).await;
+    stack
+        .wait_partitions(
+            stack.config.handler_partitions,
+            handlers,
+            Duration::from_secs(60),
+        )
+        .await;
     let tenant = Uuid::new_v4();
     // BENCH_P2_RATE offers another rate (for finding where the latency comes from;
     // the case as defined is 500/s).
@@ -1516,7 +1530,7 @@ async fn p4_timers(timers: usize, due: usize) -> anyhow::Result<(f64, f64, f64)>
     .await?;
     let mut fired = stack
         .client
-        .subscribe("email_domains.commands.recheck")
+        .subscribe("email_domains.partitioned.*.recheck")
         .await?;
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/scheduler");
     anyhow::ensure!(

@@ -49,11 +49,19 @@ type Times = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// One P6 run on a stack of `options` (the scheduler only for the re-check storm).
 pub async fn run(load: Load, quiet_secs: u64, options: StackOptions) -> anyhow::Result<P6> {
+    let options_handlers = options.handlers;
     let stack = Stack::start_with(StackOptions {
         scheduler: matches!(load, Load::RecheckStorm(_)),
         ..options
     })
     .await;
+    stack
+        .wait_partitions(
+            stack.config.handler_partitions,
+            options_handlers,
+            Duration::from_secs(60),
+        )
+        .await;
     let rows = watch_rows(&stack).await?;
     let outcomes = watch_outcomes(&stack).await?;
     let noisy = Uuid::new_v4();

@@ -1,4 +1,4 @@
-//! Analytics CloudEvents (contract §2.4), derived from stored events. Each source
+//! Analytics CloudEvents (docs/interface.md §2.5), derived from stored events. Each source
 //! event yields the same CloudEvents, with the same ids, every time.
 
 use crate::event::{Event, EventData};

@@ -10,7 +10,7 @@ use crate::records::DnsRecord;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Bodies over this size are not read (contract §2.1).
+/// Bodies over this size are not read (docs/interface.md §2.1).
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 /// The four commands of the contract, and the service's own internal ones.
@@ -127,7 +127,7 @@ pub enum ProviderResult {
     CleanedUp,
 }
 
-/// Why bytes are not a command at all (contract §2.2 dead-letter reasons).
+/// Why bytes are not a command at all (docs/interface.md §2.3 dead-letter reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unreadable {

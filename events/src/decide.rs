@@ -18,7 +18,7 @@ use crate::state::{DomainState, Status};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Why a command was refused (contract §2.2).
+/// Why a command was refused (docs/interface.md §2.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
     pub code: RejectionCode,

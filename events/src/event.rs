@@ -1,4 +1,4 @@
-//! The event log (contract §2.3): one stream subject per domain registration,
+//! The event log (docs/interface.md §2.4): one stream subject per domain registration,
 //! versions from 1 without gaps, every event readable by every later build.
 //!
 //! One command appends at most one event. Events are therefore "fat": a DNS check
@@ -438,7 +438,7 @@ pub fn upcast(value: &mut serde_json::Value) {
     if version < 1 {
         obj.insert("schema_version".into(), 1.into());
     }
-    // Every event has a `data` object (contract §2.3), also one whose data is empty.
+    // Every event has a `data` object (docs/interface.md §2.4), also one whose data is empty.
     if !obj.contains_key("data") || obj.get("data").is_some_and(|d| d.is_null()) {
         obj.insert("data".into(), serde_json::Value::Object(Default::default()));
     }

@@ -1,4 +1,4 @@
-//! Outcomes (contract §2.2): exactly one per command, on `email_domains.outcomes.<command_id>`.
+//! Outcomes (docs/interface.md §2.2): exactly one per command, on `email_domains.outcomes.<command_id>`.
 
 use crate::decide::Rejection;
 use crate::ids::{CommandId, DomainId};

@@ -1,6 +1,6 @@
 //! DNS records as the owner must enter them, and what a check said about each.
 //!
-//! This is the record form of contract §3 (`email_domains.dns_records`) and of
+//! This is the record form of docs/interface.md §3 (`email_domains.dns_records`) and of
 //! `domainctl dns-check`. It is also what a DNS lookup observed (`DnsObservation`),
 //! so that the verdict code in [`crate::verdict`] stays pure: the DNS adapter only
 //! executes the lookups the core plans and hands back what it saw.
@@ -71,7 +71,7 @@ pub struct Diagnosis {
     pub observed: Vec<String>,
 }
 
-/// Contract §4. The declaration order is the precedence order: the first code
+/// docs/interface.md §4. The declaration order is the precedence order: the first code
 /// that fits wins.
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,7 +88,7 @@ pub enum DiagnosisCode {
 }
 
 impl DiagnosisCode {
-    /// How a diagnosis sets the record's status (contract §4).
+    /// How a diagnosis sets the record's status (docs/interface.md §4).
     pub fn status(self) -> DnsStatus {
         match self {
             DiagnosisCode::AppendedDomain | DiagnosisCode::WrongName => DnsStatus::Missing,

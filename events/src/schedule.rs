@@ -1,11 +1,11 @@
 //! The re-check cadence and deadlines, as pure functions of the policy, the domain
-//! id and the attempt number, so re-check times follow from the events (contract §3).
+//! id and the attempt number, so re-check times follow from the events (docs/interface.md §3).
 
 use crate::event::{Event, EventData};
 use crate::ids::DomainId;
 use chrono::{DateTime, Duration, Utc};
 
-/// The timing knobs (contract §1 plus drift monitoring).
+/// The timing knobs (docs/interface.md §1 plus drift monitoring).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub recheck_initial: Duration,

@@ -1,5 +1,5 @@
 //! A tenant's sender settings, folded from its domains' events: the default sender
-//! domain and the one it replaced (contract §3's activation and rollback rules).
+//! domain and the one it replaced (docs/interface.md §3's activation and rollback rules).
 
 use crate::event::{Event, EventData};
 use crate::ids::DomainId;
@@ -75,7 +75,7 @@ impl TenantSettings {
         }
     }
 
-    /// The sender address (contract §2.5 `email_domains.query.sender`).
+    /// The sender address (docs/interface.md §2.6 `email_domains.query.sender`).
     pub fn sender(&self, local_part: &str, platform_from: &str) -> Sender {
         match &self.default_from_domain {
             Some(d) => Sender {

@@ -1,4 +1,4 @@
-//! DNS verdicts (contract §4): which questions to ask, and what the answers mean.
+//! DNS verdicts (docs/interface.md §4): which questions to ask, and what the answers mean.
 //! Pure: the DNS adapter asks the questions [`plan`] returns and hands the answers
 //! to [`judge`].
 //!

@@ -1,4 +1,4 @@
-//! Analytics CloudEvents (contract §2.4), derived from stored events.
+//! Analytics CloudEvents (docs/interface.md §2.5), derived from stored events.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Contract §2.1's command × status table, one command type at a time, for every
+//! docs/interface.md §2.1's command × status table, one command type at a time, for every
 //! status (and "none" for a registration).
 
 mod common;

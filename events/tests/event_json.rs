@@ -1,4 +1,4 @@
-//! The event log's JSON (contract §2.3): the envelope's keys, round trips, and old
+//! The event log's JSON (docs/interface.md §2.4): the envelope's keys, round trips, and old
 //! events staying readable.
 
 mod common;

@@ -1,4 +1,4 @@
-//! A domain's life (contract §3): provisioning, DNS checks, verification, deadlines,
+//! A domain's life (docs/interface.md §3): provisioning, DNS checks, verification, deadlines,
 //! drift, and the idempotence that lets every step be redelivered.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The tenant's sender settings (contract §3 activation and rollback, §2.5 sender).
+//! The tenant's sender settings (docs/interface.md §3 activation and rollback, §2.5 sender).
 
 mod common;
 

@@ -491,6 +491,43 @@ impl Stack {
         self.children.push((name, child));
         pid
     }
+    /// Waits until `members` handler instances are alive and every partition has a live owner
+    /// among them, each with an even share; how long it took.
+    pub async fn wait_partitions(
+        &self,
+        partitions: u32,
+        members: usize,
+        within: Duration,
+    ) -> Duration {
+        let kv = self
+            .js
+            .get_key_value(runtime::partitions::BUCKET)
+            .await
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            let live = runtime::partitions::live_members(&kv).await.unwrap();
+            let owners = runtime::partitions::owners(&kv, partitions).await.unwrap();
+            let mut shares: std::collections::HashMap<String, usize> = Default::default();
+            let all_owned = owners.iter().all(|o| match o {
+                Some(o) if o.is_live() && live.contains_key(&o.holder) => {
+                    *shares.entry(o.holder.clone()).or_default() += 1;
+                    true
+                }
+                _ => false,
+            });
+            let even = shares.len() == members
+                && shares.values().all(|&n| n >= partitions as usize / members);
+            if live.len() == members && all_owned && even {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < within,
+                "partitions not shared by {members} instances within {within:?}: members {live:?}, owners {owners:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     /// The process ids of the services running as processes.
     pub fn service_pids(&self) -> Vec<u32> {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use system_tests::{NatsOptions, Stack, StackOptions};
 use uuid::Uuid;
 
-/// Contract §2.2 dead-letter reasons, plus `invalid_command` for a readable command
+/// docs/interface.md §2.3 dead-letter reasons, plus `invalid_command` for a readable command
 /// with bad fields.
 const REASONS: &[&str] = &[
     "unreadable_json",

@@ -29,35 +29,6 @@ const STEPS: [&str; 8] = [
     "register_domain",
 ];
 
-/// Waits until `members` instances are alive and every partition has a live owner
-/// among them, each with an even share; how long it took.
-async fn wait_shared(stack: &Stack, members: usize, within: Duration) -> Duration {
-    let kv = stack.js.get_key_value(partitions::BUCKET).await.unwrap();
-    let start = Instant::now();
-    loop {
-        let live = partitions::live_members(&kv).await.unwrap();
-        let owners = partitions::owners(&kv, PARTITIONS).await.unwrap();
-        let mut shares: HashMap<String, usize> = HashMap::new();
-        let all_owned = owners.iter().all(|o| match o {
-            Some(o) if o.is_live() && live.contains_key(&o.holder) => {
-                *shares.entry(o.holder.clone()).or_default() += 1;
-                true
-            }
-            _ => false,
-        });
-        let even =
-            shares.len() == members && shares.values().all(|&n| n >= PARTITIONS as usize / members);
-        if live.len() == members && all_owned && even {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "partitions not shared by {members} instances within {within:?}: members {live:?}, owners {owners:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Publishes step `step` for every (tenant, name), interleaved; records the ids.
 async fn publish_step(
     stack: &Stack,
@@ -131,7 +102,9 @@ async fn three_handlers_one_killed_one_added_keep_every_domains_order_and_every_
     // A second instance of each projector beside the first.
     stack.start_projectors(projector::Options::default());
     let mut handlers: Vec<_> = (0..3).map(|_| stack.start_handler_instance()).collect();
-    wait_shared(&stack, 3, Duration::from_secs(20)).await;
+    stack
+        .wait_partitions(PARTITIONS, 3, Duration::from_secs(20))
+        .await;
 
     let mut outcomes_seen = stack
         .client
@@ -151,13 +124,15 @@ async fn three_handlers_one_killed_one_added_keep_every_domains_order_and_every_
     for step in 4..6 {
         publish_step(&stack, step, &tenants, &names, &mut sent).await;
     }
-    let moved = wait_shared(&stack, 2, TTL * 4).await;
+    let moved = stack.wait_partitions(PARTITIONS, 2, TTL * 4).await;
     assert!(
         moved <= TTL * 2,
         "the killed instance's partitions moved after {moved:?} (> 2 × {TTL:?})"
     );
     handlers.push(stack.start_handler_instance());
-    let joined = wait_shared(&stack, 3, Duration::from_secs(20)).await;
+    let joined = stack
+        .wait_partitions(PARTITIONS, 3, Duration::from_secs(20))
+        .await;
     for step in 6..8 {
         publish_step(&stack, step, &tenants, &names, &mut sent).await;
     }
@@ -228,7 +203,9 @@ async fn a_stopped_instance_hands_its_partitions_over_at_once_and_status_shows_t
     .await;
     let first = stack.start_handler_instance();
     let second = stack.start_handler_instance();
-    wait_shared(&stack, 2, Duration::from_secs(60)).await;
+    stack
+        .wait_partitions(PARTITIONS, 2, Duration::from_secs(60))
+        .await;
 
     let status = domainctl::status::read(&stack.js, PARTITIONS)
         .await
@@ -242,7 +219,9 @@ async fn a_stopped_instance_hands_its_partitions_over_at_once_and_status_shows_t
     assert!(status.intake.owner.is_some(), "{status:?}");
 
     first.stop().await;
-    let moved = wait_shared(&stack, 1, Duration::from_secs(10)).await;
+    let moved = stack
+        .wait_partitions(PARTITIONS, 1, Duration::from_secs(10))
+        .await;
     let tenant = Uuid::new_v4();
     let outcome = stack.send("register_domain", tenant, "handover.test").await;
     assert_eq!(
@@ -250,6 +229,43 @@ async fn a_stopped_instance_hands_its_partitions_over_at_once_and_status_shows_t
         email_domain_events::outcome::Verdict::Accepted
     );
     eprintln!("a clean stop handed the partitions over in {moved:?}");
+    let out = domainctl::run_args([
+        "domainctl",
+        "--nats-url",
+        &stack.config.nats_url,
+        "--json",
+        "status",
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        v["partitions"].as_array().map(Vec::len),
+        Some(PARTITIONS as usize)
+    );
+    assert_eq!(v["instances"].as_array().map(Vec::len), Some(1), "{v}");
+
+    // No instance left: a command waits where nobody works, and status says so.
     second.stop().await;
+    stack
+        .publish(
+            "register_domain",
+            &json!({"command_id": Uuid::new_v4(), "tenant_id": tenant, "domain": "waits.test"}),
+            None,
+        )
+        .await;
+    let out =
+        domainctl::run_args(["domainctl", "--nats-url", &stack.config.nats_url, "status"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("intake") && out.stdout.contains("NONE"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("no handler instance works"),
+        "{}",
+        out.stderr
+    );
     stack.shutdown().await;
 }

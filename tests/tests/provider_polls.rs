@@ -96,7 +96,7 @@ async fn waiting_polls_are_answered_from_list_pages_and_a_domain_the_list_lacks_
 
     let mut sub = stack
         .client
-        .subscribe("email_domains.commands.provider_result")
+        .subscribe("email_domains.partitioned.*.provider_result")
         .await
         .unwrap();
     for name in expected.keys() {
@@ -183,7 +183,7 @@ async fn a_partially_failed_domain_in_a_list_page_is_asked_for_alone_to_name_its
     }
     let mut sub = stack
         .client
-        .subscribe("email_domains.commands.provider_result")
+        .subscribe("email_domains.partitioned.*.provider_result")
         .await
         .unwrap();
     for (name, id) in &ids {

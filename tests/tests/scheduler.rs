@@ -225,7 +225,7 @@ async fn two_scheduler_instances_and_a_restart_fire_every_due_timer_exactly_once
     // what is counted here is what the schedulers published.
     let mut fired = stack
         .client
-        .subscribe("email_domains.commands.recheck")
+        .subscribe("email_domains.partitioned.*.recheck")
         .await
         .unwrap();
     let now = chrono::Utc::now();

@@ -24,8 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// How long a command may wait in a lane before the server is told it is in progress.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// How long a command may wait in a lane before the server is told it is in progress
+/// (well within the partition consumer's ack wait).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(120);
 
 /// Commands of one tenant and class in one lane, in arrival order.
 type Key = (Class, TenantId);
@@ -146,7 +147,7 @@ impl Dispatcher {
     }
 
     /// Every [`KEEP_ALIVE`], tells the server that commands waiting that long are in
-    /// progress (below the consumer's 30 s ack wait, so none is handed out again).
+    /// progress (below the consumer's ack wait, so none is handed out again).
     pub async fn keep_alive(self) {
         let mut tick = tokio::time::interval(KEEP_ALIVE);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -136,7 +136,7 @@ async fn move_one(
             return Ok(None);
         }
     };
-    let key = crate::lane_key(&cmd, &services.config.reserved_domains);
+    let key = partitions::key(&cmd.domain);
     let partition = partitions::partition_of(&key, partitions);
     let seq = msg
         .info()

@@ -249,7 +249,7 @@ impl Lane {
                     }
                 });
             if let Some(stored) = stored? {
-                // An invalid command counts as not seen (contract §2.1): it may come back corrected.
+                // An invalid command counts as not seen (docs/interface.md §2.1): it may come back corrected.
                 let invalid = serde_json::from_slice::<Outcome>(&stored)
                     .map(|o| {
                         o.outcome == Verdict::Rejected

@@ -19,7 +19,7 @@ mod partition;
 use async_nats::jetstream::{self, AckKind};
 use email_domain_events::command::DecodeFailure;
 use email_domain_events::outcome::Outcome;
-use email_domain_events::{decide::Rejection, decide::RejectionCode, Command, DomainName};
+use email_domain_events::{decide::Rejection, decide::RejectionCode, Command};
 use runtime::partitions::{self, Change, Ownership};
 use runtime::{dead_letters, lease::Lease, streams, Config, Shutdown};
 use std::collections::HashMap;
@@ -166,14 +166,6 @@ impl Owned {
                 runtime::ops::PARTITIONS_OWNED.set(self.running.len() as i64);
             }
         }
-    }
-}
-
-/// Commands about the same name share a lane, whatever form the name was written in.
-pub(crate) fn lane_key(cmd: &Command, reserved: &email_domain_events::ReservedDomains) -> String {
-    match DomainName::parse(&cmd.domain, reserved) {
-        Ok(n) => n.as_str().to_string(),
-        Err(_) => cmd.domain.trim().trim_end_matches('.').to_ascii_lowercase(),
     }
 }
 

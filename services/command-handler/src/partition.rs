@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
+/// How long a command may go unacknowledged before the server hands it out again.
+pub const ACK_WAIT: Duration = Duration::from_secs(300);
+
 /// How often a partition's lag is read for `/metrics`.
 const LAG_EVERY: Duration = Duration::from_secs(5);
 
@@ -169,7 +172,10 @@ impl Consumer {
                     durable_name: Some(name.clone()),
                     filter_subject: partitions::filter(self.partition),
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    // Long: a new owner does not wait for it (the consumer is made
+                    // anew), so it only matters for an owner that is alive, and a short
+                    // one would cost a progress ack per queued command every few seconds.
+                    ack_wait: ACK_WAIT,
                     max_ack_pending: self.window,
                     ..Default::default()
                 },
@@ -215,7 +221,7 @@ impl Consumer {
         let token = partitions::command_token(&msg.subject).to_string();
         match command::decode(&token, &msg.payload) {
             Ok(cmd) => {
-                let key = crate::lane_key(&cmd, &self.services.config.reserved_domains);
+                let key = partitions::key(&cmd.domain);
                 let idx = crate::lane_index(&key, self.dispatcher.lanes());
                 let work = Work {
                     msg,

@@ -1,4 +1,4 @@
-//! `domainctl dns-check` (contract §5): check the records of a JSON file.
+//! `domainctl dns-check` (docs/interface.md §5): check the records of a JSON file.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -89,7 +89,7 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-/// Contract §5 `domainctl dns-check --domain D --records FILE [--nameserver IP:PORT] [--json]`:
+/// docs/interface.md §5 `domainctl dns-check --domain D --records FILE [--nameserver IP:PORT] [--json]`:
 /// the records with their verdicts, as a JSON array in the §3 record form
 /// (`json`), or a table a person can read. `nameserver` overrides
 /// `DNS_NAMESERVERS`. An error only when the check could not run.

@@ -97,7 +97,7 @@ pub enum Cmd {
     History(DomainRef),
     /// A domain's state, rebuilt from its events.
     State(DomainRef),
-    /// Check the DNS records of a JSON file and print their verdicts (contract §5).
+    /// Check the DNS records of a JSON file and print their verdicts (docs/interface.md §5).
     DnsCheck {
         /// The domain the records belong to.
         #[arg(long, value_name = "NAME")]
@@ -344,8 +344,10 @@ async fn dispatch(cmd: Cmd, ep: &Endpoints, io: &mut Io) -> CtlResult<i32> {
     match cmd {
         Cmd::History(d) => inspect::history(ep, io, &d).await,
         Cmd::Status => {
-            let partitions = runtime::Config::from_env()
-                .map(|c| c.handler_partitions)
+            // Only used when no partition was ever leased (the leases say how many).
+            let partitions = std::env::var("HANDLER_PARTITIONS")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(8);
             status::status(ep, io, partitions).await
         }

@@ -25,9 +25,14 @@ struct Cli {
         global = true
     )]
     listen: SocketAddr,
-    /// Shared secret the platform signs session tokens with (HMAC-SHA256); also signs share links.
-    #[arg(long, env = "GATEWAY_TOKEN_SECRET", default_value = DEV_SECRET, value_parser = settings::token_secret, hide_env_values = true, hide_default_value = true, global = true)]
-    token_secret: String,
+    /// Shared secret the platform signs session tokens with (HMAC-SHA256, at least 32
+    /// bytes); also signs share links.
+    #[arg(long, env = "GATEWAY_TOKEN_SECRET", value_parser = settings::token_secret, hide_env_values = true, global = true)]
+    token_secret: Option<String>,
+    /// Development: start without a strong secret (the development one when none is
+    /// set). `make run` sets it; never set it in a deployment.
+    #[arg(long, env = "GATEWAY_DEV", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    dev: bool,
     /// Base URL of share links (default: http://<Host header>).
     #[arg(long, env = "GATEWAY_PUBLIC_URL", value_parser = settings::public_url, global = true)]
     public_url: Option<String>,
@@ -71,7 +76,9 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let keys = Keys::new(&cli.token_secret);
+    let secret = settings::signing_secret(cli.token_secret.as_deref(), cli.dev)
+        .map_err(|e| anyhow::anyhow!("the gateway does not start: {e}"))?;
+    let keys = Keys::new(&secret);
     if let Some(Cmd::Token {
         tenant,
         edition,
@@ -91,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     runtime::telemetry::init("gateway");
     if keys.is_dev_default() {
         tracing::warn!(
-            "!!! GATEWAY_TOKEN_SECRET is not set: using the development secret {DEV_SECRET:?}. Anyone can sign tokens for any tenant. Set GATEWAY_TOKEN_SECRET in every real deployment. !!!"
+            "!!! GATEWAY_DEV: using the development secret {DEV_SECRET:?}. Anyone can sign tokens for any tenant. Never run a deployment like this. !!!"
         );
     }
     let config = runtime::Config::from_env()?;
@@ -172,6 +179,7 @@ mod tests {
     #[test]
     fn the_defaults_are_readable() {
         let cli = Cli::try_parse_from(["gateway"]).expect("defaults parse");
+        assert!(!cli.dev && cli.token_secret.is_none());
         assert_eq!(cli.command_timeout_secs, 10);
         assert_eq!(cli.share_ttl_secs, 7 * 86_400);
         assert_eq!(cli.listen.port(), 8080);

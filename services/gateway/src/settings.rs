@@ -34,6 +34,40 @@ pub fn token_secret(v: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
 
+/// The shortest signing secret the gateway starts with outside development.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// What the gateway signs tokens and share links with. A strong `GATEWAY_TOKEN_SECRET`
+/// (at least [`MIN_SECRET_BYTES`] bytes, not the development value) always; anything
+/// else only with `GATEWAY_DEV` set (`make run` sets it): then the given secret, or the
+/// development one. Without the switch the gateway refuses to start, since a weak or
+/// public secret lets anyone sign a token for any tenant.
+pub fn signing_secret(secret: Option<&str>, dev: bool) -> Result<String, String> {
+    match (secret, dev) {
+        (Some(s), _) if s.len() >= MIN_SECRET_BYTES && s != crate::token::DEV_SECRET => {
+            Ok(s.to_string())
+        }
+        (Some(s), true) => Ok(s.to_string()),
+        (None, true) => Ok(crate::token::DEV_SECRET.to_string()),
+        (Some(s), false) if s == crate::token::DEV_SECRET => Err(
+            "GATEWAY_TOKEN_SECRET is the development secret, which anyone can read in the \
+             repository: set a random secret of at least 32 bytes (GATEWAY_DEV=1 allows it \
+             for development only)"
+                .into(),
+        ),
+        (Some(s), false) => Err(format!(
+            "GATEWAY_TOKEN_SECRET is {} bytes long: it must be at least {MIN_SECRET_BYTES} \
+             (e.g. `openssl rand -base64 48`; GATEWAY_DEV=1 allows a short one for development only)",
+            s.len()
+        )),
+        (None, false) => Err(
+            "GATEWAY_TOKEN_SECRET is not set: set a random secret of at least 32 bytes \
+             (GATEWAY_DEV=1 uses the development secret, for development only)"
+                .into(),
+        ),
+    }
+}
+
 /// `GATEWAY_PUBLIC_URL`: an `http://` or `https://` base URL with a host.
 pub fn public_url(v: &str) -> Result<String, String> {
     let v = v.trim();
@@ -119,6 +153,27 @@ mod tests {
         for bad in ["", "   ", "\n"] {
             refused(token_secret, bad, "GATEWAY_TOKEN_SECRET");
         }
+    }
+
+    #[test]
+    fn the_gateway_signs_only_with_a_strong_secret_unless_in_development() {
+        let strong = "k".repeat(MIN_SECRET_BYTES);
+        assert_eq!(signing_secret(Some(&strong), false).unwrap(), strong);
+        assert_eq!(signing_secret(Some(&strong), true).unwrap(), strong);
+        for weak in [Some("short"), Some(crate::token::DEV_SECRET), None] {
+            let e = signing_secret(weak, false).unwrap_err();
+            assert!(
+                e.contains("GATEWAY_TOKEN_SECRET") && e.contains("GATEWAY_DEV"),
+                "{e}"
+            );
+        }
+        let just_short = "k".repeat(MIN_SECRET_BYTES - 1);
+        assert!(signing_secret(Some(&just_short), false).is_err());
+        assert_eq!(signing_secret(Some("short"), true).unwrap(), "short");
+        assert_eq!(
+            signing_secret(None, true).unwrap(),
+            crate::token::DEV_SECRET
+        );
     }
 
     #[test]

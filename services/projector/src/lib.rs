@@ -1,6 +1,6 @@
 //! Projectors: separate durable consumers of the event log that keep the read models.
 //!
-//! - `email_domains`: one row per registration (contract §3), folded with the core's
+//! - `email_domains`: one row per registration (docs/interface.md §3), folded with the core's
 //!   `evolve`, so a row is exactly the domain's state.
 //! - `tenant_settings`: `tenant_email_settings`, folded with the core's `TenantSettings`.
 //! - `analytics`: CloudEvents on `analytics.email_domain.<name>`, ids derived from the

@@ -87,8 +87,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             break;
         };
         tokio::select! {
-            r = dispatch(&js, &shutdown) => if let Err(e) = r { tracing::error!(error = %e, "dispatcher stopped") },
-            r = execute(&js, provider.clone(), limiter.clone(), &claims, &shutdown) => if let Err(e) = r { tracing::error!(error = %e, "executor stopped") },
+            r = dispatch(&js, config.handler_partitions, &shutdown) => if let Err(e) = r { tracing::error!(error = %e, "dispatcher stopped") },
+            r = execute(&js, provider.clone(), limiter.clone(), &claims, config.handler_partitions, &shutdown) => if let Err(e) = r { tracing::error!(error = %e, "executor stopped") },
             _ = guard.lost() => tracing::warn!("lease lost: standing by"),
         }
         if shutdown.is_triggered() {
@@ -101,7 +101,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 }
 
 /// Events → work items. Idempotent: the work id derives from the event id.
-async fn dispatch(js: &jetstream::Context, shutdown: &Shutdown) -> anyhow::Result<()> {
+async fn dispatch(
+    js: &jetstream::Context,
+    partitions: u32,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
     let stream = js.get_stream(streams::EVENTS).await?;
     let consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
@@ -135,7 +139,7 @@ async fn dispatch(js: &jetstream::Context, shutdown: &Shutdown) -> anyhow::Resul
                 } else {
                     tracing::Span::none()
                 };
-                dispatch_one(&js, msg).instrument(span).await
+                dispatch_one(&js, partitions, msg).instrument(span).await
             }
         });
     work.await;
@@ -143,7 +147,7 @@ async fn dispatch(js: &jetstream::Context, shutdown: &Shutdown) -> anyhow::Resul
 }
 
 /// One event: its provider work item and its pre-flight command, if any.
-async fn dispatch_one(js: &jetstream::Context, msg: jetstream::Message) {
+async fn dispatch_one(js: &jetstream::Context, partitions: u32, msg: jetstream::Message) {
     let (item, preflight) = match Event::from_json(&msg.payload) {
         Ok(ev) => (work_for(&ev), work::preflight_for(&ev)),
         Err(e) => {
@@ -160,7 +164,8 @@ async fn dispatch_one(js: &jetstream::Context, msg: jetstream::Message) {
     if let Some(cmd) = preflight {
         let body = serde_json::to_vec(&cmd.to_body()).expect("commands serialise");
         let id = cmd.command_id.to_string();
-        publish_until_stored(js, &cmd.subject(), body, &id, "preflight_command").await;
+        let subject = runtime::partitions::internal_subject(&cmd, partitions);
+        publish_until_stored(js, &subject, body, &id, "preflight_command").await;
     }
     // Acknowledged also after a permanent failure: a redelivery would fail the same way.
     let _ = msg.ack().await;
@@ -225,6 +230,7 @@ async fn execute(
     provider: Arc<dyn EmailProvider>,
     limiter: Arc<RateLimiter>,
     claims: &NameClaims,
+    partitions: u32,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let stream = js.get_stream(streams::PROVIDER_WORK).await?;
@@ -281,7 +287,7 @@ async fn execute(
                 let (js, provider, limiter, claims) = (js.clone(), provider.clone(), limiter.clone(), claims.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    execute_polls(&js, provider.as_ref(), &limiter, &claims, batch).await;
+                    execute_polls(&js, provider.as_ref(), &limiter, &claims, partitions, batch).await;
                 });
                 continue;
             }
@@ -294,7 +300,7 @@ async fn execute(
         let claims = claims.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            execute_one(&js, provider.as_ref(), &limiter, &claims, msg).await;
+            execute_one(&js, provider.as_ref(), &limiter, &claims, partitions, msg).await;
         });
     }
 }
@@ -304,6 +310,7 @@ async fn execute_one(
     provider: &dyn EmailProvider,
     limiter: &RateLimiter,
     claims: &NameClaims,
+    partitions: u32,
     msg: jetstream::Message,
 ) {
     let item: WorkItem = match serde_json::from_slice(&msg.payload) {
@@ -316,7 +323,7 @@ async fn execute_one(
     };
     let span = tracing::info_span!("provider", kind = ?item.kind, domain = %item.domain, domain_id = %item.domain_id);
     runtime::trace::follow(&span, msg.headers.as_ref());
-    execute_item(js, provider, limiter, claims, msg, item)
+    execute_item(js, provider, limiter, claims, partitions, msg, item)
         .instrument(span)
         .await
 }
@@ -326,6 +333,7 @@ async fn execute_item(
     provider: &dyn EmailProvider,
     limiter: &RateLimiter,
     claims: &NameClaims,
+    partitions: u32,
     msg: jetstream::Message,
     item: WorkItem,
 ) {
@@ -347,7 +355,7 @@ async fn execute_item(
                     return;
                 }
             }
-            report(js, &item, result, &msg).await
+            report(js, partitions, &item, result, &msg).await
         }
         Ok(None) => {
             let _ = msg.ack().await;
@@ -397,6 +405,7 @@ async fn may_create(claims: &NameClaims, item: &WorkItem, msg: &jetstream::Messa
 /// the work item.
 async fn report(
     js: &jetstream::Context,
+    partitions: u32,
     item: &WorkItem,
     result: ProviderResult,
     msg: &jetstream::Message,
@@ -429,7 +438,8 @@ async fn report(
     let publish = runtime::trace::message()
         .payload(body.into())
         .message_id(cmd.command_id.to_string());
-    match runtime::retry::publish(js, cmd.subject(), publish).await {
+    let subject = runtime::partitions::internal_subject(&cmd, partitions);
+    match runtime::retry::publish(js, subject, publish).await {
         Ok(_) => {
             let _ = msg.ack().await;
         }
@@ -458,6 +468,7 @@ async fn execute_polls(
     provider: &dyn EmailProvider,
     limiter: &RateLimiter,
     claims: &NameClaims,
+    partitions: u32,
     batch: Vec<jetstream::Message>,
 ) {
     let mut items = Vec::with_capacity(batch.len());
@@ -530,14 +541,16 @@ async fn execute_polls(
                 let span = tracing::info_span!("provider", kind = ?item.kind, domain = %item.domain, domain_id = %item.domain_id, batched = true);
                 runtime::trace::follow(&span, msg.headers.as_ref());
                 let result = work::listed(item.provider_domain_id.as_deref(), &status);
-                report(js, &item, result, &msg).instrument(span).await;
+                report(js, partitions, &item, result, &msg)
+                    .instrument(span)
+                    .await;
             }
             None => {
                 // The batch's slot pays for the first call made alone, if no page was read.
                 if !std::mem::take(&mut slot_unused) {
                     limiter.acquire().await;
                 }
-                execute_one(js, provider, limiter, claims, msg).await;
+                execute_one(js, provider, limiter, claims, partitions, msg).await;
             }
         }
     }

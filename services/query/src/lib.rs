@@ -1,4 +1,4 @@
-//! Queries (contract §2.5), answered from the projections over NATS request-reply:
+//! Queries (docs/interface.md §2.6), answered from the projections over NATS request-reply:
 //! `email_domains.query.sender` (the tenant's sender address) and
 //! `email_domains.query.domains` (the tenant's rows). Any number of instances may
 //! run: they share a queue group.

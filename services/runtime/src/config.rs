@@ -1,4 +1,4 @@
-//! Configuration from the environment (contract §1), with the service's own extras.
+//! Configuration from the environment (docs/interface.md §1), with the service's own extras.
 
 use chrono::Duration;
 use email_domain_events::{Policy, ReservedDomains};

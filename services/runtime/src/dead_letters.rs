@@ -1,5 +1,5 @@
 //! Dead letters: a message that cannot be read as a command is kept, with the reason
-//! and a message a person can act on (contract §2.2).
+//! and a message a person can act on (docs/interface.md §2.2).
 //!
 //! A letter is one NATS message, so it can hold no more than the server's max
 //! payload, while the message it keeps may have been that large itself (and base64

@@ -1,6 +1,6 @@
 //! The adapters every service of the managed email domain service shares.
 //!
-//! Configuration (contract §1), the JetStream streams and KV buckets (contract §2),
+//! Configuration (docs/interface.md §1), the JetStream streams and KV buckets (docs/interface.md §2),
 //! the event store with optimistic appends, the domain-name ownership index, leader
 //! leases, outcomes, dead letters, Postgres set-up, logging and graceful shutdown.
 //! Domain rules live in `email-domain-events`; this crate only moves bytes.

@@ -284,7 +284,7 @@ impl Ops {
         self
     }
 
-    /// Readiness needs NATS up and the streams of contract §2 present.
+    /// Readiness needs NATS up and the streams of docs/interface.md §2 present.
     pub fn jetstream(&self, js: &jetstream::Context) -> &Self {
         let _ = self.0.jetstream.set(js.clone());
         self.nats(&js.client())

@@ -13,6 +13,7 @@
 //! work queue (one per partition, so they never overlap), direct gets.
 
 use async_nats::jetstream::kv;
+use email_domain_events::{Command, DomainName, ReservedDomains};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,6 +38,29 @@ pub fn partition_of(key: &str, partitions: u32) -> u32 {
     (hash % u64::from(partitions.max(1))) as u32
 }
 
+/// What commands are ordered by: the domain name as the core normalises it (case,
+/// trailing dot, IDN to A-labels), whatever else is true of the name (reserved or
+/// not); a name that does not parse, trimmed and lower-cased as written. So every
+/// form of a name, from any tenant or service, lands in one partition and lane.
+pub fn key(domain: &str) -> String {
+    match DomainName::parse(domain, &ReservedDomains::default()) {
+        Ok(n) => n.as_str().to_string(),
+        Err(_) => domain.trim().trim_end_matches('.').to_ascii_lowercase(),
+    }
+}
+
+/// Where a service sends an internal command (a re-check, a provider result, a
+/// pre-flight): straight into its partition, past the intake, so that a fleet's
+/// background work never queues at the intake in front of a person's command. (Order
+/// against public commands is not needed: the core takes internal commands as facts
+/// that may come late.)
+pub fn internal_subject(cmd: &Command, partitions: u32) -> String {
+    subject(
+        partition_of(&key(&cmd.domain), partitions),
+        cmd.command_type.as_str(),
+    )
+}
+
 /// `email_domains.partitioned.<p>.<type>`.
 pub fn subject(partition: u32, command_type: &str) -> String {
     format!("{PREFIX}{partition}.{command_type}")
@@ -52,9 +76,16 @@ pub fn consumer(partition: u32) -> String {
     format!("command-handler-p{partition}")
 }
 
-/// The command type of a partitioned (or public) command subject: its last token.
+/// The command type of a public (`email_domains.commands.<type>`) or partitioned
+/// command subject: everything after the prefix, so that a subject with more tokens
+/// names no command type and is dead-lettered as `unknown_command`.
 pub fn command_token(subject: &str) -> &str {
-    subject.rsplit('.').next().unwrap_or("")
+    if let Some(rest) = subject.strip_prefix(PREFIX) {
+        return rest.split_once('.').map_or("", |(_, t)| t);
+    }
+    subject
+        .strip_prefix("email_domains.commands.")
+        .unwrap_or("")
 }
 
 /// The public subject a partitioned command was published on (dead letters keep it, so
@@ -560,6 +591,14 @@ mod tests {
     }
 
     #[test]
+    fn every_form_of_a_name_has_one_key_reserved_or_not() {
+        for form in ["Bücher.Example.", "xn--bcher-kva.example", "BÜCHER.example"] {
+            assert_eq!(key(form), "xn--bcher-kva.example", "{form}");
+        }
+        assert_eq!(key(" Not A Name!. "), "not a name!");
+    }
+
+    #[test]
     fn a_partitioned_subject_maps_back_to_its_public_subject() {
         let s = subject(3, "register_domain");
         assert_eq!(s, "email_domains.partitioned.3.register_domain");
@@ -569,5 +608,12 @@ mod tests {
             public_subject("email_domains.commands.recheck"),
             "email_domains.commands.recheck"
         );
+        assert_eq!(command_token("email_domains.commands.recheck"), "recheck");
+        // More tokens name no command type (dead-lettered as unknown_command).
+        assert_eq!(
+            command_token("email_domains.commands.x.register_domain"),
+            "x.register_domain"
+        );
+        assert_eq!(command_token("elsewhere.register_domain"), "");
     }
 }

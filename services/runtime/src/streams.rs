@@ -1,4 +1,4 @@
-//! The streams and KV buckets of contract §2, created at start-up when missing.
+//! The streams and KV buckets of docs/interface.md §2, created at start-up when missing.
 //! Existing streams are used as they are: a service never deletes or rewrites them.
 
 use async_nats::jetstream::{

@@ -55,7 +55,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             .await
         })
     };
-    let firing = fire_loop(&js, &pool, &shutdown);
+    let firing = fire_loop(&js, &pool, config.handler_partitions, &shutdown);
     let (keeper, firing) = tokio::join!(keeper, firing);
     keeper??;
     firing
@@ -166,10 +166,11 @@ async fn count_pending(pool: PgPool, shutdown: Shutdown) {
 async fn fire_loop(
     js: &jetstream::Context,
     pool: &PgPool,
+    partitions: u32,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     while !shutdown.is_triggered() {
-        match fire_due(js, pool, Utc::now()).await {
+        match fire_due(js, pool, partitions, Utc::now()).await {
             Ok(n) if n as i64 == FIRE_BATCH => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "firing timers failed; retrying"),
@@ -194,10 +195,12 @@ fn unless_permanent(failure: Failure) -> anyhow::Result<()> {
     }
 }
 
-/// Claims up to a batch of due timers, publishes their re-checks, marks them fired.
+/// Claims up to a batch of due timers, publishes their re-checks (straight into the
+/// handler's partitions, `partitions` of them), marks them fired.
 pub async fn fire_due(
     js: &jetstream::Context,
     pool: &PgPool,
+    partitions: u32,
     now: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
@@ -231,7 +234,8 @@ pub async fn fire_due(
         let publish = PublishMessage::build()
             .payload(serde_json::to_vec(&cmd.to_body())?.into())
             .message_id(cmd.command_id.to_string());
-        match js.send_publish(cmd.subject(), publish).await {
+        let subject = runtime::partitions::internal_subject(&cmd, partitions);
+        match js.send_publish(subject, publish).await {
             Ok(ack) => acks.push(ack),
             Err(e) => unless_permanent(Failure::of(&e))?,
         }

@@ -242,7 +242,7 @@ pub fn schemas() -> BTreeMap<String, Value> {
         titled(
             root_schema::<Outcome>(),
             "outcome",
-            Some("Exactly one per command, on `email_domains.outcomes.<command_id>` (contract §2.2)."),
+            Some("Exactly one per command, on `email_domains.outcomes.<command_id>` (docs/interface.md §2.2)."),
         ),
     );
 
@@ -250,7 +250,7 @@ pub fn schemas() -> BTreeMap<String, Value> {
         root_schema::<Event>(),
         "event",
         Some(
-            "One stored event on `email_domains.events.<tenant_id>.<domain_id>` (contract §2.3): the envelope, \
+            "One stored event on `email_domains.events.<tenant_id>.<domain_id>` (docs/interface.md §2.4): the envelope, \
              `type` and its `data` (see `event-data.<type>.schema.json`). `schema_version` absent means 1.",
         ),
     );
@@ -333,7 +333,7 @@ pub fn schemas() -> BTreeMap<String, Value> {
         titled(
             root_schema::<DnsRecord>(),
             "DNS record",
-            Some("A record in `email_domains.dns_records` and in `domainctl dns-check` output (contract §3)."),
+            Some("A record in `email_domains.dns_records` and in `domainctl dns-check` output (docs/interface.md §3)."),
         ),
     );
     out

@@ -274,7 +274,7 @@ pub enum DomainsReply {
     Error(QueryError),
 }
 
-/// A row of the `email_domains` projection as JSON (contract §3).
+/// A row of the `email_domains` projection as JSON (docs/interface.md §3).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct EmailDomainRow {
     /// The domain id.

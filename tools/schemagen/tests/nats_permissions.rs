@@ -400,6 +400,15 @@ fn each_service_may_publish_only_what_it_must() {
     assert_refused(&mut scheduler, &format!("{cmd}.provider_result"));
     assert_refused(&mut scheduler, "analytics.email_domain.registered");
     assert_allowed(&mut scheduler, &format!("{cmd}.recheck"));
+    assert_allowed(&mut scheduler, "email_domains.partitioned.5.recheck");
+    assert_refused(
+        &mut scheduler,
+        "email_domains.partitioned.5.register_domain",
+    );
+    assert_refused(
+        &mut scheduler,
+        "email_domains.partitioned.5.provider_result",
+    );
 
     // The provider worker: `provider_result` commands and its work queue.
     let mut worker = Conn::open(port, "provider-worker");
@@ -408,8 +417,12 @@ fn each_service_may_publish_only_what_it_must() {
     assert_refused(&mut worker, &format!("{cmd}.delete_domain"));
     assert_allowed(&mut worker, &format!("{cmd}.provider_result"));
     assert_allowed(&mut worker, "email_domains.provider_work.interactive");
-    // Only the handler's intake puts commands into partitions (past the front door).
+    // Its internal commands go straight into the handler's partitions; public ones
+    // only ever through the front door.
+    assert_allowed(&mut worker, "email_domains.partitioned.0.provider_result");
+    assert_allowed(&mut worker, "email_domains.partitioned.0.preflight");
     assert_refused(&mut worker, "email_domains.partitioned.0.register_domain");
+    assert_refused(&mut worker, "email_domains.partitioned.0.recheck");
     assert_allowed(&mut worker, "$KV.email_domain_leases.provider-worker");
     assert_allowed(&mut worker, "$KV.email_domain_provider_names.acme.example");
     assert_refused(&mut worker, "$KV.email_domain_names.acme_example");
