@@ -55,13 +55,22 @@ fn wait_for(mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// A loopback port free for UDP and for TCP: dev-dns serves both, and a port free
+/// for UDP only may have a TCP listener of another test on it (dev-dns then cannot
+/// start, which this test once saw as a server that never answered).
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 #[test]
 fn serves_the_zone_file_and_reloads_it() {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let dir = std::env::temp_dir().join(format!("dev-dns-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -81,12 +90,15 @@ fn serves_the_zone_file_and_reloads_it() {
                 "--poll-ms",
                 "100",
             ])
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .unwrap(),
     );
-    assert!(wait_for(|| ask(addr, "send.demo.test.", RecordType::TXT)
-        .is_some_and(|m| txt(&m) == ["v=spf1 -all"])));
+    assert!(
+        wait_for(|| ask(addr, "send.demo.test.", RecordType::TXT)
+            .is_some_and(|m| txt(&m) == ["v=spf1 -all"])),
+        "dev-dns never answered on {addr} (its own error, if it stopped, is above)"
+    );
     let nx = ask(addr, "nothing.demo.test.", RecordType::TXT).unwrap();
     assert_eq!(nx.response_code(), ResponseCode::NXDomain);
 
