@@ -518,7 +518,9 @@ async fn read_range(
     result?;
     if !buf.is_empty() {
         bar.inc(buf.len() as u64);
-        let _ = tx.send(buf).await;
+        tx.send(buf)
+            .await
+            .map_err(|_| anyhow::anyhow!("the fold stopped before the last events"))?;
     }
     Ok((n, restarts))
 }
@@ -989,12 +991,13 @@ async fn swap_once(
     .bind(target.checkpoint())
     .execute(&mut *tx)
     .await?;
-    let row = sqlx::query("SELECT stream_seq, generation FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
-        .bind(target.checkpoint())
-        .fetch_one(&mut *tx)
-        .await?;
+    let row = sqlx::query(
+        "SELECT stream_seq FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
+    )
+    .bind(target.checkpoint())
+    .fetch_one(&mut *tx)
+    .await?;
     let live: i64 = row.get("stream_seq");
-    let generation: i64 = row.get("generation");
     let live = live.max(0) as u64;
     sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
         .execute(&mut *tx)
@@ -1091,8 +1094,7 @@ async fn swap_once(
     .bind(target.checkpoint())
     .bind(checkpoint as i64)
     .fetch_one(&mut *tx)
-    .await
-    .unwrap_or(generation + 1);
+    .await?;
     let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
         .fetch_one(&mut *tx)
         .await?;
