@@ -575,10 +575,7 @@ impl Stack {
     /// [`Instance::kill`] ends it the way SIGKILL ends a process: its tasks and
     /// connections gone at once, nothing released.
     pub fn start_handler_instance(&mut self) -> Instance {
-        Instance::start(
-            self.service_config("command-handler"),
-            |config, shutdown| command_handler::run(config, shutdown),
-        )
+        Instance::start(self.service_config("command-handler"), command_handler::run)
     }
 
     /// The config one service instance gets: with `StackOptions::ops`, its own ops port.

@@ -6,7 +6,6 @@
 
 use email_domain_events::Event;
 use futures::StreamExt;
-use runtime::partitions;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
