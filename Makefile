@@ -16,7 +16,7 @@ demo:
 
 test:
 	@cargo fmt --all --check || { echo "formatting differs: run make fmt" >&2; exit 1; }
-	@bash scripts/ensure-infra.sh && bash scripts/ensure-test-tools.sh && if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
+	@bash scripts/ensure-infra.sh && bash scripts/ensure-test-tools.sh && cargo build -q --workspace --bins && if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
 	@cargo clippy --workspace --all-targets -q -- -D warnings
 	@bash scripts/check-schemas.sh
 	@bash scripts/check-k8s.sh

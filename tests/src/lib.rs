@@ -529,6 +529,18 @@ impl Stack {
         }
     }
 
+    /// Ends a service process with SIGKILL (nothing released, nothing acknowledged).
+    pub fn kill_process(&mut self, pid: u32) {
+        let i = self
+            .children
+            .iter()
+            .position(|(_, c)| c.id() == pid)
+            .expect("a service process of this stack");
+        let (_, mut child) = self.children.remove(i);
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+
     /// The process ids of the services running as processes.
     pub fn service_pids(&self) -> Vec<u32> {
         self.children.iter().map(|(_, c)| c.id()).collect()
@@ -963,6 +975,32 @@ impl Drop for Stack {
             let _ = c.wait();
         }
     }
+}
+
+/// Where the workspace's service binaries are (`target/debug` beside the test
+/// binary); `make test` builds them first. Missing ones fail the test, saying so.
+pub fn service_binaries() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/debug/deps/<test> → target/debug
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/debug")
+        .to_path_buf();
+    for bin in [
+        "command-handler",
+        "provider-worker",
+        "scheduler",
+        "projector",
+        "query",
+    ] {
+        assert!(
+            dir.join(bin).exists(),
+            "{} is missing: build the services first (`cargo build --workspace --bins`; `make test` does)",
+            dir.join(bin).display()
+        );
+    }
+    dir
 }
 
 /// The environment a service process reads its [`Config`] from.

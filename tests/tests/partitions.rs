@@ -89,18 +89,47 @@ fn assert_publish_order(events: &[Event], sent: &BTreeMap<(Uuid, String), Vec<Uu
     assert_eq!(with_events, names, "every name has events");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_handlers_one_killed_one_added_keep_every_domains_order_and_every_outcome() {
-    let mut stack = Stack::start_with(StackOptions {
-        handlers: 0,
-        handler_partitions: PARTITIONS,
-        lease_ttl: TTL,
-        ..Default::default()
-    })
-    .await;
+/// How the scenario's handler instances run, and how one is killed.
+trait Handlers {
+    fn start(&mut self, stack: &mut Stack);
+    /// Ends one instance at once, the way SIGKILL does.
+    fn kill_one(&mut self, stack: &mut Stack);
+}
+
+/// Instances on tokio runtimes of their own in this process.
+#[derive(Default)]
+struct InProcess(Vec<system_tests::Instance>);
+
+impl Handlers for InProcess {
+    fn start(&mut self, stack: &mut Stack) {
+        self.0.push(stack.start_handler_instance());
+    }
+    fn kill_one(&mut self, _: &mut Stack) {
+        self.0.remove(0).kill();
+    }
+}
+
+/// Instances as processes of the `command-handler` binary, killed with SIGKILL.
+#[derive(Default)]
+struct Processes(Vec<u32>);
+
+impl Handlers for Processes {
+    fn start(&mut self, stack: &mut Stack) {
+        self.0.push(stack.start_handler_process());
+    }
+    fn kill_one(&mut self, stack: &mut Stack) {
+        stack.kill_process(self.0.remove(0));
+    }
+}
+
+/// Three handlers and two instances of each projector; interleaved commands for the
+/// same names from four tenants; one handler killed after half of them, one added.
+async fn kill_and_add(mut stack: Stack, mut handlers: impl Handlers) {
     // A second instance of each projector beside the first.
     stack.start_projectors(projector::Options::default());
-    let mut handlers: Vec<_> = (0..3).map(|_| stack.start_handler_instance()).collect();
+    for _ in 0..3 {
+        handlers.start(&mut stack);
+    }
     stack
         .wait_partitions(PARTITIONS, 3, Duration::from_secs(20))
         .await;
@@ -118,7 +147,7 @@ async fn three_handlers_one_killed_one_added_keep_every_domains_order_and_every_
         publish_step(&stack, step, &tenants, &names, &mut sent).await;
     }
     // Killed while the first half is being worked off.
-    handlers.remove(0).kill();
+    handlers.kill_one(&mut stack);
     let killed = Instant::now();
     for step in 4..6 {
         publish_step(&stack, step, &tenants, &names, &mut sent).await;
@@ -128,7 +157,7 @@ async fn three_handlers_one_killed_one_added_keep_every_domains_order_and_every_
         moved <= TTL * 2,
         "the killed instance's partitions moved after {moved:?} (> 2 × {TTL:?})"
     );
-    handlers.push(stack.start_handler_instance());
+    handlers.start(&mut stack);
     let joined = stack
         .wait_partitions(PARTITIONS, 3, Duration::from_secs(20))
         .await;
@@ -184,10 +213,34 @@ async fn three_handlers_one_killed_one_added_keep_every_domains_order_and_every_
         "{} commands; partitions moved {moved:?} after the kill, shared with the new instance after {joined:?}; all outcomes {all_out:?} after the kill",
         ids.len()
     );
-    for h in handlers {
-        h.stop().await;
-    }
+    drop(handlers);
     stack.shutdown().await;
+}
+
+fn options() -> StackOptions {
+    StackOptions {
+        handlers: 0,
+        handler_partitions: PARTITIONS,
+        lease_ttl: TTL,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_handlers_one_killed_one_added_keep_every_domains_order_and_every_outcome() {
+    let stack = Stack::start_with(options()).await;
+    kill_and_add(stack, InProcess::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_handler_processes_one_sigkilled_one_added_keep_every_domains_order() {
+    let stack = Stack::start_with(StackOptions {
+        processes: Some(system_tests::service_binaries()),
+        // The other services as processes too, as deployed.
+        ..options()
+    })
+    .await;
+    kill_and_add(stack, Processes::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
