@@ -1004,7 +1004,7 @@ pub fn service_binaries() -> std::path::PathBuf {
 }
 
 /// The environment a service process reads its [`Config`] from.
-fn service_env(c: &Config) -> Vec<(String, String)> {
+pub fn service_env(c: &Config) -> Vec<(String, String)> {
     let mut env = vec![
         ("NATS_URL", c.nats_url.clone()),
         ("DATABASE_URL", c.database_url.clone()),

@@ -214,21 +214,18 @@ async fn chaos(processes: Option<PathBuf>, p: Params) {
     let mode = match &processes {
         None => Mode::InProcess(stack.config.clone()),
         Some(bin) => {
-            let c = &stack.config;
-            let env = vec![
-                ("PATH", std::env::var("PATH").unwrap_or_default()),
-                ("NATS_URL", c.nats_url.clone()),
-                ("DATABASE_URL", c.database_url.clone()),
-                ("RESEND_BASE_URL", stack.provider_url.clone()),
-                ("DNS_NAMESERVERS", stack.dns.addr().to_string()),
-                ("RESERVED_DOMAINS", "platform.example.com".into()),
-                ("RECHECK_INITIAL_SECS", "300".into()),
-                ("LEASE_TTL_MS", "1500".into()),
-                ("HANDLER_LANES", "64".into()),
-                ("LOG_FORMAT", "json".into()),
-                ("RUST_LOG", "info".into()),
-            ];
-            let env = env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            // The stack's own configuration, as every service process gets it, with
+            // the logs kept in JSON for the run's log files.
+            let mut env = system_tests::service_env(&stack.config);
+            env.retain(|(k, _)| k != "RUST_LOG");
+            env.extend([
+                (
+                    "PATH".to_string(),
+                    std::env::var("PATH").unwrap_or_default(),
+                ),
+                ("LOG_FORMAT".to_string(), "json".to_string()),
+                ("RUST_LOG".to_string(), "info".to_string()),
+            ]);
             let logs = std::env::var("CHAOS_LOG_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| logs.path().to_path_buf());
