@@ -635,24 +635,22 @@ fn shape(handlers: usize) -> String {
 
 /// Where the service binaries are: beside the bench's own (`make bench` builds them).
 fn bin_dir() -> std::path::PathBuf {
-    let dir = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|p| p.to_path_buf()))
-        .unwrap_or_default();
-    for bin in [
-        "command-handler",
-        "provider-worker",
-        "scheduler",
-        "projector",
-        "query",
-    ] {
-        assert!(
-            dir.join(bin).exists(),
-            "{} is missing: `make bench` builds the services beside the bench",
-            dir.join(bin).display()
-        );
-    }
-    dir
+    let exe = std::env::current_exe().expect("the bench's path");
+    let dir = exe.parent().expect("the bench's folder");
+    system_tests::service_binaries_in(dir, "`make bench` builds them beside the bench")
+}
+
+/// P1's and P2's stack, started, its partitions shared by its `handlers` instances.
+async fn measured_stack(handlers: usize) -> Stack {
+    let stack = Stack::start_with(process_options(handlers)).await;
+    stack
+        .wait_partitions(
+            stack.config.handler_partitions,
+            handlers,
+            Duration::from_secs(60),
+        )
+        .await;
+    stack
 }
 
 /// The stack P1, P2 and P6 measure: `handlers` handler instances, as processes unless
@@ -765,14 +763,7 @@ struct P1Cost {
 }
 
 async fn p1_throughput(n: usize, handlers: usize) -> anyhow::Result<(f64, P1Cost)> {
-    let stack = Stack::start_with(process_options(handlers)).await;
-    stack
-        .wait_partitions(
-            stack.config.handler_partitions,
-            handlers,
-            Duration::from_secs(60),
-        )
-        .await;
+    let stack = measured_stack(handlers).await;
     let tenants: Vec<Uuid> = (0..(n / 100).max(1)).map(|_| Uuid::new_v4()).collect();
     let (stored_before, delivered_before) = jetstream_traffic(&stack.js).await?;
     let cpu_before = Cpu::of(&stack);
@@ -882,14 +873,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// P2: 500 registrations per second, each timed from publish to its row in Postgres.
 async fn p2_latency(secs: u64, handlers: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
-    let stack = Stack::start_with(process_options(handlers)).await;
-    stack
-        .wait_partitions(
-            stack.config.handler_partitions,
-            handlers,
-            Duration::from_secs(60),
-        )
-        .await;
+    let stack = measured_stack(handlers).await;
     let tenant = Uuid::new_v4();
     // BENCH_P2_RATE offers another rate (for finding where the latency comes from;
     // the case as defined is 500/s).

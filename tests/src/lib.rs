@@ -982,11 +982,12 @@ impl Drop for Stack {
 pub fn service_binaries() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     // target/debug/deps/<test> → target/debug
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/debug")
-        .to_path_buf();
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target/debug");
+    service_binaries_in(dir, "`cargo build --workspace --bins`; `make test` does")
+}
+
+/// `dir`, once every service binary is there (else a panic saying how to build them).
+pub fn service_binaries_in(dir: &std::path::Path, build: &str) -> std::path::PathBuf {
     for bin in [
         "command-handler",
         "provider-worker",
@@ -996,11 +997,11 @@ pub fn service_binaries() -> std::path::PathBuf {
     ] {
         assert!(
             dir.join(bin).exists(),
-            "{} is missing: build the services first (`cargo build --workspace --bins`; `make test` does)",
+            "{} is missing: build the services first ({build})",
             dir.join(bin).display()
         );
     }
-    dir
+    dir.to_path_buf()
 }
 
 /// The environment a service process reads its [`Config`] from.
