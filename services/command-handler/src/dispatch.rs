@@ -54,6 +54,9 @@ struct State<L, W> {
     /// Turns in the order workers take them: people first, tenants in turn.
     ready: FairQueue<TenantId, Turn>,
     closed: bool,
+    /// Partitions given up: a command of theirs still arriving is not queued (it stays
+    /// unacknowledged for the next owner), so none runs here after the handover.
+    given_up: std::collections::HashSet<u32>,
 }
 
 /// The lanes and their ready queue; cloned into the consumer and each worker.
@@ -96,18 +99,35 @@ impl Dispatcher {
     }
 
     /// Queues a command on lane `idx`.
+    /// Queues a command on lane `idx`, unless its partition was given up meanwhile.
     pub fn push(&self, idx: usize, work: Work) {
         let key = (class_of(&work), work.cmd.tenant_id);
-        queued(key.0).inc();
-        if self.state().push(idx, key, work) {
+        let opened = {
+            let mut state = self.state();
+            if state.given_up.contains(&work.partition) {
+                return;
+            }
+            queued(key.0).inc();
+            state.push(idx, key, work)
+        };
+        if opened {
             self.wake.notify_one();
         }
+    }
+
+    /// The partition is this instance's (again): its commands are queued.
+    pub fn take_up(&self, partition: u32) {
+        self.state().given_up.remove(&partition);
     }
 
     /// Forgets the queued (not yet started) commands of a partition this instance no
     /// longer owns: unacknowledged, they go to its next owner. How many.
     pub fn drop_partition(&self, partition: u32) -> usize {
-        let dropped = self.state().drop_where(|w| w.partition == partition);
+        let dropped = {
+            let mut state = self.state();
+            state.given_up.insert(partition);
+            state.drop_where(|w| w.partition == partition)
+        };
         for w in &dropped {
             queued(class_of(w)).dec();
         }
@@ -189,6 +209,7 @@ impl<L, W> State<L, W> {
             slots,
             ready: FairQueue::default(),
             closed: false,
+            given_up: Default::default(),
         }
     }
 

@@ -135,15 +135,16 @@ impl Owned {
     fn apply(&mut self, change: Change) {
         match change {
             Change::Acquired(p) => {
+                if let Some(old) = self.running.remove(&p) {
+                    old.stop();
+                }
                 let r = partition::Running::start(
                     p,
                     self.services.clone(),
                     self.dispatcher.clone(),
                     self.window,
                 );
-                if let Some(old) = self.running.insert(p, r) {
-                    old.stop();
-                }
+                self.running.insert(p, r);
                 runtime::ops::PARTITIONS_OWNED.set(self.running.len() as i64);
             }
             Change::Lost(p) => {

@@ -81,6 +81,7 @@ impl Running {
     ) -> Running {
         let (stop, stopped) = watch::channel(false);
         let in_flight = InFlight::default();
+        dispatcher.take_up(partition);
         let consumer = Consumer {
             partition,
             services,
@@ -97,7 +98,8 @@ impl Running {
         }
     }
 
-    /// Stops taking commands and forgets those not started: the next owner gets them.
+    /// Stops taking commands and forgets those not started: the next owner gets them
+    /// (one the consumer receives after this is not queued either).
     pub fn stop(&self) {
         let _ = self.stop.send(true);
         let dropped = self.dispatcher.drop_partition(self.partition);
