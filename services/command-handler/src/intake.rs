@@ -49,11 +49,7 @@ pub async fn run(services: Arc<Services>, lease: Lease, partitions: u32, shutdow
 /// The consumer, made anew so it starts at the first command still queued.
 async fn open(js: &jetstream::Context) -> anyhow::Result<jetstream::consumer::PullConsumer> {
     let stream = js.get_stream(streams::COMMANDS).await?;
-    if let Err(e) = stream.delete_consumer(CONSUMER).await {
-        if !e.to_string().contains("not found") {
-            anyhow::bail!("cannot restart the intake consumer: {e}");
-        }
-    }
+    streams::forget_consumer(&stream, CONSUMER).await?;
     Ok(stream
         .create_consumer(pull::Config {
             durable_name: Some(CONSUMER.into()),

@@ -159,13 +159,7 @@ impl Consumer {
         let stream = self.services.js.get_stream(partitions::STREAM).await?;
         let name = partitions::consumer(self.partition);
         if fresh {
-            // Not there yet is fine; anything else and the old consumer would keep
-            // what the old owner held until its ack wait.
-            if let Err(e) = stream.delete_consumer(&name).await {
-                if !e.to_string().contains("not found") {
-                    return Err(anyhow::anyhow!("cannot restart consumer {name}: {e}"));
-                }
-            }
+            runtime::streams::forget_consumer(&stream, &name).await?;
         }
         let consumer = stream
             .get_or_create_consumer(

@@ -169,3 +169,23 @@ pub async fn ensure_bucket(js: &jetstream::Context, bucket: &str) -> anyhow::Res
         .await
         .map_err(|e| anyhow::anyhow!("cannot open KV bucket {bucket}: {e}"))
 }
+
+/// Deletes the durable consumer `name` if it is there: a work queue keeps exactly the
+/// messages no one acknowledged, so a consumer made anew afterwards starts at the
+/// first of them at once, in order, instead of waiting out the ack wait for what the
+/// old one had handed out (how the handler's intake and partitions take over).
+pub async fn forget_consumer(stream: &jetstream::stream::Stream, name: &str) -> anyhow::Result<()> {
+    match stream.delete_consumer(name).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("cannot restart consumer {name}: {e}")),
+    }
+}
+
+fn is_not_found(e: &jetstream::stream::ConsumerError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::stream::ConsumerErrorKind::JetStream(err)
+            if err.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+    )
+}
