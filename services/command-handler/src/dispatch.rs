@@ -67,11 +67,7 @@ pub struct Dispatcher {
 }
 
 pub fn class_of(work: &Work) -> Class {
-    if work.cmd.command_type.is_public() {
-        Class::Interactive
-    } else {
-        Class::Background
-    }
+    Class::of(work.cmd.command_type)
 }
 
 impl Dispatcher {

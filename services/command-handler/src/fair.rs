@@ -1,4 +1,5 @@
-//! The order a lane takes its commands in: fair between tenants, people first.
+//! The order a lane (and the intake) takes its commands in: fair between tenants,
+//! people first.
 //!
 //! A lane used to take its commands first come, first served, so one tenant's burst
 //! of 20,000 registrations put every other tenant's click behind ~80 of them in each
@@ -14,6 +15,7 @@
 //!
 //! Pure: no IO, no clock; tested below.
 
+use email_domain_events::command::CommandType;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
@@ -26,6 +28,17 @@ pub enum Class {
     Interactive,
     /// Nobody is waiting on this command itself.
     Background,
+}
+
+impl Class {
+    /// Public commands (a person sent them) are interactive; the services' own are not.
+    pub fn of(command_type: CommandType) -> Class {
+        if command_type.is_public() {
+            Class::Interactive
+        } else {
+            Class::Background
+        }
+    }
 }
 
 /// One class: a FIFO per key, and the keys with work in turn order.
@@ -122,7 +135,6 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         self.interactive.len() + self.background.len()
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.interactive.is_empty() && self.background.is_empty()
     }

@@ -1,17 +1,26 @@
-//! The intake: moves commands from the public work queue to their partitions, in
-//! publish order. One instance at a time does it (a lease), since order across the
-//! move is what per-domain order rests on; it only reads, hashes and republishes, so
-//! one keeps up with many handlers.
+//! The intake: moves commands from the public work queue to their partitions. One
+//! instance at a time does it (a lease), since order across the move is what
+//! per-domain order rests on; it only reads, hashes and republishes, so one keeps up
+//! with many handlers.
+//!
+//! It reads ahead (up to [`WINDOW`] commands) and moves what it has read fair between
+//! tenants, people first (the handler's [`FairQueue`]): a tenant's burst of 20,000
+//! no longer puts another tenant's click behind all of it at the front door. Each
+//! tenant's commands keep their publish order (per class), which is the order the
+//! handler keeps per domain.
 //!
 //! Each command is republished with a message id of its own (the commands stream's
 //! creation time and sequence), and acknowledged once the partition stream has it. A
 //! failed republish starts the intake again from the first command not acknowledged,
-//! in order; what was already republished is dropped by the partition stream's
-//! duplicate window. Unreadable messages are dead-lettered here, at the front door.
+//! in publish order; what was already republished is dropped by the partition
+//! stream's duplicate window. Unreadable messages are dead-lettered here, at the
+//! front door.
 
+use crate::fair::{Class, FairQueue};
 use crate::lane::Services;
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
 use email_domain_events::command;
+use email_domain_events::TenantId;
 use futures::StreamExt;
 use runtime::{lease::Lease, partitions, streams, Shutdown};
 use std::sync::Arc;
@@ -20,8 +29,12 @@ use std::time::Duration;
 /// The durable consumer of `EMAIL_DOMAIN_COMMANDS` (the name it had when the handler
 /// consumed it itself, so an older instance and the intake exclude each other).
 pub const CONSUMER: &str = "command-handler";
-/// Commands republished and not yet acknowledged by the partition stream.
-const IN_FLIGHT: usize = 4096;
+/// Commands the intake may hold read and not moved (the consumer's window): fairness
+/// reaches only what it has read, so the window holds a large burst whole.
+const WINDOW: i64 = 50_000;
+/// Commands republished and not yet stored: few, so a quiet tenant's command, once
+/// read, waits behind few others on their way to the server.
+const IN_FLIGHT: usize = 256;
 
 /// Runs the intake whenever this instance holds its lease, until `shutdown`.
 pub async fn run(services: Arc<Services>, lease: Lease, partitions: u32, shutdown: Shutdown) {
@@ -29,15 +42,19 @@ pub async fn run(services: Arc<Services>, lease: Lease, partitions: u32, shutdow
         let Some(mut guard) = lease.acquire(&shutdown).await else {
             break;
         };
-        tokio::select! {
-            r = forward(&services, partitions) => {
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "intake stopped; starting again from the first command not moved");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+        let moved = tokio::select! {
+            r = forward(&services, partitions) => Some(r),
+            _ = guard.lost() => None,
+            _ = shutdown.wait() => Some(Ok(())),
+        };
+        runtime::ops::INTAKE_BACKLOG.set(0);
+        match moved {
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "intake stopped; starting again from the first command not moved");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            _ = guard.lost() => tracing::warn!("intake lease lost: standing by"),
-            _ = shutdown.wait() => {}
+            None => tracing::warn!("intake lease lost: standing by"),
+            Some(Ok(())) => {}
         }
         if shutdown.is_triggered() {
             lease.release().await;
@@ -55,7 +72,7 @@ async fn open(js: &jetstream::Context) -> anyhow::Result<jetstream::consumer::Pu
             durable_name: Some(CONSUMER.into()),
             ack_policy: AckPolicy::Explicit,
             ack_wait: Duration::from_secs(30),
-            max_ack_pending: 20_000,
+            max_ack_pending: WINDOW,
             ..Default::default()
         })
         .await?)
@@ -78,46 +95,64 @@ async fn forward(services: &Arc<Services>, partitions: u32) -> anyhow::Result<()
         .await?;
     let (acks, pending) = tokio::sync::mpsc::channel(IN_FLIGHT);
     let mut acker = tokio::spawn(acknowledge(pending));
+    let mut backlog = FairQueue::<TenantId, Read>::default();
     loop {
-        let msg = tokio::select! {
-            m = messages.next() => m,
-            r = &mut acker => return Err(r.map_err(anyhow::Error::from).and_then(|r| r).err()
-                .unwrap_or_else(|| anyhow::anyhow!("the intake's acknowledger ended"))),
-        };
-        let msg = match msg {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "command stream error");
-                continue;
-            }
-            None => anyhow::bail!("the command stream ended"),
-        };
-        match move_one(services, msg, partitions, epoch).await {
-            Ok(Some(sent)) => {
-                if acks.send(sent).await.is_err() {
-                    acker.abort();
-                    anyhow::bail!("the intake's acknowledger ended");
+        // Reading first: what has arrived joins the backlog before the next move, so
+        // the next move is the fair one among everything delivered.
+        tokio::select! {
+            biased;
+            r = &mut acker => return Err(acknowledger_ended(r)),
+            m = messages.next() => {
+                let msg = match m {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "command stream error");
+                        continue;
+                    }
+                    None => anyhow::bail!("the command stream ended"),
+                };
+                if let Some(read) = read(services, msg, partitions) {
+                    backlog.push(read.class, read.tenant, read);
+                    runtime::ops::INTAKE_BACKLOG.inc();
                 }
             }
-            Ok(None) => {}
-            Err(e) => {
-                acker.abort();
-                return Err(e);
+            permit = acks.reserve(), if !backlog.is_empty() => {
+                let permit = permit.map_err(|_| anyhow::anyhow!("the intake's acknowledger ended"))?;
+                let next = backlog.pop().expect("the backlog is not empty");
+                runtime::ops::INTAKE_BACKLOG.dec();
+                match republish(services, next, epoch).await {
+                    Ok(sent) => permit.send(sent),
+                    Err(e) => {
+                        acker.abort();
+                        return Err(e);
+                    }
+                }
             }
         }
     }
 }
 
+fn acknowledger_ended(r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    r.map_err(anyhow::Error::from)
+        .and_then(|r| r)
+        .err()
+        .unwrap_or_else(|| anyhow::anyhow!("the intake's acknowledger ended"))
+}
+
+/// A command read and waiting for its move.
+struct Read {
+    msg: jetstream::Message,
+    token: String,
+    partition: u32,
+    class: Class,
+    tenant: TenantId,
+}
+
 type Sent = (jetstream::Message, jetstream::context::PublishAckFuture);
 
-/// Republishes one command to its partition (`None`: it was not a command, and was
-/// dead-lettered instead).
-async fn move_one(
-    services: &Arc<Services>,
-    msg: jetstream::Message,
-    partitions: u32,
-    epoch: i128,
-) -> anyhow::Result<Option<Sent>> {
+/// Reads one message: the command and its partition (`None`: it was not a command,
+/// and is being dead-lettered instead).
+fn read(services: &Arc<Services>, msg: jetstream::Message, partitions: u32) -> Option<Read> {
     let token = partitions::command_token(&msg.subject).to_string();
     let cmd = match command::decode(&token, &msg.payload) {
         Ok(cmd) => cmd,
@@ -129,26 +164,36 @@ async fn move_one(
                 .inc();
             let services = services.clone();
             tokio::spawn(async move { crate::reject_unreadable(&services, msg, failure).await });
-            return Ok(None);
+            return None;
         }
     };
-    let key = partitions::key(&cmd.domain);
-    let partition = partitions::partition_of(&key, partitions);
-    let seq = msg
+    Some(Read {
+        partition: partitions::partition_of(&partitions::key(&cmd.domain), partitions),
+        class: Class::of(cmd.command_type),
+        tenant: cmd.tenant_id,
+        token,
+        msg,
+    })
+}
+
+/// Republishes one command to its partition.
+async fn republish(services: &Services, read: Read, epoch: i128) -> anyhow::Result<Sent> {
+    let seq = read
+        .msg
         .info()
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .stream_sequence;
-    let mut headers = msg.headers.clone().unwrap_or_default();
+    let mut headers = read.msg.headers.clone().unwrap_or_default();
     headers.insert("Nats-Msg-Id", format!("intake-{epoch}-{seq}").as_str());
     let ack = services
         .js
         .publish_with_headers(
-            partitions::subject(partition, &token),
+            partitions::subject(read.partition, &read.token),
             headers,
-            msg.payload.clone(),
+            read.msg.payload.clone(),
         )
         .await?;
-    Ok(Some((msg, ack)))
+    Ok((read.msg, ack))
 }
 
 /// Acknowledges each command once its partition has it, in order; the first failure

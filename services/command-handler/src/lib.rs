@@ -63,10 +63,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .collect();
     let keep_alive = tokio::spawn(dispatcher.clone().keep_alive());
 
-    let leases = js.get_key_value(streams::LEASES_BUCKET).await?;
     let intake = tokio::spawn(intake::run(
         services.clone(),
-        Lease::new(leases, intake::CONSUMER, config.lease_ttl),
+        intake_lease(&js, &config).await?,
         config.handler_partitions,
         shutdown.clone(),
     ));
@@ -97,6 +96,23 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     }
     ownership.stop().await;
     Ok(())
+}
+
+/// Runs only the intake, no partitions, until `shutdown`: for tests that look at
+/// what the intake moves before any handler takes it.
+#[doc(hidden)]
+pub async fn run_intake(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let client = runtime::connect_nats(&config.nats_url, "command-handler-intake").await?;
+    let js = runtime::jetstream(client);
+    let services = Arc::new(Services::open(&js, &config).await?);
+    let lease = intake_lease(&js, &config).await?;
+    intake::run(services, lease, config.handler_partitions, shutdown).await;
+    Ok(())
+}
+
+async fn intake_lease(js: &jetstream::Context, config: &Config) -> anyhow::Result<Lease> {
+    let leases = js.get_key_value(streams::LEASES_BUCKET).await?;
+    Ok(Lease::new(leases, intake::CONSUMER, config.lease_ttl))
 }
 
 /// The partitions this instance consumes.

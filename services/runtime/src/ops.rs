@@ -150,6 +150,18 @@ pub static PARTITION_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// Command handler: public commands the intake has read and not yet moved to their
+/// partition (it moves them fair between tenants, people first).
+pub static INTAKE_BACKLOG: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(
+        IntGauge::new(
+            "email_domains_intake_backlog",
+            "Commands the intake has read and not yet moved to their partition.",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Command handler: how many partitions this instance owns.
 pub static PARTITIONS_OWNED: LazyLock<IntGauge> = LazyLock::new(|| {
     register(

@@ -1,0 +1,112 @@
+//! The intake moves public commands to their partitions fair between tenants: a
+//! tenant's burst already waiting does not put another tenant's command behind all
+//! of it, and each tenant's commands keep their publish order.
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use system_tests::{Instance, Stack, StackOptions};
+use uuid::Uuid;
+
+const BURST: usize = 6000;
+
+/// Publishes `register_domain` for each name, waiting for every ack at the end.
+async fn publish_all(stack: &Stack, tenant: Uuid, names: &[String]) {
+    let mut acks = Vec::new();
+    for name in names {
+        let id = Uuid::new_v4();
+        let body = json!({"command_id": id, "tenant_id": tenant, "domain": name, "requested_by": "intake-test"});
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.to_string().as_str());
+        let ack = stack
+            .js
+            .publish_with_headers(
+                "email_domains.commands.register_domain",
+                headers,
+                serde_json::to_vec(&body).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+}
+
+/// Waits until the partition stream holds `n` messages.
+async fn wait_moved(stack: &Stack, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut stream = stack
+            .js
+            .get_stream(runtime::partitions::STREAM)
+            .await
+            .unwrap();
+        let moved = stream.info().await.unwrap().state.messages;
+        if moved >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{moved} of {n} commands moved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The (tenant, domain) of every command in the partition stream, in stream order.
+async fn moved_in_order(stack: &Stack, n: u64) -> Vec<(Uuid, String)> {
+    let stream = stack
+        .js
+        .get_stream(runtime::partitions::STREAM)
+        .await
+        .unwrap();
+    let mut moved = Vec::new();
+    for seq in 1..=n {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        let body: Value = serde_json::from_slice(&m.payload).unwrap();
+        let tenant = body["tenant_id"].as_str().unwrap().parse().unwrap();
+        moved.push((tenant, body["domain"].as_str().unwrap().to_string()));
+    }
+    moved
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_tenants_command_moves_ahead_of_a_waiting_burst_and_each_tenant_keeps_its_order() {
+    let stack = Stack::start_with(StackOptions {
+        handlers: 0,
+        provider_worker: false,
+        scheduler: false,
+        projectors: false,
+        ..Default::default()
+    })
+    .await;
+    let (x, y) = (Uuid::new_v4(), Uuid::new_v4());
+    let burst: Vec<String> = (0..BURST).map(|i| format!("x{i}.example.org")).collect();
+    // All of X's burst, then Y's one command, wait before the intake starts.
+    publish_all(&stack, x, &burst).await;
+    publish_all(&stack, y, &["y.example.org".to_string()]).await;
+
+    let intake = Instance::start(stack.config.clone(), command_handler::run_intake);
+    let total = BURST as u64 + 1;
+    wait_moved(&stack, total).await;
+    let moved = moved_in_order(&stack, total).await;
+    intake.stop().await;
+
+    let at = moved
+        .iter()
+        .position(|(t, _)| *t == y)
+        .expect("Y's command moved");
+    assert!(
+        at < BURST / 2,
+        "Y's command was moved after {at} of X's {BURST} (first come, first served would be {BURST})"
+    );
+    let xs: Vec<&String> = moved
+        .iter()
+        .filter(|(t, _)| *t == x)
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(
+        xs,
+        burst.iter().collect::<Vec<_>>(),
+        "X's commands keep their publish order"
+    );
+    stack.shutdown().await;
+}
