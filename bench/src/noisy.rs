@@ -105,6 +105,9 @@ pub async fn run(load: Load, quiet_secs: u64, options: StackOptions) -> anyhow::
             .collect()
     };
     let (row_ms, outcome_ms) = (since(&rows), since(&outcomes));
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        trace_by_second(&published, &outcomes.lock().unwrap());
+    }
     anyhow::ensure!(
         row_ms.len() == published.len() && outcome_ms.len() == published.len(),
         "P6: of {} commands, {} rows and {} outcomes arrived",
@@ -119,6 +122,28 @@ pub async fn run(load: Load, quiet_secs: u64, options: StackOptions) -> anyhow::
         burst_secs,
         sent: published.len(),
     })
+}
+
+/// Where in the run the slow commands were: per second of sending, the outcome
+/// latency's median and maximum (`BENCH_TRACE=1`).
+fn trace_by_second(published: &HashMap<String, Instant>, seen: &HashMap<String, Instant>) {
+    let Some(start) = published.values().min().copied() else {
+        return;
+    };
+    let mut by_second: std::collections::BTreeMap<u64, Vec<f64>> = Default::default();
+    for (key, at) in published {
+        if let Some(s) = seen.get(key) {
+            let second = at.duration_since(start).as_secs();
+            by_second.entry(second).or_default().push(ms(*at, *s));
+        }
+    }
+    for (second, v) in by_second {
+        let l = Latency::of(v);
+        eprintln!(
+            "    second {second:>2}: outcome p50 {:.1} ms, max {:.1} ms",
+            l.p50, l.max
+        );
+    }
 }
 
 fn ms(from: Instant, to: Instant) -> f64 {

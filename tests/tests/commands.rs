@@ -81,6 +81,80 @@ async fn the_same_command_id_three_times_with_different_msg_ids_has_one_effect_a
     stack.shutdown().await;
 }
 
+/// Waits for the first dead letter of `reason`.
+async fn dead_letter(stack: &Stack, reason: &str) -> serde_json::Value {
+    let stream = stack
+        .js
+        .get_stream("EMAIL_DOMAIN_DEAD_LETTERS")
+        .await
+        .unwrap();
+    let subject = format!("email_domains.dead_letters.{reason}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(m) = stream.direct_get_next_for_subject(&subject, None).await {
+            return serde_json::from_slice(&m.payload).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter {reason} within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_id_another_tenant_used_first_is_dead_lettered_and_never_gets_that_tenants_outcome(
+) {
+    let stack = Stack::start().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let id = Uuid::new_v4();
+    let first = stack
+        .send_body(
+            "register_domain",
+            &json!({"command_id": id, "tenant_id": a, "domain": "first.test"}),
+        )
+        .await;
+    assert_eq!(first.outcome, Verdict::Accepted);
+
+    let mut sub = stack
+        .client
+        .subscribe(format!("email_domains.outcomes.{id}"))
+        .await
+        .unwrap();
+    stack.client.flush().await.unwrap();
+    stack
+        .publish(
+            "register_domain",
+            &json!({"command_id": id, "tenant_id": b, "domain": "second.test"}),
+            Some(&Uuid::new_v4().to_string()),
+        )
+        .await;
+    let letter = dead_letter(&stack, "command_id_taken").await;
+    assert!(
+        letter["error"].as_str().unwrap().contains("another tenant"),
+        "{letter}"
+    );
+    stack.settled().await;
+    stack.client.flush().await.unwrap();
+    let leaked = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+    assert!(
+        leaked.is_err(),
+        "no outcome is published for B: {:?}",
+        leaked.map(|m| m.map(|m| String::from_utf8_lossy(&m.payload).to_string()))
+    );
+    let kept = stack.stored_outcome(&id.to_string()).await.unwrap();
+    assert_eq!(
+        kept["tenant_id"],
+        a.to_string(),
+        "A's outcome stays the id's"
+    );
+    assert_eq!(kept["domain"], "first.test");
+    assert!(
+        stack.domains(b).await.is_empty(),
+        "B's command had no effect"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commands_for_one_domain_keep_their_order_with_two_handler_instances() {
     let stack = Stack::start_with(StackOptions {

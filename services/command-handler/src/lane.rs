@@ -6,7 +6,7 @@ use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
 use dns_check::{DnsChecker, DnsConfig};
 use email_domain_events::event::{Event, EventData, SCHEMA_VERSION};
-use email_domain_events::outcome::{Outcome, Verdict};
+use email_domain_events::outcome::{seen_before, Outcome, SeenBefore, Verdict};
 use email_domain_events::preflight;
 use email_domain_events::{
     decide, decide_register, evolve, needs_dns_check, Command, CommandType, Decision, DomainId,
@@ -76,6 +76,8 @@ enum Handled {
     Repeat(bytes::Bytes),
     /// Internal commands have no outcome.
     Silent,
+    /// A command id another tenant used first: dead-lettered, no outcome.
+    OtherTenantsId,
 }
 
 impl Handled {
@@ -86,6 +88,7 @@ impl Handled {
             Handled::Outcome(_) => "rejected",
             Handled::Repeat(_) => "duplicate",
             Handled::Silent => "internal",
+            Handled::OtherTenantsId => "invalid",
         }
     }
 }
@@ -163,6 +166,13 @@ impl Lane {
         let mut delay = Duration::from_millis(50);
         loop {
             match self.try_handle(&cmd).await {
+                Ok(Handled::OtherTenantsId) => {
+                    crate::refuse_other_tenants_id(&self.services, &msg, &cmd).await;
+                    runtime::ops::COMMANDS
+                        .with_label_values(&[cmd.command_type.as_str(), "invalid"])
+                        .inc();
+                    break;
+                }
                 Ok(handled) => {
                     let outcome = handled.label();
                     if self.finish(&cmd, handled).await.is_ok() {
@@ -221,7 +231,7 @@ impl Lane {
                     .publish_raw(cmd.command_id, bytes)
                     .await
             }
-            Handled::Silent => Ok(()),
+            Handled::Silent | Handled::OtherTenantsId => Ok(()),
         };
         match r {
             Ok(()) => Ok(()),
@@ -249,15 +259,10 @@ impl Lane {
                     }
                 });
             if let Some(stored) = stored? {
-                // An invalid command counts as not seen (docs/interface.md §2.1): it may come back corrected.
-                let invalid = serde_json::from_slice::<Outcome>(&stored)
-                    .map(|o| {
-                        o.outcome == Verdict::Rejected
-                            && o.reason.is_some_and(|r| r.code == "invalid_command")
-                    })
-                    .unwrap_or(false);
-                if !invalid {
-                    return Ok(Handled::Repeat(stored));
+                match seen_before(&stored, &cmd.tenant_id.to_string()) {
+                    SeenBefore::Repeat => return Ok(Handled::Repeat(stored)),
+                    SeenBefore::OtherTenant => return Ok(Handled::OtherTenantsId),
+                    SeenBefore::NotSeen => {}
                 }
             }
         }
