@@ -407,7 +407,7 @@ async fn send_command(
         command_id: id,
         tenant_id: TenantId(claims.tenant_id),
         domain: domain.to_string(),
-        requested_by: Some(claims.sub.clone().unwrap_or_else(|| "gateway".into())),
+        requested_by: Some(claims.requested_by()),
         region,
         domain_id: None,
         reason: None,

@@ -25,6 +25,9 @@ type HmacSha256 = Hmac<Sha256>;
 /// The development default of `GATEWAY_TOKEN_SECRET` (a loud warning is logged when used).
 pub const DEV_SECRET: &str = "dev-secret";
 
+/// The most bytes a command's `requested_by` may hold (docs/interface.md §2.1).
+pub const REQUESTED_BY_MAX_BYTES: usize = 256;
+
 /// Editions that include managed sending.
 pub const MANAGED_SENDING_EDITIONS: &[&str] = &["enterprise", "ee"];
 
@@ -45,6 +48,23 @@ impl Claims {
         MANAGED_SENDING_EDITIONS
             .iter()
             .any(|e| e.eq_ignore_ascii_case(self.edition.trim()))
+    }
+
+    /// Who the commands sent with this token are recorded as requested by:
+    /// `tenant:<sub>`, so that no token passes for an operator (`operator:<name>`) or a
+    /// service (`scheduler`, …); `gateway` when the token names nobody. Cut to
+    /// [`REQUESTED_BY_MAX_BYTES`] (at a character boundary).
+    pub fn requested_by(&self) -> String {
+        let Some(sub) = &self.sub else {
+            return "gateway".into();
+        };
+        let mut who = format!("tenant:{sub}");
+        let mut end = who.len().min(REQUESTED_BY_MAX_BYTES);
+        while !who.is_char_boundary(end) {
+            end -= 1;
+        }
+        who.truncate(end);
+        who
     }
 }
 
@@ -256,6 +276,22 @@ mod tests {
             k.verify_share_at(d, 50, 3, &k.share_sig_at(d, 5_000, 3), 1),
             Err(TokenError::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_token_cannot_pass_for_an_operator_or_a_service() {
+        let with_sub = |sub: Option<&str>| Claims {
+            sub: sub.map(str::to_string),
+            ..claims(1)
+        };
+        assert_eq!(with_sub(Some("user:42")).requested_by(), "tenant:user:42");
+        assert_eq!(with_sub(Some("operator:x")).requested_by(), "tenant:operator:x");
+        assert_eq!(with_sub(Some("scheduler")).requested_by(), "tenant:scheduler");
+        assert_eq!(with_sub(None).requested_by(), "gateway");
+        // Cut to the command's limit, never inside a character.
+        let long = with_sub(Some("é".repeat(200).as_str())).requested_by();
+        assert!(long.starts_with("tenant:é") && long.len() <= REQUESTED_BY_MAX_BYTES);
+        assert_eq!(long.len(), REQUESTED_BY_MAX_BYTES - 1);
     }
 
     #[test]

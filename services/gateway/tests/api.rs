@@ -270,6 +270,9 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
     assert_eq!(s, StatusCode::CREATED, "{reg}");
     let id = reg["domain"]["id"].as_str().unwrap().to_string();
     assert_eq!(reg["domain"]["domain"], domain);
+    // Recorded as the tenant's: the token's `sub` never passes for an operator or a service.
+    let row = gw.stack.wait_status(tenant, domain, "awaiting_dns").await;
+    assert_eq!(row["metadata"]["requested_by"], "tenant:test", "{row}");
     let (s, again) = api
         .json(
             Method::POST,
