@@ -6,7 +6,7 @@
 
 use clap::{Parser, Subcommand};
 use gateway::settings;
-use gateway::token::{Claims, Keys, DEV_SECRET};
+use gateway::token::{Claims, Keys, DEV_SECRET, MAX_TOKEN_LIFETIME_SECS};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -65,8 +65,8 @@ enum Cmd {
         tenant: uuid::Uuid,
         #[arg(long, default_value = "enterprise")]
         edition: String,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime in seconds (at most a day: the gateway refuses longer-lived tokens).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=MAX_TOKEN_LIFETIME_SECS))]
         ttl: i64,
         #[arg(long)]
         sub: Option<String>,
@@ -174,6 +174,16 @@ mod tests {
         );
         refused(&["--share-ttl-secs", "30"], "GATEWAY_SHARE_TTL_SECS", "30");
         refused(&["--dev-tenant", "dev"], "GATEWAY_DEV_TENANT", "dev");
+    }
+
+    #[test]
+    fn a_token_is_signed_for_a_day_at_most() {
+        let tenant = "1c9d6e2a-0000-4000-8000-000000000001";
+        let parse = |ttl: &str| Cli::try_parse_from(["gateway", "token", "--tenant", tenant, "--ttl", ttl]);
+        assert!(parse("86400").is_ok());
+        for bad in ["86401", "0", "-5"] {
+            assert!(parse(bad).is_err(), "--ttl {bad}");
+        }
     }
 
     #[test]

@@ -25,6 +25,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// The development default of `GATEWAY_TOKEN_SECRET` (a loud warning is logged when used).
 pub const DEV_SECRET: &str = "dev-secret";
 
+/// The longest a session token may live: a token whose `exp` lies further ahead than
+/// this is refused, so a token that leaks is of use for a day at most.
+pub const MAX_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
+
 /// The most bytes a command's `requested_by` may hold (docs/interface.md §2.1).
 pub const REQUESTED_BY_MAX_BYTES: usize = 256;
 
@@ -73,6 +77,8 @@ pub enum TokenError {
     Malformed,
     BadSignature,
     Expired,
+    /// `exp` lies more than [`MAX_TOKEN_LIFETIME_SECS`] ahead.
+    LifetimeTooLong,
 }
 
 impl TokenError {
@@ -86,6 +92,9 @@ impl TokenError {
             }
             TokenError::Expired => {
                 "the access token has expired; open this page from the platform again"
+            }
+            TokenError::LifetimeTooLong => {
+                "the access token is valid for longer than the gateway allows (a day); open this page from the platform again"
             }
         }
     }
@@ -140,6 +149,9 @@ impl Keys {
         let claims: Claims = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
         if claims.exp <= now {
             return Err(TokenError::Expired);
+        }
+        if claims.exp.saturating_sub(now) > MAX_TOKEN_LIFETIME_SECS {
+            return Err(TokenError::LifetimeTooLong);
         }
         Ok(claims)
     }
@@ -276,6 +288,21 @@ mod tests {
             k.verify_share_at(d, 50, 3, &k.share_sig_at(d, 5_000, 3), 1),
             Err(TokenError::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_token_living_longer_than_the_maximum_is_refused() {
+        let k = Keys::new("s3cret");
+        let now = 1_000_000;
+        let longest = claims(now + MAX_TOKEN_LIFETIME_SECS);
+        assert_eq!(k.verify(&k.sign(&longest), now), Ok(longest));
+        for exp in [now + MAX_TOKEN_LIFETIME_SECS + 1, now + 365 * 86_400, i64::MAX] {
+            assert_eq!(
+                k.verify(&k.sign(&claims(exp)), now),
+                Err(TokenError::LifetimeTooLong),
+                "exp {exp}"
+            );
+        }
     }
 
     #[test]

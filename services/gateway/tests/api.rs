@@ -371,6 +371,7 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
 
     // Tokens: expired, tampered, missing, signed with another secret → 401.
     let expired = gw.token(tenant, "enterprise", -5);
+    let lives_too_long = gw.token(tenant, "enterprise", 2 * 86_400);
     let (body, sig) = token.split_once('.').unwrap();
     let forged_claims = gw.token(other, "enterprise", 600);
     let tampered = format!("{}.{sig}", forged_claims.split('.').next().unwrap());
@@ -386,6 +387,7 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
     });
     for (what, t) in [
         ("expired", Some(expired.as_str())),
+        ("valid for more than a day", Some(&lives_too_long)),
         ("tampered", Some(&tampered)),
         ("bad signature", Some(&bad_sig)),
         ("foreign", Some(&foreign)),
