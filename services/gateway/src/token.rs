@@ -296,7 +296,11 @@ mod tests {
         let now = 1_000_000;
         let longest = claims(now + MAX_TOKEN_LIFETIME_SECS);
         assert_eq!(k.verify(&k.sign(&longest), now), Ok(longest));
-        for exp in [now + MAX_TOKEN_LIFETIME_SECS + 1, now + 365 * 86_400, i64::MAX] {
+        for exp in [
+            now + MAX_TOKEN_LIFETIME_SECS + 1,
+            now + 365 * 86_400,
+            i64::MAX,
+        ] {
             assert_eq!(
                 k.verify(&k.sign(&claims(exp)), now),
                 Err(TokenError::LifetimeTooLong),
@@ -312,8 +316,14 @@ mod tests {
             ..claims(1)
         };
         assert_eq!(with_sub(Some("user:42")).requested_by(), "tenant:user:42");
-        assert_eq!(with_sub(Some("operator:x")).requested_by(), "tenant:operator:x");
-        assert_eq!(with_sub(Some("scheduler")).requested_by(), "tenant:scheduler");
+        assert_eq!(
+            with_sub(Some("operator:x")).requested_by(),
+            "tenant:operator:x"
+        );
+        assert_eq!(
+            with_sub(Some("scheduler")).requested_by(),
+            "tenant:scheduler"
+        );
         assert_eq!(with_sub(None).requested_by(), "gateway");
         // Cut to the command's limit, never inside a character.
         let long = with_sub(Some("é".repeat(200).as_str())).requested_by();

@@ -894,7 +894,10 @@ mod tests {
             ("@SUM(A1)", "'@SUM(A1)"),
             ("\tx", "'\tx"),
             ("\rx", "\"'\rx\""),
-            ("=HYPERLINK(\"http://x\",\"y\")", "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""),
+            (
+                "=HYPERLINK(\"http://x\",\"y\")",
+                "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"",
+            ),
             ("v=spf1 include:x -all", "v=spf1 include:x -all"),
             ("a,b", "\"a,b\""),
             ("", ""),
@@ -913,17 +916,39 @@ mod tests {
     /// The master-file lines of `zone` that are not comments or directives.
     fn zone_records(zone: &str) -> Vec<&str> {
         zone.lines()
-            .filter(|l| !l.starts_with(';') && !l.starts_with("$ORIGIN ") && !l.starts_with("$TTL "))
+            .filter(|l| {
+                !l.starts_with(';') && !l.starts_with("$ORIGIN ") && !l.starts_with("$TTL ")
+            })
             .collect()
     }
 
     #[test]
     fn zone_file_fields_cannot_leave_their_field_or_line() {
         let records = [
-            record("dkim\n$INCLUDE /etc/passwd", "CNAME", "a.weresend.test\nevil 3600 IN A 1.2.3.4", "b (.weresend.test;x"),
-            record("spf", "TXT", "send.weresend.test", "v=spf1 \"x\" \\ -all\n@ IN A 1.2.3.4 ünï"),
-            record("mx", "MX", "send.weresend.test", "feedback smtp.test\r\n$TTL 1"),
-            record("odd", "SRV", "$x.weresend.test", "10 5 5060 sip.test\n@ IN A 1.2.3.4"),
+            record(
+                "dkim\n$INCLUDE /etc/passwd",
+                "CNAME",
+                "a.weresend.test\nevil 3600 IN A 1.2.3.4",
+                "b (.weresend.test;x",
+            ),
+            record(
+                "spf",
+                "TXT",
+                "send.weresend.test",
+                "v=spf1 \"x\" \\ -all\n@ IN A 1.2.3.4 ünï",
+            ),
+            record(
+                "mx",
+                "MX",
+                "send.weresend.test",
+                "feedback smtp.test\r\n$TTL 1",
+            ),
+            record(
+                "odd",
+                "SRV",
+                "$x.weresend.test",
+                "10 5 5060 sip.test\n@ IN A 1.2.3.4",
+            ),
         ];
         let zone = zone_file(&domain_view(&row(&records, "")).unwrap(), Utc::now());
         let lines = zone_records(&zone);
@@ -939,9 +964,18 @@ mod tests {
             lines[1],
             "send.weresend.test.\t3600\tIN\tTXT\t\"v=spf1 \\\"x\\\" \\\\ -all\\010@ IN A 1.2.3.4 \\195\\188n\\195\\175\""
         );
-        assert_eq!(lines[2], "send.weresend.test.\t3600\tIN\tMX\t10 feedback\\032smtp.test\\013\\010\\036TTL\\0321.");
-        assert_eq!(lines[3], "\\036x.weresend.test.\t3600\tIN\tSRV\t10 5 5060 sip.test \\064 IN A 1.2.3.4");
-        assert!(zone.contains("; dkim\\010$INCLUDE /etc/passwd (required)\n"), "{zone}");
+        assert_eq!(
+            lines[2],
+            "send.weresend.test.\t3600\tIN\tMX\t10 feedback\\032smtp.test\\013\\010\\036TTL\\0321."
+        );
+        assert_eq!(
+            lines[3],
+            "\\036x.weresend.test.\t3600\tIN\tSRV\t10 5 5060 sip.test \\064 IN A 1.2.3.4"
+        );
+        assert!(
+            zone.contains("; dkim\\010$INCLUDE /etc/passwd (required)\n"),
+            "{zone}"
+        );
     }
 
     #[test]

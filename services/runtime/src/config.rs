@@ -440,7 +440,10 @@ mod tests {
     #[test]
     fn nats_passwords_are_redacted_with_or_without_a_scheme() {
         for (url, shown) in [
-            ("nats://gateway:s3cret@nats:4222", "nats://gateway:***@nats:4222"),
+            (
+                "nats://gateway:s3cret@nats:4222",
+                "nats://gateway:***@nats:4222",
+            ),
             ("gateway:s3cret@nats:4222", "gateway:***@nats:4222"),
             ("tls://gw:s3c@r/et@nats:4222", "tls://gw:***@nats:4222"),
             ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
@@ -452,7 +455,10 @@ mod tests {
 
     #[test]
     fn the_config_debug_shows_no_nats_password() {
-        for url in ["nats://gateway:s3cret@nats:4222", "gateway:s3cret@nats:4222"] {
+        for url in [
+            "nats://gateway:s3cret@nats:4222",
+            "gateway:s3cret@nats:4222",
+        ] {
             let c = load(&[
                 ("NATS_URL", url),
                 ("DATABASE_URL", "postgres://u:s3cret@h/db"),
