@@ -264,6 +264,14 @@ try {
   await audit(signin, "sign in again");
   await signin.close();
 
+  // 8c. A token in the query (which proxies log) is not used, and leaves the address bar.
+  const query = await context.newPage();
+  await query.goto(`${base}/?token=${token}`);
+  await query.getByRole("heading", { name: "Please sign in again" }).waitFor();
+  check(!query.url().includes("token="), "a token in the query is taken out of the address bar");
+  check(await query.locator(`article[data-domain="${domain}"]`).count() === 0, "a token in the query shows no domains");
+  await query.close();
+
   // 9. A tenant without the feature sees the plan message, and no form.
   const plan = await context.newPage();
   await plan.goto(`${base}/#token=${COMMUNITY}`);

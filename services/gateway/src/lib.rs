@@ -82,9 +82,11 @@ pub const PLAN_MESSAGE: &str =
 #[derive(Clone, Debug)]
 pub struct Options {
     pub keys: Keys,
-    /// Base URL for share links (e.g. `https://mail-settings.example.com`); default:
-    /// `http://` + the request's Host header.
-    pub public_url: Option<String>,
+    /// Where share links point: `GATEWAY_PUBLIC_URL` (e.g.
+    /// `https://mail-settings.example.com`). The default of [`Options::new`], the
+    /// request's `Host`, is for development and tests: the binary allows it only with
+    /// `GATEWAY_DEV` (see [`settings::share_base`]).
+    pub share_base: settings::ShareBase,
     /// How long a request waits for a command's outcome.
     pub command_timeout: Duration,
     /// Default lifetime of a share link.
@@ -95,7 +97,7 @@ impl Options {
     pub fn new(keys: Keys) -> Self {
         Options {
             keys,
-            public_url: None,
+            share_base: settings::ShareBase::RequestHost,
             command_timeout: Duration::from_secs(10),
             share_ttl: Duration::from_secs(7 * 86_400),
         }
@@ -407,7 +409,7 @@ async fn send_command(
         command_id: id,
         tenant_id: TenantId(claims.tenant_id),
         domain: domain.to_string(),
-        requested_by: Some(claims.sub.clone().unwrap_or_else(|| "gateway".into())),
+        requested_by: Some(claims.requested_by()),
         region,
         domain_id: None,
         reason: None,
@@ -586,6 +588,23 @@ async fn get_domain(
     Ok(Json(json!({"domain": view_of(&row)?})))
 }
 
+/// Whether the domain was deleted or released (its row stays, `deactivated`).
+fn is_removed(row: &Value) -> bool {
+    row["status"] == "deactivated"
+}
+
+/// The row of a domain that is still live; a removed one is "not found".
+fn live(row: Value) -> ApiResult<Value> {
+    if is_removed(&row) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this domain was removed",
+        ));
+    }
+    Ok(row)
+}
+
 fn parse_id(id: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found())
 }
@@ -598,13 +617,7 @@ async fn domain_command(
     kind: CommandType,
 ) -> ApiResult<Json<Value>> {
     let (claims, id, row) = owned_row(state, headers, id).await?;
-    if row["status"] == "deactivated" {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "this domain was removed",
-        ));
-    }
+    let row = live(row)?;
     let name = row["domain_name"].as_str().unwrap_or_default().to_string();
     let o = send_command(state, headers, kind, &claims, &name, None).await?;
     if o.outcome != Verdict::Accepted {
@@ -672,14 +685,16 @@ struct ShareBody {
 }
 
 fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(u) = &state.0.opts.public_url {
-        return u.trim_end_matches('/').to_string();
+    match &state.0.opts.share_base {
+        settings::ShareBase::Public(u) => u.clone(),
+        settings::ShareBase::RequestHost => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("127.0.0.1:8080");
+            format!("http://{host}")
+        }
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1:8080");
-    format!("http://{host}")
 }
 
 async fn create_share(
@@ -706,7 +721,7 @@ async fn create_share(
             })?
     };
     let id = parse_id(&id)?;
-    tenant_row(&state.0.pool, claims.tenant_id, id).await?;
+    live(tenant_row(&state.0.pool, claims.tenant_id, id).await?)?;
     let ttl = body
         .ttl_secs
         .unwrap_or(state.0.opts.share_ttl.as_secs())
@@ -733,18 +748,33 @@ fn share_query(exp: i64, epoch: u64, sig: &str) -> String {
     }
 }
 
+/// A stored share epoch: a decimal number, else an error. Never taken for 0 (which
+/// would reopen every revoked link of the domain): its links, and new ones, are then
+/// refused until the value is readable again.
+fn parse_epoch(stored: &[u8]) -> Result<u64, String> {
+    std::str::from_utf8(stored)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "unreadable share epoch {:?}",
+                String::from_utf8_lossy(stored)
+            )
+        })
+}
+
 /// The domain's current share epoch (0 until its links are first revoked).
 async fn share_epoch(state: &AppState, id: Uuid) -> ApiResult<u64> {
-    let v = state
+    let stored = state
         .0
         .share_epochs
         .get(id.to_string())
         .await
         .map_err(ApiError::unavailable)?;
-    Ok(
-        v.and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok())
-            .unwrap_or(0),
-    )
+    match stored {
+        None => Ok(0),
+        Some(v) => parse_epoch(&v).map_err(ApiError::unavailable),
+    }
 }
 
 /// Raises the domain's share epoch by one (compare-and-set, retried on a race);
@@ -756,11 +786,7 @@ async fn raise_share_epoch(state: &AppState, id: Uuid) -> ApiResult<u64> {
         let entry = kv.entry(key.clone()).await.map_err(ApiError::unavailable)?;
         let written = match entry {
             Some(e) => {
-                let next = std::str::from_utf8(&e.value)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .unwrap_or(0)
-                    + 1;
+                let next = parse_epoch(&e.value).map_err(ApiError::unavailable)? + 1;
                 kv.update(&key, next.to_string().into(), e.revision)
                     .await
                     .map(|_| next)
@@ -899,7 +925,9 @@ async fn check_share(state: &AppState, id: &str, q: &ShareQuery) -> ApiResult<Sh
         }
         Err(_) => return Err(refused()),
     }
-    if epoch < share_epoch(state, id).await? {
+    // Only the current epoch: an older link was revoked, and a newer one means the
+    // stored epoch went back (lost or restored), which must not reopen revoked links.
+    if epoch != share_epoch(state, id).await? {
         return Err(ApiError::new(
             StatusCode::GONE,
             "link_revoked",
@@ -909,15 +937,29 @@ async fn check_share(state: &AppState, id: &str, q: &ShareQuery) -> ApiResult<Sh
     Ok(ShareLink { id, exp, epoch })
 }
 
+/// The row a share link shows: its domain's links close when the domain is deleted
+/// or released (410 `link_revoked`).
+async fn shared_row(state: &AppState, link: &ShareLink) -> ApiResult<Value> {
+    let row = row_by_id(&state.0.pool, link.id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if is_removed(&row) {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "link_revoked",
+            "this domain was removed, so its link no longer works",
+        ));
+    }
+    Ok(row)
+}
+
 async fn shared_view(
     state: &AppState,
     id: &str,
     q: &ShareQuery,
 ) -> ApiResult<(ShareLink, view::DomainView)> {
     let link = check_share(state, id, q).await?;
-    let row = row_by_id(&state.0.pool, link.id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let row = shared_row(state, &link).await?;
     Ok((link, view_of(&row)?))
 }
 
@@ -926,7 +968,7 @@ async fn share_page(
     Path(id): Path<String>,
     Query(q): Query<ShareQuery>,
 ) -> Response {
-    match check_share(&state, &id, &q).await {
+    match shared_view(&state, &id, &q).await {
         Ok(_) => Html(SHARE_HTML).into_response(),
         Err(e) => {
             let page = REFUSED_HTML.replace("{{message}}", &e.message);
@@ -989,6 +1031,22 @@ mod tests {
                 code: code.into(),
                 message: message.into(),
             }),
+        }
+    }
+
+    #[test]
+    fn an_unreadable_share_epoch_is_an_error_never_zero() {
+        assert_eq!(parse_epoch(b"0"), Ok(0));
+        assert_eq!(parse_epoch(b" 7\n"), Ok(7));
+        for bad in [
+            &b""[..],
+            b"x",
+            b"-1",
+            b"1.5",
+            b"\xff",
+            b"18446744073709551616",
+        ] {
+            assert!(parse_epoch(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -6,7 +6,7 @@
 
 use clap::{Parser, Subcommand};
 use gateway::settings;
-use gateway::token::{Claims, Keys, DEV_SECRET};
+use gateway::token::{Claims, Keys, DEV_SECRET, MAX_TOKEN_LIFETIME_SECS};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -33,7 +33,8 @@ struct Cli {
     /// set). `make run` sets it; never set it in a deployment.
     #[arg(long, env = "GATEWAY_DEV", global = true, value_parser = clap::builder::BoolishValueParser::new())]
     dev: bool,
-    /// Base URL of share links (default: http://<Host header>).
+    /// Base URL of share links; required unless GATEWAY_DEV is set (then the default
+    /// is http://<Host header>).
     #[arg(long, env = "GATEWAY_PUBLIC_URL", value_parser = settings::public_url, global = true)]
     public_url: Option<String>,
     /// Seconds a request waits for a command's outcome (1 … 3600).
@@ -65,8 +66,8 @@ enum Cmd {
         tenant: uuid::Uuid,
         #[arg(long, default_value = "enterprise")]
         edition: String,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime in seconds (at most a day: the gateway refuses longer-lived tokens).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=MAX_TOKEN_LIFETIME_SECS))]
         ttl: i64,
         #[arg(long)]
         sub: Option<String>,
@@ -95,6 +96,8 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", keys.sign(&claims));
         return Ok(());
     }
+    let share_base = settings::share_base(cli.public_url.as_deref(), cli.dev)
+        .map_err(|e| anyhow::anyhow!("the gateway does not start: {e}"))?;
     runtime::telemetry::init("gateway");
     if keys.is_dev_default() {
         tracing::warn!(
@@ -106,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
     // /healthz, /readyz and /metrics on METRICS_ADDR, like every other service.
     let ops = runtime::ops::Ops::serve(&config, "gateway", &shutdown).await?;
     let mut opts = gateway::Options::new(keys.clone());
-    opts.public_url = cli.public_url.clone();
+    opts.share_base = share_base;
     opts.command_timeout = Duration::from_secs(cli.command_timeout_secs);
     opts.share_ttl = Duration::from_secs(cli.share_ttl_secs);
     let router = gateway::app_with_ops(config, opts, &ops).await?;
@@ -174,6 +177,17 @@ mod tests {
         );
         refused(&["--share-ttl-secs", "30"], "GATEWAY_SHARE_TTL_SECS", "30");
         refused(&["--dev-tenant", "dev"], "GATEWAY_DEV_TENANT", "dev");
+    }
+
+    #[test]
+    fn a_token_is_signed_for_a_day_at_most() {
+        let tenant = "1c9d6e2a-0000-4000-8000-000000000001";
+        let parse =
+            |ttl: &str| Cli::try_parse_from(["gateway", "token", "--tenant", tenant, "--ttl", ttl]);
+        assert!(parse("86400").is_ok());
+        for bad in ["86401", "0", "-5"] {
+            assert!(parse(bad).is_err(), "--ttl {bad}");
+        }
     }
 
     #[test]

@@ -85,6 +85,34 @@ pub fn public_url(v: &str) -> Result<String, String> {
     }
 }
 
+/// Where share links point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShareBase {
+    /// `GATEWAY_PUBLIC_URL`, without a trailing `/`.
+    Public(String),
+    /// Development only: `http://` and the request's `Host` header.
+    RequestHost,
+}
+
+/// The base of share links: `GATEWAY_PUBLIC_URL` always; the request's `Host` only with
+/// `GATEWAY_DEV` set (`make run` sets it). Without the switch the gateway refuses to
+/// start, since a link built from `Host` goes over plain http to whatever host the
+/// request named.
+pub fn share_base(public_url: Option<&str>, dev: bool) -> Result<ShareBase, String> {
+    match (public_url, dev) {
+        (Some(u), _) => Ok(ShareBase::Public(
+            u.trim().trim_end_matches('/').to_string(),
+        )),
+        (None, true) => Ok(ShareBase::RequestHost),
+        (None, false) => Err(
+            "GATEWAY_PUBLIC_URL is not set: set the https:// address the owners and their DNS \
+             admins reach the gateway at, which share links point to (GATEWAY_DEV=1 builds \
+             them from the request's Host, for development only)"
+                .into(),
+        ),
+    }
+}
+
 /// `GATEWAY_COMMAND_TIMEOUT_SECS`: whole seconds, 1 … 3600.
 pub fn command_timeout_secs(v: &str) -> Result<u64, String> {
     whole(v, 1, MAX_COMMAND_TIMEOUT_SECS).ok_or_else(|| {
@@ -192,6 +220,23 @@ mod tests {
         ] {
             refused(public_url, bad, "GATEWAY_PUBLIC_URL");
         }
+    }
+
+    #[test]
+    fn share_links_need_a_public_url_unless_in_development() {
+        let public = ShareBase::Public("https://mail.example.com".into());
+        for dev in [false, true] {
+            assert_eq!(
+                share_base(Some("https://mail.example.com/"), dev),
+                Ok(public.clone())
+            );
+        }
+        assert_eq!(share_base(None, true), Ok(ShareBase::RequestHost));
+        let e = share_base(None, false).unwrap_err();
+        assert!(
+            e.contains("GATEWAY_PUBLIC_URL") && e.contains("GATEWAY_DEV"),
+            "{e}"
+        );
     }
 
     #[test]

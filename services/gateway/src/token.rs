@@ -25,6 +25,13 @@ type HmacSha256 = Hmac<Sha256>;
 /// The development default of `GATEWAY_TOKEN_SECRET` (a loud warning is logged when used).
 pub const DEV_SECRET: &str = "dev-secret";
 
+/// The longest a session token may live: a token whose `exp` lies further ahead than
+/// this is refused, so a token that leaks is of use for a day at most.
+pub const MAX_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
+
+/// The most bytes a command's `requested_by` may hold (docs/interface.md §2.1).
+pub const REQUESTED_BY_MAX_BYTES: usize = 256;
+
 /// Editions that include managed sending.
 pub const MANAGED_SENDING_EDITIONS: &[&str] = &["enterprise", "ee"];
 
@@ -46,6 +53,23 @@ impl Claims {
             .iter()
             .any(|e| e.eq_ignore_ascii_case(self.edition.trim()))
     }
+
+    /// Who the commands sent with this token are recorded as requested by:
+    /// `tenant:<sub>`, so that no token passes for an operator (`operator:<name>`) or a
+    /// service (`scheduler`, …); `gateway` when the token names nobody. Cut to
+    /// [`REQUESTED_BY_MAX_BYTES`] (at a character boundary).
+    pub fn requested_by(&self) -> String {
+        let Some(sub) = &self.sub else {
+            return "gateway".into();
+        };
+        let mut who = format!("tenant:{sub}");
+        let mut end = who.len().min(REQUESTED_BY_MAX_BYTES);
+        while !who.is_char_boundary(end) {
+            end -= 1;
+        }
+        who.truncate(end);
+        who
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +77,8 @@ pub enum TokenError {
     Malformed,
     BadSignature,
     Expired,
+    /// `exp` lies more than [`MAX_TOKEN_LIFETIME_SECS`] ahead.
+    LifetimeTooLong,
 }
 
 impl TokenError {
@@ -66,6 +92,9 @@ impl TokenError {
             }
             TokenError::Expired => {
                 "the access token has expired; open this page from the platform again"
+            }
+            TokenError::LifetimeTooLong => {
+                "the access token is valid for longer than the gateway allows (a day); open this page from the platform again"
             }
         }
     }
@@ -120,6 +149,9 @@ impl Keys {
         let claims: Claims = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
         if claims.exp <= now {
             return Err(TokenError::Expired);
+        }
+        if claims.exp.saturating_sub(now) > MAX_TOKEN_LIFETIME_SECS {
+            return Err(TokenError::LifetimeTooLong);
         }
         Ok(claims)
     }
@@ -256,6 +288,47 @@ mod tests {
             k.verify_share_at(d, 50, 3, &k.share_sig_at(d, 5_000, 3), 1),
             Err(TokenError::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_token_living_longer_than_the_maximum_is_refused() {
+        let k = Keys::new("s3cret");
+        let now = 1_000_000;
+        let longest = claims(now + MAX_TOKEN_LIFETIME_SECS);
+        assert_eq!(k.verify(&k.sign(&longest), now), Ok(longest));
+        for exp in [
+            now + MAX_TOKEN_LIFETIME_SECS + 1,
+            now + 365 * 86_400,
+            i64::MAX,
+        ] {
+            assert_eq!(
+                k.verify(&k.sign(&claims(exp)), now),
+                Err(TokenError::LifetimeTooLong),
+                "exp {exp}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_cannot_pass_for_an_operator_or_a_service() {
+        let with_sub = |sub: Option<&str>| Claims {
+            sub: sub.map(str::to_string),
+            ..claims(1)
+        };
+        assert_eq!(with_sub(Some("user:42")).requested_by(), "tenant:user:42");
+        assert_eq!(
+            with_sub(Some("operator:x")).requested_by(),
+            "tenant:operator:x"
+        );
+        assert_eq!(
+            with_sub(Some("scheduler")).requested_by(),
+            "tenant:scheduler"
+        );
+        assert_eq!(with_sub(None).requested_by(), "gateway");
+        // Cut to the command's limit, never inside a character.
+        let long = with_sub(Some("é".repeat(200).as_str())).requested_by();
+        assert!(long.starts_with("tenant:é") && long.len() <= REQUESTED_BY_MAX_BYTES);
+        assert_eq!(long.len(), REQUESTED_BY_MAX_BYTES - 1);
     }
 
     #[test]

@@ -445,11 +445,26 @@ fn records_failed_words(failed: &[FailedRecord]) -> String {
     )
 }
 
+/// What a spreadsheet reads as the start of a formula (or of a control) in a cell.
+const FORMULA_STARTS: &[char] = &['=', '+', '-', '@', '\t', '\r'];
+
+/// A cell's text that a spreadsheet would run as a formula, made plain text by a
+/// leading `'` (the spreadsheet shows the rest as written); other text as it is.
+fn neutralised_cell(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.starts_with(FORMULA_STARTS) {
+        format!("'{s}").into()
+    } else {
+        s.into()
+    }
+}
+
+/// One CSV field (RFC 4180): neutralised, then quoted when it holds a separator.
 fn csv_field(s: &str) -> String {
+    let s = neutralised_cell(s);
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s.into_owned()
     }
 }
 
@@ -482,6 +497,65 @@ fn fqdn(s: &str) -> String {
     format!("{}.", s.trim_end_matches('.'))
 }
 
+/// `\DDD`, the master-file escape of one byte (RFC 1035 §5.1).
+fn byte_escape(out: &mut String, b: u8) {
+    out.push_str(&format!("\\{b:03}"));
+}
+
+/// Text as one master-file field (RFC 1035 §5.1): every byte that is not printable
+/// ASCII, or that the format reads as syntax (white space, `;` `(` `)` `"` `\`, and
+/// `@` `$` at the start of a line), escaped as `\DDD`; so no value can end the line,
+/// start a comment, a directive or another field.
+fn zone_field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        match b {
+            b'!'..=b'~' if !b";()\"\\@$".contains(&b) => out.push(b as char),
+            _ => byte_escape(&mut out, b),
+        }
+    }
+    out
+}
+
+/// A name as an absolute master-file name.
+fn zone_name(s: &str) -> String {
+    zone_field(&fqdn(s))
+}
+
+/// Text in a `;` comment: control characters (which would end the comment and start
+/// a record) escaped as `\DDD`.
+fn zone_comment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            c.encode_utf8(&mut [0; 4])
+                .bytes()
+                .for_each(|b| byte_escape(&mut out, b));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One BIND character-string: quoted, `"` and `\` escaped with `\`, every byte that
+/// is not printable ASCII as `\DDD`.
+fn txt_string(part: &str) -> String {
+    let mut out = String::from("\"");
+    for &b in part.as_bytes() {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(b as char);
+            }
+            b' '..=b'~' => out.push(b as char),
+            _ => byte_escape(&mut out, b),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// A TXT value as BIND character-strings: quoted, escaped, at most 255 bytes each.
 pub fn txt_strings(value: &str) -> String {
     let bytes = value.as_bytes();
@@ -500,33 +574,42 @@ pub fn txt_strings(value: &str) -> String {
     }
     parts
         .iter()
-        .map(|p| format!("\"{}\"", p.replace('\\', "\\\\").replace('"', "\\\"")))
+        .map(|p| txt_string(p))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A record's data in master-file form, every part escaped.
+fn zone_rdata(r: &RecordView) -> String {
+    match r.record_type.as_str() {
+        "TXT" => txt_strings(&r.value),
+        "MX" => format!("{} {}", r.priority.unwrap_or(10), zone_name(&r.value)),
+        "CNAME" | "NS" | "PTR" => zone_name(&r.value),
+        _ => r
+            .value
+            .split_ascii_whitespace()
+            .map(zone_field)
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
 }
 
 /// The records as a BIND zone-file fragment with absolute names.
 pub fn zone_file(view: &DomainView, generated_at: DateTime<Utc>) -> String {
     let mut out = format!(
         "; DNS records for {} (email sending)\n; generated {}\n$ORIGIN {}\n$TTL 3600\n",
-        view.domain,
+        zone_comment(&view.domain),
         generated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        fqdn(&view.domain)
+        zone_name(&view.domain)
     );
     for r in &view.records {
-        let rdata = match r.record_type.as_str() {
-            "TXT" => txt_strings(&r.value),
-            "MX" => format!("{} {}", r.priority.unwrap_or(10), fqdn(&r.value)),
-            "CNAME" | "NS" | "PTR" => fqdn(&r.value),
-            _ => r.value.clone(),
-        };
         let note = if r.required { "required" } else { "optional" };
         out.push_str(&format!(
             "; {} ({note})\n{}\t3600\tIN\t{}\t{}\n",
-            r.purpose,
-            fqdn(&r.name),
-            r.record_type,
-            rdata
+            zone_comment(&r.purpose),
+            zone_name(&r.name),
+            zone_field(&r.record_type),
+            zone_rdata(r)
         ));
     }
     out
@@ -786,6 +869,113 @@ mod tests {
             let text = format!("{} {}", e.title, e.detail.as_deref().unwrap_or(""));
             assert!(!text.to_ascii_lowercase().contains("resend"), "{text}");
         }
+    }
+
+    fn record(purpose: &str, rtype: &str, name: &str, value: &str) -> DnsRecord {
+        DnsRecord {
+            purpose: purpose.into(),
+            record_type: rtype.into(),
+            name: name.into(),
+            value: value.into(),
+            priority: Some(10),
+            required: true,
+            dns_status: DnsStatus::Pending,
+            observed: vec![],
+            diagnosis: None,
+        }
+    }
+
+    #[test]
+    fn a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_plain_text() {
+        for (cell, written) in [
+            ("=1+1", "'=1+1"),
+            ("+1", "'+1"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "\"'\rx\""),
+            (
+                "=HYPERLINK(\"http://x\",\"y\")",
+                "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"",
+            ),
+            ("v=spf1 include:x -all", "v=spf1 include:x -all"),
+            ("a,b", "\"a,b\""),
+            ("", ""),
+        ] {
+            assert_eq!(csv_field(cell), written, "{cell:?}");
+        }
+        let hostile = record("=cmd|' /C calc'!A0", "TXT", "@evil.weresend.test", "-2+3");
+        let csv = csv(&domain_view(&row(&[hostile], "")).unwrap());
+        let line = csv.lines().nth(1).unwrap();
+        assert_eq!(
+            line,
+            "TXT,'@evil,'@evil.weresend.test,'-2+3,10,'=cmd|' /C calc'!A0,true,pending"
+        );
+    }
+
+    /// The master-file lines of `zone` that are not comments or directives.
+    fn zone_records(zone: &str) -> Vec<&str> {
+        zone.lines()
+            .filter(|l| {
+                !l.starts_with(';') && !l.starts_with("$ORIGIN ") && !l.starts_with("$TTL ")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn zone_file_fields_cannot_leave_their_field_or_line() {
+        let records = [
+            record(
+                "dkim\n$INCLUDE /etc/passwd",
+                "CNAME",
+                "a.weresend.test\nevil 3600 IN A 1.2.3.4",
+                "b (.weresend.test;x",
+            ),
+            record(
+                "spf",
+                "TXT",
+                "send.weresend.test",
+                "v=spf1 \"x\" \\ -all\n@ IN A 1.2.3.4 ünï",
+            ),
+            record(
+                "mx",
+                "MX",
+                "send.weresend.test",
+                "feedback smtp.test\r\n$TTL 1",
+            ),
+            record(
+                "odd",
+                "SRV",
+                "$x.weresend.test",
+                "10 5 5060 sip.test\n@ IN A 1.2.3.4",
+            ),
+        ];
+        let zone = zone_file(&domain_view(&row(&records, "")).unwrap(), Utc::now());
+        let lines = zone_records(&zone);
+        assert_eq!(lines.len(), records.len(), "{zone}");
+        for l in &lines {
+            let fields: Vec<&str> = l.split('\t').collect();
+            assert_eq!(fields.len(), 5, "{l:?}");
+            assert!(!fields[0].contains([' ', ';', '(', ')', '"']), "{l:?}");
+            assert!(l.is_ascii(), "{l:?}");
+        }
+        assert_eq!(lines[0], "a.weresend.test\\010evil\\0323600\\032IN\\032A\\0321.2.3.4.\t3600\tIN\tCNAME\tb\\032\\040.weresend.test\\059x.");
+        assert_eq!(
+            lines[1],
+            "send.weresend.test.\t3600\tIN\tTXT\t\"v=spf1 \\\"x\\\" \\\\ -all\\010@ IN A 1.2.3.4 \\195\\188n\\195\\175\""
+        );
+        assert_eq!(
+            lines[2],
+            "send.weresend.test.\t3600\tIN\tMX\t10 feedback\\032smtp.test\\013\\010\\036TTL\\0321."
+        );
+        assert_eq!(
+            lines[3],
+            "\\036x.weresend.test.\t3600\tIN\tSRV\t10 5 5060 sip.test \\064 IN A 1.2.3.4"
+        );
+        assert!(
+            zone.contains("; dkim\\010$INCLUDE /etc/passwd (required)\n"),
+            "{zone}"
+        );
     }
 
     #[test]

@@ -270,6 +270,9 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
     assert_eq!(s, StatusCode::CREATED, "{reg}");
     let id = reg["domain"]["id"].as_str().unwrap().to_string();
     assert_eq!(reg["domain"]["domain"], domain);
+    // Recorded as the tenant's: the token's `sub` never passes for an operator or a service.
+    let row = gw.stack.wait_status(tenant, domain, "awaiting_dns").await;
+    assert_eq!(row["metadata"]["requested_by"], "tenant:test", "{row}");
     let (s, again) = api
         .json(
             Method::POST,
@@ -368,6 +371,7 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
 
     // Tokens: expired, tampered, missing, signed with another secret → 401.
     let expired = gw.token(tenant, "enterprise", -5);
+    let lives_too_long = gw.token(tenant, "enterprise", 2 * 86_400);
     let (body, sig) = token.split_once('.').unwrap();
     let forged_claims = gw.token(other, "enterprise", 600);
     let tampered = format!("{}.{sig}", forged_claims.split('.').next().unwrap());
@@ -383,6 +387,7 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
     });
     for (what, t) in [
         ("expired", Some(expired.as_str())),
+        ("valid for more than a day", Some(&lives_too_long)),
         ("tampered", Some(&tampered)),
         ("bad signature", Some(&bad_sig)),
         ("foreign", Some(&foreign)),
@@ -880,6 +885,101 @@ async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
         assert!(!asset.to_ascii_lowercase().contains("resend"));
     }
     eprintln!("api flow took {:?}", started.elapsed());
+    gw.stop().await;
+}
+
+/// Every view of the share link `q` (page, JSON, downloads) answers `want`.
+async fn expect_links(api: &Api<'_>, id: &str, q: &str, want: StatusCode, what: &str) {
+    for p in [
+        format!("/share/{id}?{q}"),
+        format!("/api/v1/share/{id}?{q}"),
+        format!("/api/v1/share/{id}/records.csv?{q}"),
+        format!("/api/v1/share/{id}/records.zone?{q}"),
+    ] {
+        let (s, body) = api.call(Method::GET, &p, None, None).await;
+        assert_eq!(s, want, "{what}: {p}: {body}");
+    }
+}
+
+/// A share link stops working when its domain is deleted, and when the domain's
+/// share epoch cannot be read or went back (fail closed, never "epoch 0").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn share_links_close_with_their_domain_and_when_the_epoch_is_in_doubt() {
+    let gw = Gw::start().await;
+    let api = Api::new(&gw);
+    let tenant = Uuid::new_v4();
+    let token = gw.token(tenant, "enterprise", 600);
+    let (s, reg) = api
+        .json(
+            Method::POST,
+            "/api/v1/domains",
+            Some(&token),
+            Some(json!({"domain": "gw-share-close.test"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{reg}");
+    let id = reg["domain"]["id"].as_str().unwrap().to_string();
+    let share = format!("/api/v1/domains/{id}/share");
+    let q0 = new_link(&api, &share, &token).await;
+    expect_links(&api, &id, &q0, StatusCode::OK, "a fresh link").await;
+
+    // An unreadable epoch refuses the links, making new ones and revoking: 503.
+    let kv = gw
+        .stack
+        .js
+        .get_key_value(gateway::SHARE_EPOCHS_BUCKET)
+        .await
+        .unwrap();
+    kv.put(&id, "garbled".into()).await.unwrap();
+    expect_links(
+        &api,
+        &id,
+        &q0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unreadable epoch",
+    )
+    .await;
+    for m in [Method::POST, Method::DELETE] {
+        let (s, v) = api.json(m.clone(), &share, Some(&token), None).await;
+        assert_eq!(
+            s,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{m} with an unreadable epoch: {v}"
+        );
+    }
+    kv.put(&id, "0".into()).await.unwrap();
+    expect_links(&api, &id, &q0, StatusCode::OK, "the epoch readable again").await;
+
+    // A link of an epoch the store no longer has (it went back) is refused.
+    kv.put(&id, "7".into()).await.unwrap();
+    let q7 = new_link(&api, &share, &token).await;
+    assert!(q7.contains("&ep=7&"), "{q7}");
+    expect_links(&api, &id, &q7, StatusCode::OK, "a link of epoch 7").await;
+    kv.put(&id, "3".into()).await.unwrap();
+    expect_links(&api, &id, &q7, StatusCode::GONE, "the epoch went back").await;
+    kv.put(&id, "7".into()).await.unwrap();
+
+    // Deleted: the links close, and no new one is made.
+    let (s, v) = api
+        .json(
+            Method::DELETE,
+            &format!("/api/v1/domains/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_domain(&api, &token, &id, "removed", |d| {
+        d["status"] == "deactivated"
+    })
+    .await;
+    expect_links(&api, &id, &q7, StatusCode::GONE, "the domain was deleted").await;
+    let (s, v) = api
+        .json(Method::GET, &format!("/api/v1/share/{id}?{q7}"), None, None)
+        .await;
+    assert_eq!(code(&v), "link_revoked", "{s} {v}");
+    let (s, v) = api.json(Method::POST, &share, Some(&token), None).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"), "{v}");
     gw.stop().await;
 }
 

@@ -40,7 +40,7 @@ pub struct Config {
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
-            .field("nats_url", &self.nats_url)
+            .field("nats_url", &redact_url(&self.nats_url))
             .field("database_url", &redact_url(&self.database_url))
             .field(
                 "resend_api_key",
@@ -55,14 +55,19 @@ impl std::fmt::Debug for Config {
     }
 }
 
-pub(crate) fn redact_url(url: &str) -> String {
-    // postgres://user:password@host → postgres://user:***@host
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
-            let colon = s + 3 + url[s + 3..at].find(':').unwrap_or(0);
-            format!("{}:***{}", &url[..colon], &url[at..])
-        }
-        _ => url.to_string(),
+/// A server URL with the password of its `user:password@` replaced by `***`
+/// (`nats://gateway:s3cret@nats:4222` → `nats://gateway:***@nats:4222`), for every URL
+/// that reaches a log line, an error or a Debug: `NATS_URL` and `DATABASE_URL`. The
+/// scheme is optional, as NATS reads `user:password@host:4222` too; everything up to
+/// the last `@` goes, so a password with an unescaped `@` or `/` does not survive either.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |s| s + 3);
+    let Some(at) = url.rfind('@').filter(|&at| at >= start) else {
+        return url.to_string();
+    };
+    match url[start..at].find(':') {
+        Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]),
+        None => url.to_string(),
     }
 }
 
@@ -430,5 +435,38 @@ mod tests {
             super::redact_url("postgres://postgres@h/db"),
             "postgres://postgres@h/db"
         );
+    }
+
+    #[test]
+    fn nats_passwords_are_redacted_with_or_without_a_scheme() {
+        for (url, shown) in [
+            (
+                "nats://gateway:s3cret@nats:4222",
+                "nats://gateway:***@nats:4222",
+            ),
+            ("gateway:s3cret@nats:4222", "gateway:***@nats:4222"),
+            ("tls://gw:s3c@r/et@nats:4222", "tls://gw:***@nats:4222"),
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+            ("127.0.0.1:4222", "127.0.0.1:4222"),
+        ] {
+            assert_eq!(super::redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_config_debug_shows_no_nats_password() {
+        for url in [
+            "nats://gateway:s3cret@nats:4222",
+            "gateway:s3cret@nats:4222",
+        ] {
+            let c = load(&[
+                ("NATS_URL", url),
+                ("DATABASE_URL", "postgres://u:s3cret@h/db"),
+            ])
+            .unwrap();
+            let shown = format!("{c:?} {c:#?}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("gateway:***@nats:4222"), "{shown}");
+        }
     }
 }

@@ -112,4 +112,19 @@ mod tests {
         assert_eq!(nats_credentials("nats://127.0.0.1:4222"), None);
         assert_eq!(nats_credentials("nats://token@127.0.0.1:4222"), None);
     }
+
+    #[tokio::test]
+    async fn a_connect_error_does_not_show_the_nats_password() {
+        for url in [
+            "nats://gateway:s3cret@nats:no-port",
+            "gateway:s3cret@nats:no-port",
+        ] {
+            let Err(e) = super::connect_nats(url, "test").await else {
+                panic!("{url}: connected");
+            };
+            let shown = format!("{e} {e:?} {e:#}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("gateway:***@nats:no-port"), "{shown}");
+        }
+    }
 }

@@ -189,13 +189,17 @@
   let token = null;
   const state = { rendered: new Map(), timelines: new Map(), shares: new Map(), revoked: new Map(), openTimelines: new Set(), busy: new Set() };
 
+  // The token comes in the fragment only (#token=...): a fragment never reaches a
+  // server or a proxy's log. One in the query (?token=...) already did, so it is not
+  // used; either is taken out of the address bar.
   function readToken() {
     const hash = new URLSearchParams(location.hash.replace(/^#/, ""));
-    const query = new URLSearchParams(location.search);
-    const t = hash.get("token") || query.get("token");
+    const t = hash.get("token");
+    if (t || new URLSearchParams(location.search).has("token")) {
+      history.replaceState(null, "", location.pathname);
+    }
     if (t) {
       sessionStorage.setItem("gateway-token", t);
-      history.replaceState(null, "", location.pathname);
       return t;
     }
     return sessionStorage.getItem("gateway-token");
