@@ -46,24 +46,22 @@ fn in_v4(ip: Ipv4Addr, net: [u8; 4], len: u8) -> bool {
 }
 
 fn is_global_v4(ip: Ipv4Addr) -> bool {
-    !NON_GLOBAL_V4
-        .iter()
-        .any(|(net, len)| in_v4(ip, *net, *len))
+    !NON_GLOBAL_V4.iter().any(|(net, len)| in_v4(ip, *net, *len))
 }
 
 /// `(network, prefix length)` of the IPv6 ranges that are not global (those that
 /// embed an IPv4 address are judged by it, see [`embedded_v4`]).
 const NON_GLOBAL_V6: &[(u128, u8)] = &[
-    (0, 96),                                        // ::/96: unspecified, loopback, IPv4-compatible (deprecated)
-    (0x0064_ff9b_0001 << 80, 48),                   // 64:ff9b:1::/48 local-use IPv4/IPv6 translation (RFC 8215)
-    (0x0100 << 112, 64),                            // 100::/64 discard-only (RFC 6666)
-    (0x2001 << 112, 23),                            // 2001::/23 IETF protocol assignments, Teredo (RFC 2928, 4380)
-    (0x2001_0db8 << 96, 32),                        // 2001:db8::/32 documentation (RFC 3849)
-    (0x3fff << 112, 20),                            // 3fff::/20 documentation (RFC 9637)
-    (0xfc00 << 112, 7),                             // fc00::/7 unique local (RFC 4193)
-    (0xfe80 << 112, 10),                            // fe80::/10 link-local (RFC 4291)
-    (0xfec0 << 112, 10),                            // fec0::/10 site-local, deprecated (RFC 3879)
-    (0xff00 << 112, 8),                             // ff00::/8 multicast (RFC 4291)
+    (0, 96),                      // ::/96: unspecified, loopback, IPv4-compatible (deprecated)
+    (0x0064_ff9b_0001 << 80, 48), // 64:ff9b:1::/48 local-use IPv4/IPv6 translation (RFC 8215)
+    (0x0100 << 112, 64),          // 100::/64 discard-only (RFC 6666)
+    (0x2001 << 112, 23),          // 2001::/23 IETF protocol assignments, Teredo (RFC 2928, 4380)
+    (0x2001_0db8 << 96, 32),      // 2001:db8::/32 documentation (RFC 3849)
+    (0x3fff << 112, 20),          // 3fff::/20 documentation (RFC 9637)
+    (0xfc00 << 112, 7),           // fc00::/7 unique local (RFC 4193)
+    (0xfe80 << 112, 10),          // fe80::/10 link-local (RFC 4291)
+    (0xfec0 << 112, 10),          // fec0::/10 site-local, deprecated (RFC 3879)
+    (0xff00 << 112, 8),           // ff00::/8 multicast (RFC 4291)
 ];
 
 fn in_v6(ip: Ipv6Addr, net: u128, len: u8) -> bool {
@@ -90,9 +88,7 @@ fn is_global_v6(ip: Ipv6Addr) -> bool {
     if let Some(v4) = embedded_v4(ip) {
         return is_global_v4(v4);
     }
-    !NON_GLOBAL_V6
-        .iter()
-        .any(|(net, len)| in_v6(ip, *net, *len))
+    !NON_GLOBAL_V6.iter().any(|(net, len)| in_v6(ip, *net, *len))
 }
 
 #[cfg(test)]
@@ -189,8 +185,8 @@ mod tests {
             "2001:db8::53",
             "3fff::1",
             "100::1",
-            "2001::1",    // Teredo
-            "2001:2::1",  // benchmarking
+            "2001::1",   // Teredo
+            "2001:2::1", // benchmarking
             "64:ff9b:1::1",
         ] {
             assert!(!global(a), "{a} should not be global");
