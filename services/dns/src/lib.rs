@@ -27,6 +27,7 @@
 
 mod address;
 mod cli;
+pub mod kept;
 mod wire;
 
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 pub use address::is_global;
 pub use cli::{infer_purpose, run_dns_check_cli, InputRecord};
+pub use kept::escape_controls;
 
 /// How CNAME chains are followed at most.
 const MAX_CNAME_HOPS: usize = 8;
@@ -325,11 +327,17 @@ impl DnsChecker {
     }
 
     /// [`DnsChecker::check`] with the negative-cache lag of the system resolver.
+    /// The records' observed values and diagnoses are as [`kept`] keeps them:
+    /// bounded, control characters escaped.
     pub async fn check_report(&self, zone: &str, expected: &[DnsRecord]) -> CheckReport {
         let zone = norm(zone);
         let questions = verdict::plan(&zone, expected);
         let observed = self.observe_zone(&zone, &questions).await;
-        let records = verdict::judge(&zone, expected, &observed.observation);
+        // judged on the exact bytes served; kept bounded and escaped
+        let records = verdict::judge(&zone, expected, &observed.observation)
+            .into_iter()
+            .map(kept::kept_record)
+            .collect();
         let negative_cache = observed
             .negative_cache
             .into_iter()
