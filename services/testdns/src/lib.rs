@@ -705,7 +705,9 @@ mod hostile {
             RecordType::AAAA => Record::from_rdata(
                 owner.clone(),
                 60,
-                RData::AAAA(AAAA(Ipv6Addr::from(0x2001_4860_u128 << 96 | u128::from(n)))),
+                RData::AAAA(AAAA(Ipv6Addr::from(
+                    (0x2001_4860_u128 << 96) | u128::from(n),
+                ))),
             ),
             RecordType::MX => Record::from_rdata(
                 owner.clone(),
