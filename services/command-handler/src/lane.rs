@@ -527,7 +527,11 @@ impl Lane {
                 .answers
                 .extend(self.services.dns.observe(&more).await.answers);
         }
+        // judged on the bytes served; kept bounded and escaped (dns_check::kept)
         preflight::judge(zone, records, &observation)
+            .into_iter()
+            .map(dns_check::kept::kept_warning)
+            .collect()
     }
 
     async fn internal(&mut self, cmd: &Command) -> Step<Handled> {

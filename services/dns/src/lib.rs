@@ -20,8 +20,14 @@
 //!   resolver is the fallback when no authority answers. Where the authority has a
 //!   record that the system resolver still denies, the report says when that
 //!   negative cache entry expires ([`CheckReport::negative_cache`]).
+//!   Only global addresses of the authoritative servers are asked
+//!   ([`is_global`]): the tenant writes its delegation, and loopback, private,
+//!   link-local or cluster addresses in it would turn the check into a probe of
+//!   our own network. With none left, the system resolver alone answers.
 
+mod address;
 mod cli;
+pub mod kept;
 mod wire;
 
 use std::net::{IpAddr, SocketAddr};
@@ -36,7 +42,9 @@ use futures::future::join_all;
 use hickory_proto::rr::RecordType;
 use serde::{Deserialize, Serialize};
 
+pub use address::is_global;
 pub use cli::{infer_purpose, run_dns_check_cli, InputRecord};
+pub use kept::escape_controls;
 
 /// How CNAME chains are followed at most.
 const MAX_CNAME_HOPS: usize = 8;
@@ -66,6 +74,11 @@ pub struct DnsConfig {
     pub authoritative: bool,
     /// The port at which authoritative servers are asked (53; tests use another).
     pub authoritative_port: u16,
+    /// Also ask authoritative servers whose address (learnt from the tenant's
+    /// delegation) is not global: loopback, private, link-local, ... Default false:
+    /// such a server is never asked (see [`is_global`]). Only for tests whose
+    /// authorities run on loopback; nothing in the environment sets it.
+    pub non_global_authorities: bool,
 }
 
 impl Default for DnsConfig {
@@ -77,6 +90,7 @@ impl Default for DnsConfig {
             system_resolvers: None,
             authoritative: true,
             authoritative_port: 53,
+            non_global_authorities: false,
         }
     }
 }
@@ -313,11 +327,17 @@ impl DnsChecker {
     }
 
     /// [`DnsChecker::check`] with the negative-cache lag of the system resolver.
+    /// The records' observed values and diagnoses are as [`kept`] keeps them:
+    /// bounded, control characters escaped.
     pub async fn check_report(&self, zone: &str, expected: &[DnsRecord]) -> CheckReport {
         let zone = norm(zone);
         let questions = verdict::plan(&zone, expected);
         let observed = self.observe_zone(&zone, &questions).await;
-        let records = verdict::judge(&zone, expected, &observed.observation);
+        // judged on the exact bytes served; kept bounded and escaped
+        let records = verdict::judge(&zone, expected, &observed.observation)
+            .into_iter()
+            .map(kept::kept_record)
+            .collect();
         let negative_cache = observed
             .negative_cache
             .into_iter()
@@ -366,15 +386,14 @@ impl DnsChecker {
                         }
                     }))
                     .await;
-                    let mut servers: Vec<SocketAddr> = lookups
-                        .into_iter()
-                        .flatten()
+                    let mut servers: Vec<SocketAddr> = self
+                        .askable(lookups.into_iter().flatten())
                         .map(|ip| SocketAddr::new(ip, port))
                         .collect();
                     servers.sort();
                     servers.dedup();
                     if servers.is_empty() {
-                        tracing::debug!(zone, "the zone's nameservers have no addresses");
+                        tracing::debug!(zone, "the zone's nameservers have no global addresses");
                         return None;
                     }
                     return Some((candidate, servers));
@@ -386,6 +405,20 @@ impl DnsChecker {
                 _ => return None,
             }
         }
+    }
+
+    /// The addresses of a delegation's nameservers that may be asked: the global
+    /// ones (unless [`DnsConfig::non_global_authorities`]). A tenant names its own
+    /// nameservers; an address inside our network would make the check a probe.
+    fn askable(&self, ips: impl Iterator<Item = IpAddr>) -> impl Iterator<Item = IpAddr> {
+        let any = self.inner.cfg.non_global_authorities;
+        ips.filter(move |ip| {
+            let ok = any || is_global(*ip);
+            if !ok {
+                tracing::info!(%ip, "a delegation names a non-global nameserver address: not asked");
+            }
+            ok
+        })
     }
 
     fn servers_for<'a>(&'a self, name: &str, route: Route<'a>) -> (&'a [SocketAddr], bool) {

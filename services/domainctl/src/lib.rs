@@ -256,17 +256,38 @@ pub struct Io {
     pub progress: bool,
 }
 
+/// `s` as it may reach a terminal: the control characters of each line escaped
+/// ([`dns_check::escape_controls`], the one escaping function), the line breaks
+/// kept. Stored events carry what tenants' DNS served (older ones raw), and a
+/// terminal escape in a TXT record must not rewrite the operator's screen.
+pub fn terminal_safe(s: &str) -> String {
+    s.split('\n')
+        .map(dns_check::escape_controls)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl Io {
+    /// A line of output: in text mode made [`terminal_safe`]; with `--json` the
+    /// caller's JSON as it is (serde already escapes control characters, and an
+    /// escape of ours would not be JSON).
     pub fn line(&mut self, s: impl AsRef<str>) {
-        self.out.push_str(s.as_ref());
+        if self.json {
+            self.out.push_str(s.as_ref());
+        } else {
+            self.out.push_str(&terminal_safe(s.as_ref()));
+        }
         self.out.push('\n');
     }
+    /// A line on stderr, always [`terminal_safe`].
     pub fn note(&mut self, s: impl AsRef<str>) {
-        self.err.push_str(s.as_ref());
+        self.err.push_str(&terminal_safe(s.as_ref()));
         self.err.push('\n');
     }
     pub fn json_value(&mut self, v: &serde_json::Value) {
-        self.line(serde_json::to_string_pretty(v).unwrap_or_default());
+        self.out
+            .push_str(&serde_json::to_string_pretty(v).unwrap_or_default());
+        self.out.push('\n');
     }
 }
 
@@ -366,10 +387,7 @@ async fn dispatch(cmd: Cmd, ep: &Endpoints, io: &mut Io) -> CtlResult<i32> {
             let text = dns_check::run_dns_check_cli(&domain, &records, ns, io.json)
                 .await
                 .map_err(|e| CtlError::negative(format!("{e:#}")))?;
-            io.out.push_str(&text);
-            if !text.ends_with('\n') {
-                io.out.push('\n');
-            }
+            io.line(text.strip_suffix('\n').unwrap_or(&text));
             Ok(error::OK)
         }
         Cmd::DeadLetters(DeadLettersCmd::List { reason, limit }) => {
@@ -439,5 +457,35 @@ async fn dispatch(cmd: Cmd, ep: &Endpoints, io: &mut Io) -> CtlResult<i32> {
             projection,
             emit_analytics,
         } => replay::run_cli(ep, io, &projection, emit_analytics).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_output_escapes_control_characters_and_keeps_line_breaks() {
+        let mut io = Io::default();
+        io.line("      observed: v=spf1\u{1b}[2J\u{1b}]0;owned\u{7}\r\nsecond\u{9b}");
+        io.note("warning: \u{1b}[31mred");
+        assert_eq!(
+            io.out,
+            "      observed: v=spf1\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\u{d}\nsecond\\u{9b}\n"
+        );
+        assert_eq!(io.err, "warning: \\u{1b}[31mred\n");
+    }
+
+    #[test]
+    fn json_output_is_left_as_json() {
+        let mut io = Io {
+            json: true,
+            ..Io::default()
+        };
+        let v = serde_json::json!({"observed": ["v=spf1\u{1b}[2J"]});
+        io.json_value(&v);
+        let back: serde_json::Value = serde_json::from_str(&io.out).unwrap();
+        assert_eq!(back, v);
+        assert!(!io.out.contains('\u{1b}'));
     }
 }

@@ -220,6 +220,63 @@ async fn history_and_state_of_a_known_domain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observed_values_with_terminal_escapes_are_printed_escaped() {
+    let nats = Nats::start().await;
+    let (db, pool) = Db::create().await;
+    let js = nats.js().await;
+    let mut w = Writer::new(&js).await;
+    let tenant = TenantId(Uuid::new_v4());
+    let name = "escape.test";
+    let id = w.verified(tenant, name, t0(), true).await;
+    // a check stored as it was before the DNS adapter escaped what it keeps: the
+    // tenant's TXT record clears the screen and fakes a prompt
+    let mut records = records(name, email_domain_events::records::DnsStatus::Mismatch);
+    records[0].observed = vec!["v=spf1 +all\u{1b}[2J\u{1b}]0;owned\u{7}\r$ ".into()];
+    w.append(
+        tenant,
+        id,
+        name,
+        t0() + chrono::Duration::days(2),
+        email_domain_events::event::EventData::DnsChecked {
+            trigger: email_domain_events::event::CheckTrigger::DnsConfigured,
+            records,
+            all_required_found: false,
+            request_verification: false,
+            poll_provider: false,
+            next_check_at: None,
+            new_deadline_at: None,
+            attempt: 0,
+            drift_detected: false,
+            drift_resolved: false,
+            propagation: Vec::new(),
+            provider_domain_id: None,
+        },
+    )
+    .await;
+    // found through the projection, as an operator would
+    domainctl::replay(&js, &pool, &Default::default())
+        .await
+        .unwrap();
+    let t = tenant.to_string();
+
+    let out = ctl(
+        &nats.url,
+        &db.url,
+        &["state", "--tenant", &t, "--domain", name],
+    )
+    .await;
+
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("observed: v=spf1 +all\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\u{d}$ "),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.chars().any(|c| c.is_control() && c != '\n'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_servers_exit_4() {
     let closed_nats = format!("nats://127.0.0.1:{}", free_port());
     let closed_db = format!("postgres://postgres@127.0.0.1:{}/x", free_port());

@@ -14,7 +14,10 @@
 //! - TXT values longer than 255 bytes are split into several character-strings;
 //! - a UDP answer larger than 512 bytes (or than the query's EDNS size) is sent
 //!   truncated (TC) so that the client retries over TCP;
-//! - faults per name: SERVFAIL, REFUSED, or no answer at all (a timeout).
+//! - faults per name: SERVFAIL, REFUSED, or no answer at all (a timeout);
+//! - hostile zones ([`TestDns::add_hostile_zone`]): every question under them is
+//!   answered with the largest answer DNS allows (a TCP message of almost 64 KiB),
+//!   full of control characters, as a tenant's own nameserver may.
 //!
 //! The `dev-dns` binary serves a JSON zone file with the same server.
 
@@ -81,6 +84,8 @@ struct State {
     records: HashMap<String, Vec<Rec>>,
     faults: HashMap<String, Fault>,
     delay: Option<Duration>,
+    /// Apexes of hostile zones (see [`TestDns::add_hostile_zone`]).
+    hostile: std::collections::BTreeSet<String>,
 }
 
 /// Where a query came from, as the server saw it (see [`TestDns::seen`]).
@@ -288,6 +293,19 @@ impl TestDns {
         st.zones = zones.iter().map(|(z, m)| (norm(z), *m)).collect();
         st.records = map;
         errors
+    }
+
+    /// Be a hostile authoritative server for `apex`, as a tenant that runs its own
+    /// nameservers can be: every question for a name under it is answered NOERROR
+    /// with the largest answer that fits a DNS message over TCP (almost 64 KiB):
+    /// one TXT record of about 16 KiB and then as many small ones as fit, every
+    /// string full of control characters and terminal escapes; A, AAAA and MX
+    /// questions get as many records of their type as fit. Over UDP the answer is
+    /// truncated, so the client asks again over TCP.
+    pub fn add_hostile_zone(&self, apex: &str) {
+        let mut st = self.state();
+        st.zones.insert(norm(apex), 60);
+        st.hostile.insert(norm(apex));
     }
 
     /// Queries for exactly this name misbehave until [`TestDns::heal`].
@@ -566,6 +584,17 @@ fn answer(st: &State, q: &Query) -> Answer {
     if let Some(f) = st.faults.get(&qname) {
         return Answer::Fault(*f);
     }
+    if st
+        .hostile
+        .iter()
+        .any(|apex| qname == *apex || qname.ends_with(&format!(".{apex}")))
+    {
+        return Answer::Response {
+            rcode: ResponseCode::NoError,
+            answers: hostile::flood(q),
+            authority: vec![],
+        };
+    }
     let qtype = q.query_type();
     let Some((apex, minimum)) = zone_of(st, &qname) else {
         return Answer::Refused;
@@ -630,6 +659,98 @@ fn answer(st: &State, q: &Query) -> Answer {
         };
     }
     Answer::Fault(Fault::ServFail)
+}
+
+mod hostile {
+    //! The largest answers a hostile authoritative server can give.
+
+    use super::*;
+
+    /// A DNS message over TCP has a 16-bit length: what is left of 65535 bytes
+    /// after the header, the question, EDNS and some slack.
+    const ANSWER_BUDGET: usize = 65535 - 600;
+    /// The one big TXT record that comes first: about 16 KiB in 255-byte strings.
+    const BIG_TXT_STRINGS: usize = 64;
+
+    /// Terminal escapes (title, clear screen, colours, a fake prompt), C0 and C1
+    /// controls, DEL, a bidi override: what must never reach a page or a terminal.
+    const NASTY: &str = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{1b}[31mv=spf1 +all\u{1b}[0m\r\n$ \0\u{7f}\u{9b}6n\u{202e}lmth.\t";
+
+    /// A string of at most `max` bytes of [`NASTY`] (cut at a character boundary),
+    /// led by `tag` so that every string differs.
+    fn nasty_string(tag: usize, max: usize) -> String {
+        let mut s = format!("{tag:05}");
+        for c in NASTY.chars().cycle() {
+            if s.len() + c.len_utf8() > max {
+                break;
+            }
+            s.push(c);
+        }
+        s
+    }
+
+    fn txt(owner: &Name, strings: Vec<String>) -> Record {
+        Record::from_rdata(owner.clone(), 60, RData::TXT(TXT::new(strings)))
+    }
+
+    /// The `i`-th record of a flood for `qtype` at `owner`.
+    fn one(owner: &Name, qtype: RecordType, i: usize) -> Record {
+        let n = i as u32;
+        match qtype {
+            RecordType::A => Record::from_rdata(
+                owner.clone(),
+                60,
+                RData::A(A(Ipv4Addr::from(0x0808_0000 | n))),
+            ),
+            RecordType::AAAA => Record::from_rdata(
+                owner.clone(),
+                60,
+                RData::AAAA(AAAA(Ipv6Addr::from(
+                    (0x2001_4860_u128 << 96) | u128::from(n),
+                ))),
+            ),
+            RecordType::MX => Record::from_rdata(
+                owner.clone(),
+                60,
+                RData::MX(MX::new(
+                    i as u16,
+                    name(&format!("mx{i}.{}", owner.to_ascii())),
+                )),
+            ),
+            _ if i == 0 => txt(
+                owner,
+                (0..BIG_TXT_STRINGS).map(|t| nasty_string(t, 255)).collect(),
+            ),
+            _ => txt(owner, vec![nasty_string(i, 40)]),
+        }
+    }
+
+    fn size(records: &[Record]) -> usize {
+        let mut m = Message::new();
+        m.add_answers(records.to_vec());
+        m.to_vec().map(|b| b.len()).unwrap_or(usize::MAX)
+    }
+
+    /// As many records for `q` as fit in [`ANSWER_BUDGET`].
+    pub(super) fn flood(q: &Query) -> Vec<Record> {
+        let owner = q.name().clone();
+        let mut records: Vec<Record> = Vec::new();
+        // grow in steps, measuring the encoded size now and then (names compress)
+        let mut step = 256;
+        while step > 0 {
+            let more: Vec<Record> = (records.len()..records.len() + step)
+                .map(|i| one(&owner, q.query_type(), i))
+                .collect();
+            let mut next = records.clone();
+            next.extend(more);
+            if size(&next) <= ANSWER_BUDGET {
+                records = next;
+            } else {
+                step /= 2;
+            }
+        }
+        records
+    }
 }
 
 // ---------------------------------------------------------------------------
