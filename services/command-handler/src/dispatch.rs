@@ -36,8 +36,6 @@ struct Slot<L, W> {
     queues: HashMap<Key, VecDeque<W>>,
     /// `None` while a worker runs it.
     lane: Option<L>,
-    /// The class of the command a worker runs in it.
-    running: Option<Class>,
     /// Turns that came up while a worker ran the lane: queued again when it is free.
     parked: Vec<Key>,
 }
@@ -59,11 +57,6 @@ struct State<L, W> {
     /// Partitions given up: a command of theirs still arriving is not queued (it stays
     /// unacknowledged for the next owner), so none runs here after the handover.
     given_up: std::collections::HashSet<u32>,
-    /// Scheduled re-checks running, and how many may run at once: a fleet's re-checks
-    /// coming due together never fill the workers and the cores (on every worker, a
-    /// re-check storm slowed each click beside it).
-    scheduled_running: usize,
-    scheduled_limit: usize,
 }
 
 /// The lanes and their ready queue; cloned into the consumer and each worker.
@@ -78,21 +71,17 @@ pub fn class_of(work: &Work) -> Class {
 }
 
 impl Dispatcher {
-    /// Lanes run by workers, at most `scheduled_limit` of them on re-checks.
-    pub fn new(lanes: impl IntoIterator<Item = Lane>, scheduled_limit: usize) -> Dispatcher {
+    pub fn new(lanes: impl IntoIterator<Item = Lane>) -> Dispatcher {
         let slots = lanes
             .into_iter()
             .map(|lane| Slot {
                 queues: HashMap::new(),
                 lane: Some(lane),
-                running: None,
                 parked: Vec::new(),
             })
             .collect();
-        let mut state = State::new(slots);
-        state.scheduled_limit = scheduled_limit.max(1);
         Dispatcher {
-            state: Arc::new(Mutex::new(state)),
+            state: Arc::new(Mutex::new(State::new(slots))),
             wake: Arc::new(Notify::new()),
         }
     }
@@ -105,6 +94,7 @@ impl Dispatcher {
         self.state().slots.len()
     }
 
+    /// Queues a command on lane `idx`.
     /// Queues a command on lane `idx`, unless its partition was given up meanwhile.
     pub fn push(&self, idx: usize, work: Work) {
         let key = (class_of(&work), work.cmd.tenant_id);
@@ -216,8 +206,6 @@ impl<L, W> State<L, W> {
             ready: FairQueue::default(),
             closed: false,
             given_up: Default::default(),
-            scheduled_running: 0,
-            scheduled_limit: usize::MAX,
         }
     }
 
@@ -235,8 +223,7 @@ impl<L, W> State<L, W> {
     /// The next turn whose lane is free, with the lane and the turn's oldest command.
     /// A turn whose lane a worker holds is parked until the lane is given back.
     fn take_ready(&mut self) -> Option<(usize, L, W)> {
-        let scheduled = self.scheduled_running < self.scheduled_limit;
-        while let Some(Turn { idx, key }) = self.ready.pop_within(scheduled) {
+        while let Some(Turn { idx, key }) = self.ready.pop() {
             let slot = &mut self.slots[idx];
             // A turn whose commands were dropped (their partition moved away).
             let Some(queue) = slot.queues.get_mut(&key) else {
@@ -251,10 +238,6 @@ impl<L, W> State<L, W> {
                 continue;
             };
             let lane = slot.lane.take().expect("the lane is free");
-            slot.running = Some(key.0);
-            if key.0 == Class::Scheduled {
-                self.scheduled_running += 1;
-            }
             if queue.is_empty() {
                 slot.queues.remove(&key);
             } else {
@@ -281,22 +264,16 @@ impl<L, W> State<L, W> {
         dropped
     }
 
-    /// Returns the lane; its parked turns queue again. How many workers to wake: one
-    /// per turn queued, and one more when a re-check ended (the next one may have
-    /// waited for the limit).
+    /// Returns the lane; its parked turns queue again. How many turns were queued.
     fn give_back(&mut self, idx: usize, lane: L) -> usize {
         let slot = &mut self.slots[idx];
         slot.lane = Some(lane);
-        let ended_scheduled = slot.running.take() == Some(Class::Scheduled);
         let parked = std::mem::take(&mut slot.parked);
         let n = parked.len();
-        if ended_scheduled {
-            self.scheduled_running -= 1;
-        }
         for key in parked {
             self.ready.push(key.0, key.1, Turn { idx, key });
         }
-        n + usize::from(ended_scheduled)
+        n
     }
 }
 
@@ -304,7 +281,6 @@ fn queued(class: Class) -> runtime::ops::IntGauge {
     let label = match class {
         Class::Interactive => "interactive",
         Class::Background => "background",
-        Class::Scheduled => "scheduled",
     };
     runtime::ops::HANDLER_QUEUED.with_label_values(&[label])
 }
@@ -324,7 +300,6 @@ mod tests {
                 .map(|i| Slot {
                     queues: HashMap::new(),
                     lane: Some(i),
-                    running: None,
                     parked: Vec::new(),
                 })
                 .collect(),
@@ -427,35 +402,6 @@ mod tests {
         push(&mut s, 0, Y, Class::Interactive, "later0");
         push(&mut s, 1, Y, Class::Interactive, "later1");
         assert!(s.take_ready().is_some() && s.take_ready().is_some());
-    }
-
-    #[test]
-    fn rechecks_run_on_at_most_their_limit_of_workers_and_everything_else_on_the_rest() {
-        let mut s = state(7);
-        s.scheduled_limit = 2;
-        for i in 0..5 {
-            push(&mut s, i, X, Class::Scheduled, &format!("recheck{i}"));
-        }
-        push(&mut s, 6, X, Class::Background, "preflight");
-        let taken: Vec<_> = std::iter::from_fn(|| s.take_ready()).collect();
-        let names: Vec<&str> = taken.iter().map(|(_, _, w)| w.as_str()).collect();
-        assert_eq!(
-            names,
-            ["preflight", "recheck0", "recheck1"],
-            "a follow-up first; a third re-check waits for the limit"
-        );
-        push(&mut s, 5, Y, Class::Interactive, "click");
-        let (_, _, click) = s.take_ready().unwrap();
-        assert_eq!(click, "click", "a person still gets a worker");
-        let (idx, lane, _) = taken.into_iter().nth(1).unwrap();
-        assert_eq!(
-            s.give_back(idx, lane),
-            1,
-            "a worker is woken for the next re-check"
-        );
-        let (_, _, next) = s.take_ready().unwrap();
-        assert_eq!(next, "recheck2");
-        assert!(s.take_ready().is_none());
     }
 
     #[test]

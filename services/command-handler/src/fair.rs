@@ -5,11 +5,10 @@
 //! of 20,000 registrations put every other tenant's click behind ~80 of them in each
 //! lane. Now each lane keeps a queue per tenant in two classes, and
 //! - takes commands a person is waiting for (the public commands and operator
-//!   commands) before background work, but at least one background command after
-//!   every [`INTERACTIVE_PER_BACKGROUND`] interactive ones, so background work is
-//!   slowed, never starved by people;
-//! - among background work, takes the follow-ups of people's commands (pre-flight,
-//!   provider results) before scheduled re-checks;
+//!   commands) before background work (scheduled re-checks, pre-flight, provider
+//!   results), but at least one background command after every
+//!   [`INTERACTIVE_PER_BACKGROUND`] interactive ones, so background work is slowed,
+//!   never starved;
 //! - within a class, takes the tenants in turn (round robin), one command each;
 //! - within a tenant and class, keeps arrival order (stream order), so one tenant's
 //!   commands for one domain keep their publish order.
@@ -27,22 +26,15 @@ pub const INTERACTIVE_PER_BACKGROUND: u32 = 8;
 pub enum Class {
     /// A person is waiting (public and operator commands).
     Interactive,
-    /// Follow-ups of a person's command that nobody waits on by itself (provider
-    /// results, pre-flight).
+    /// Nobody is waiting on this command itself.
     Background,
-    /// Scheduled re-checks: taken after the other background work, and run on at
-    /// most a few workers at once (the dispatcher's limit).
-    Scheduled,
 }
 
 impl Class {
-    /// Public commands (a person sent them) are interactive; re-checks are
-    /// scheduled; the services' other commands are background.
+    /// Public commands (a person sent them) are interactive; the services' own are not.
     pub fn of(command_type: CommandType) -> Class {
         if command_type.is_public() {
             Class::Interactive
-        } else if command_type == CommandType::Recheck {
-            Class::Scheduled
         } else {
             Class::Background
         }
@@ -101,8 +93,7 @@ impl<K: Hash + Eq + Clone, T> Turns<K, T> {
 pub struct FairQueue<K, T> {
     interactive: Turns<K, T>,
     background: Turns<K, T>,
-    scheduled: Turns<K, T>,
-    /// Interactive commands taken since the last background or scheduled one.
+    /// Interactive commands taken since the last background one.
     streak: u32,
 }
 
@@ -111,7 +102,6 @@ impl<K: Hash + Eq + Clone, T> Default for FairQueue<K, T> {
         FairQueue {
             interactive: Turns::default(),
             background: Turns::default(),
-            scheduled: Turns::default(),
             streak: 0,
         }
     }
@@ -122,39 +112,31 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         match class {
             Class::Interactive => self.interactive.push(key, item),
             Class::Background => self.background.push(key, item),
-            Class::Scheduled => self.scheduled.push(key, item),
         }
     }
 
     /// The next command to handle.
     pub fn pop(&mut self) -> Option<T> {
-        self.pop_within(true)
+        if self.background_next() {
+            self.streak = 0;
+            return self.background.pop();
+        }
+        self.streak += 1;
+        self.interactive.pop()
     }
 
-    /// The next command, leaving scheduled ones where `scheduled` is false (the
-    /// dispatcher's limit is reached).
-    pub fn pop_within(&mut self, scheduled: bool) -> Option<T> {
-        let later = !self.background.is_empty() || (scheduled && !self.scheduled.is_empty());
-        let later_due = self.streak >= INTERACTIVE_PER_BACKGROUND || self.interactive.is_empty();
-        if later && later_due {
-            self.streak = 0;
-            return match self.background.pop() {
-                Some(item) => Some(item),
-                None => self.scheduled.pop(),
-            };
-        }
-        let item = self.interactive.pop()?;
-        self.streak += 1;
-        Some(item)
+    fn background_next(&self) -> bool {
+        let background_due = self.streak >= INTERACTIVE_PER_BACKGROUND;
+        self.interactive.is_empty() || (background_due && !self.background.is_empty())
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.interactive.len() + self.background.len() + self.scheduled.len()
+        self.interactive.len() + self.background.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.interactive.is_empty() && self.background.is_empty() && self.scheduled.is_empty()
+        self.interactive.is_empty() && self.background.is_empty()
     }
 }
 
@@ -228,26 +210,6 @@ mod tests {
         let order = drain(&mut q);
         let at = order.iter().position(|s| s == "b0").unwrap();
         assert_eq!(at, INTERACTIVE_PER_BACKGROUND as usize);
-    }
-
-    #[test]
-    fn with_scheduled_work_held_back_people_and_follow_ups_are_served() {
-        let mut q = FairQueue::default();
-        q.push(Class::Scheduled, "x", "recheck".to_string());
-        q.push(Class::Background, "x", "preflight".to_string());
-        q.push(Class::Interactive, "y", "click".to_string());
-        assert_eq!(q.pop_within(false).as_deref(), Some("click"));
-        assert_eq!(q.pop_within(false).as_deref(), Some("preflight"));
-        assert_eq!(q.pop_within(false), None, "the re-check waits");
-        assert_eq!(q.pop_within(true).as_deref(), Some("recheck"));
-    }
-
-    #[test]
-    fn follow_ups_go_before_scheduled_rechecks() {
-        let mut q = FairQueue::default();
-        q.push(Class::Scheduled, "x", "recheck".to_string());
-        q.push(Class::Background, "y", "provider_result".to_string());
-        assert_eq!(drain(&mut q), ["provider_result", "recheck"]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
 use email_domain_events::command;
 use email_domain_events::TenantId;
 use futures::StreamExt;
-use runtime::{lease::Lease, partitions, streams, Config, Shutdown};
+use runtime::{lease::Lease, partitions, streams, Shutdown};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,62 +35,6 @@ const WINDOW: i64 = 50_000;
 /// Commands republished and not yet stored: few, so a quiet tenant's command, once
 /// read, waits behind few others on their way to the server.
 const IN_FLIGHT: usize = 256;
-
-/// The intake on a thread of its own.
-pub struct Thread {
-    finished: tokio::sync::oneshot::Receiver<()>,
-    /// Dropped with the instance (its runtime ended, as when it is killed): the
-    /// intake then ends at once too, without giving its lease up.
-    _alive: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Thread {
-    /// Waits until the intake has ended (after `shutdown`).
-    pub async fn join(self) {
-        let _ = self.finished.await;
-    }
-}
-
-/// Starts the intake on a thread and runtime of its own, with its own connection, so
-/// the handler's workers, busy with a burst, never slow the front door (on the
-/// workers' runtime it was one task among many, and read a burst 280 ms late).
-pub fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Thread> {
-    let (alive, gone) = tokio::sync::oneshot::channel::<()>();
-    let (done, finished) = tokio::sync::oneshot::channel();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("intake".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                tokio::select! {
-                    r = run_alone(config, shutdown) => {
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "the intake ended with an error");
-                        }
-                    }
-                    _ = gone => {}
-                }
-            });
-            let _ = done.send(());
-        })?;
-    Ok(Thread {
-        finished,
-        _alive: alive,
-    })
-}
-
-/// Connects and runs the intake until `shutdown`.
-pub async fn run_alone(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    let client = runtime::connect_nats(&config.nats_url, "command-handler-intake").await?;
-    let js = runtime::jetstream(client);
-    let services = Arc::new(Services::open(&js, &config).await?);
-    let leases = js.get_key_value(streams::LEASES_BUCKET).await?;
-    let lease = Lease::new(leases, CONSUMER, config.lease_ttl);
-    run(services, lease, config.handler_partitions, shutdown).await;
-    Ok(())
-}
 
 /// Runs the intake whenever this instance holds its lease, until `shutdown`.
 pub async fn run(services: Arc<Services>, lease: Lease, partitions: u32, shutdown: Shutdown) {

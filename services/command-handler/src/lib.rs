@@ -21,7 +21,7 @@ use email_domain_events::command::DecodeFailure;
 use email_domain_events::outcome::Outcome;
 use email_domain_events::{decide::Rejection, decide::RejectionCode, Command};
 use runtime::partitions::{self, Change, Ownership};
-use runtime::{dead_letters, streams, Config, Shutdown};
+use runtime::{dead_letters, lease::Lease, streams, Config, Shutdown};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -52,20 +52,23 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     )
     .await?;
     let services = Arc::new(Services::open(&js, &config).await?);
-    // Enough workers to keep the cores and the round trips to NATS busy, few enough
-    // that a command is not slowed by hundreds of others beside it (`HANDLER_WORKERS`).
-    let workers = config.handler_workers.min(config.handler_lanes.max(1));
     let dispatcher = dispatch::Dispatcher::new(
         (0..config.handler_lanes.max(1))
             .map(|_| lane::Lane::new(services.clone(), shutdown.clone())),
-        recheck_workers(workers),
     );
-    let workers: Vec<_> = (0..workers)
+    // Enough workers to keep the cores and the round trips to NATS busy, few enough
+    // that a command is not slowed by hundreds of others beside it (`HANDLER_WORKERS`).
+    let workers: Vec<_> = (0..config.handler_workers.min(dispatcher.lanes()))
         .map(|_| tokio::spawn(dispatcher.clone().work()))
         .collect();
     let keep_alive = tokio::spawn(dispatcher.clone().keep_alive());
 
-    let intake = intake::start(config.clone(), shutdown.clone())?;
+    let intake = tokio::spawn(intake::run(
+        services.clone(),
+        intake_lease(&js, &config).await?,
+        config.handler_partitions,
+        shutdown.clone(),
+    ));
     let (ownership, changes) = Ownership::start(
         js.get_key_value(partitions::BUCKET).await?,
         config.handler_partitions,
@@ -85,7 +88,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 
     // The workers finish what the lanes hold, then the leases go, so the next owners
     // start at once where this one ended.
-    intake.join().await;
+    let _ = intake.await;
     keep_alive.abort();
     dispatcher.close();
     for w in workers {
@@ -95,19 +98,21 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How many of the workers may run scheduled re-checks at once: a quarter. A
-/// re-check storm on every worker kept the cores full and slowed each click beside
-/// it (P6: p99 89 ms with all 16, 37 ms with 4, on this 2-core machine). Follow-ups
-/// of people's commands are not held: limiting them halved P1's pace.
-fn recheck_workers(workers: usize) -> usize {
-    (workers / 4).max(1)
-}
-
 /// Runs only the intake, no partitions, until `shutdown`: for tests that look at
 /// what the intake moves before any handler takes it.
 #[doc(hidden)]
 pub async fn run_intake(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    intake::run_alone(config, shutdown).await
+    let client = runtime::connect_nats(&config.nats_url, "command-handler-intake").await?;
+    let js = runtime::jetstream(client);
+    let services = Arc::new(Services::open(&js, &config).await?);
+    let lease = intake_lease(&js, &config).await?;
+    intake::run(services, lease, config.handler_partitions, shutdown).await;
+    Ok(())
+}
+
+async fn intake_lease(js: &jetstream::Context, config: &Config) -> anyhow::Result<Lease> {
+    let leases = js.get_key_value(streams::LEASES_BUCKET).await?;
+    Ok(Lease::new(leases, intake::CONSUMER, config.lease_ttl))
 }
 
 /// The partitions this instance consumes.

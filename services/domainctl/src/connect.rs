@@ -15,15 +15,10 @@ pub struct Endpoints {
     pub database_url: String,
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db` (the services'
+/// one redaction, also for a URL without a scheme).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
-            let colon = s + 3 + url[s + 3..at].find(':').unwrap_or(0);
-            format!("{}:***{}", &url[..colon], &url[at..])
-        }
-        _ => url.to_string(),
-    }
+    runtime::config::redact_url(url)
 }
 
 /// Connects to NATS once, without retrying in the background: an operator wants to
