@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn given_an_invalid_command_outcome_when_the_id_comes_again_then_it_counts_as_not_seen() {
-        let rejection = Rejection::new(RejectionCode::InvalidCommand, "bad".into());
+        let rejection = Rejection::new(RejectionCode::InvalidCommand, "bad");
         let o = Outcome::rejected(
             CommandId(uuid::Uuid::nil()),
             Some(A.into()),
