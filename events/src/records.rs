@@ -33,6 +33,29 @@ pub struct DnsRecord {
     pub diagnosis: Option<Diagnosis>,
 }
 
+impl DnsRecord {
+    /// A required record as the provider asks for it: not checked yet, nothing observed.
+    pub fn required(
+        purpose: &str,
+        record_type: &str,
+        name: &str,
+        value: &str,
+        priority: Option<u16>,
+    ) -> DnsRecord {
+        DnsRecord {
+            purpose: purpose.into(),
+            record_type: record_type.into(),
+            name: name.into(),
+            value: value.into(),
+            priority,
+            required: true,
+            dns_status: DnsStatus::Pending,
+            observed: vec![],
+            diagnosis: None,
+        }
+    }
+}
+
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

@@ -1299,24 +1299,11 @@ mod tests {
     const SPF: &str = "v=spf1 include:amazonses.com ~all";
     const KEY: &str = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDLxKqJ7k9kVp0xL3Wn2QeX8vHb0Y4mTtR5sJ1aFhQ9gUo3EwXyZ7nC6iP2dLkAbCdEfGhIjKlMnOpQrStUvWxYz01234567AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQIDAQAB";
 
-    fn rec(purpose: &str, t: &str, name: &str, value: &str, priority: Option<u16>) -> DnsRecord {
-        DnsRecord {
-            purpose: purpose.into(),
-            record_type: t.into(),
-            name: name.into(),
-            value: value.into(),
-            priority,
-            required: true,
-            dns_status: DnsStatus::Pending,
-            observed: vec![],
-            diagnosis: None,
-        }
-    }
     fn spf() -> DnsRecord {
-        rec("spf", "TXT", "send.acme.com", SPF, None)
+        DnsRecord::required("spf", "TXT", "send.acme.com", SPF, None)
     }
     fn dkim() -> DnsRecord {
-        rec(
+        DnsRecord::required(
             "dkim",
             "TXT",
             "resend._domainkey.acme.com",
@@ -1325,7 +1312,7 @@ mod tests {
         )
     }
     fn mx() -> DnsRecord {
-        rec(
+        DnsRecord::required(
             "return_path",
             "MX",
             "send.acme.com",
@@ -1334,10 +1321,10 @@ mod tests {
         )
     }
     fn dmarc() -> DnsRecord {
-        rec("dmarc", "TXT", "_dmarc.acme.com", "v=DMARC1; p=none;", None)
+        DnsRecord::required("dmarc", "TXT", "_dmarc.acme.com", "v=DMARC1; p=none;", None)
     }
     fn tracking() -> DnsRecord {
-        rec(
+        DnsRecord::required(
             "tracking",
             "CNAME",
             "links.acme.com",
@@ -1439,7 +1426,7 @@ mod tests {
 
     #[test]
     fn plan_for_a_subdomain_zone_also_asks_the_registrable_domain_appended() {
-        let r = rec("spf", "TXT", "send.mail.acme.com", SPF, None);
+        let r = DnsRecord::required("spf", "TXT", "send.mail.acme.com", SPF, None);
         let qs = plan("mail.acme.com", &[r]);
         assert!(qs
             .iter()
@@ -1720,7 +1707,7 @@ mod tests {
             );
             assert_found(&r);
         }
-        let strict = rec(
+        let strict = DnsRecord::required(
             "dmarc",
             "TXT",
             "_dmarc.acme.com",

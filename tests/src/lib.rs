@@ -703,6 +703,27 @@ impl Stack {
             .unwrap();
     }
 
+    /// Publishes each body on `email_domains.commands.<command_type>` with its
+    /// `command_id` as `Nats-Msg-Id`, all in flight at once, then waits for every ack.
+    pub async fn publish_all(&self, command_type: &str, bodies: impl IntoIterator<Item = Value>) {
+        let subject = format!("email_domains.commands.{command_type}");
+        let mut acks = Vec::new();
+        for body in bodies {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", body["command_id"].as_str().unwrap());
+            let payload = serde_json::to_vec(&body).unwrap().into();
+            let ack = self
+                .js
+                .publish_with_headers(subject.clone(), headers, payload)
+                .await
+                .unwrap();
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    }
+
     /// Sends a command and waits for its outcome.
     pub async fn send(&self, command_type: &str, tenant: Uuid, domain: &str) -> Outcome {
         let body = json!({"command_id": Uuid::new_v4(), "tenant_id": tenant, "domain": domain, "requested_by": "test"});

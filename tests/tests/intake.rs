@@ -9,28 +9,12 @@ use uuid::Uuid;
 
 const BURST: usize = 6000;
 
-/// Publishes `register_domain` for each name, waiting for every ack at the end.
+/// Publishes `register_domain` of `tenant` for each name.
 async fn publish_all(stack: &Stack, tenant: Uuid, names: &[String]) {
-    let mut acks = Vec::new();
-    for name in names {
-        let id = Uuid::new_v4();
-        let body = json!({"command_id": id, "tenant_id": tenant, "domain": name, "requested_by": "intake-test"});
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.to_string().as_str());
-        let ack = stack
-            .js
-            .publish_with_headers(
-                "email_domains.commands.register_domain",
-                headers,
-                serde_json::to_vec(&body).unwrap().into(),
-            )
-            .await
-            .unwrap();
-        acks.push(ack);
-    }
-    for ack in acks {
-        ack.await.unwrap();
-    }
+    let bodies = names.iter().map(|name| {
+        json!({"command_id": Uuid::new_v4(), "tenant_id": tenant, "domain": name, "requested_by": "intake-test"})
+    });
+    stack.publish_all("register_domain", bodies).await;
 }
 
 /// Waits until the partition stream holds `n` messages.

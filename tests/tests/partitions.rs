@@ -36,29 +36,15 @@ async fn publish_step(
     names: &[String],
     sent: &mut BTreeMap<(Uuid, String), Vec<Uuid>>,
 ) {
-    let mut acks = Vec::new();
+    let mut bodies = Vec::new();
     for name in names {
         for &tenant in tenants {
             let id = Uuid::new_v4();
-            let body = json!({"command_id": id, "tenant_id": tenant, "domain": name, "requested_by": "partitions-test"});
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", id.to_string().as_str());
-            let ack = stack
-                .js
-                .publish_with_headers(
-                    format!("email_domains.commands.{}", STEPS[step]),
-                    headers,
-                    serde_json::to_vec(&body).unwrap().into(),
-                )
-                .await
-                .unwrap();
-            acks.push(ack);
+            bodies.push(json!({"command_id": id, "tenant_id": tenant, "domain": name, "requested_by": "partitions-test"}));
             sent.entry((tenant, name.clone())).or_default().push(id);
         }
     }
-    for ack in acks {
-        ack.await.unwrap();
-    }
+    stack.publish_all(STEPS[step], bodies).await;
 }
 
 /// Per (tenant, name), the public commands that caused events, in log order, are in

@@ -26,53 +26,39 @@ fn cpu_secs() -> (f64, f64) {
     (field(11), field(12))
 }
 
-fn rec(purpose: &str, t: &str, name: &str, value: &str, priority: Option<u16>) -> DnsRecord {
-    DnsRecord {
-        purpose: purpose.into(),
-        record_type: t.into(),
-        name: name.into(),
-        value: value.into(),
-        priority,
-        required: true,
-        dns_status: DnsStatus::Pending,
-        observed: vec![],
-        diagnosis: None,
-    }
-}
-
 /// The records of registration `i`, published on `dns`.
 fn registration(dns: &TestDns, i: usize) -> (String, Vec<DnsRecord>) {
     let zone = format!("d{i}.{ZONE}");
     let records = vec![
-        rec(
+        DnsRecord::required(
             "spf",
             "TXT",
             &format!("send.{zone}"),
             "v=spf1 include:amazonses.com ~all",
             None,
         ),
-        rec(
+        DnsRecord::required(
             "dkim",
             "TXT",
             &format!("resend._domainkey.{zone}"),
             &format!("p={KEY}"),
             None,
         ),
-        rec(
+        DnsRecord::required(
             "return_path",
             "MX",
             &format!("send.{zone}"),
             "feedback-smtp.us-east-1.amazonses.com",
             Some(10),
         ),
-        rec(
+        DnsRecord::required(
             "dmarc",
             "TXT",
             &format!("_dmarc.{zone}"),
             "v=DMARC1; p=none;",
             None,
         ),
-        rec(
+        DnsRecord::required(
             "tracking",
             "CNAME",
             &format!("links.{zone}"),

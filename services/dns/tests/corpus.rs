@@ -21,20 +21,6 @@ fn key(len: usize) -> String {
         .collect()
 }
 
-fn rec(purpose: &str, t: &str, name: &str, value: &str, priority: Option<u16>) -> DnsRecord {
-    DnsRecord {
-        purpose: purpose.into(),
-        record_type: t.into(),
-        name: name.into(),
-        value: value.into(),
-        priority,
-        required: true,
-        dns_status: DnsStatus::Pending,
-        observed: vec![],
-        diagnosis: None,
-    }
-}
-
 fn cfg(servers: Vec<SocketAddr>) -> DnsConfig {
     DnsConfig {
         timeout: Duration::from_millis(300),
@@ -191,84 +177,84 @@ async fn corpus_covers_every_code_and_rule() {
     dns.fail("to.acme.test", Fault::Drop);
 
     let expected = vec![
-        rec("spf", "TXT", "send.acme.test", SPF, None), // 0 found
-        rec("return_path", "MX", "send.acme.test", MXHOST, Some(10)), // 1 found
-        rec(
+        DnsRecord::required("spf", "TXT", "send.acme.test", SPF, None), // 0 found
+        DnsRecord::required("return_path", "MX", "send.acme.test", MXHOST, Some(10)), // 1 found
+        DnsRecord::required(
             "dkim",
             "TXT",
             "resend._domainkey.acme.test",
             &format!("p={long_key}"),
             None,
         ), // 2 found (split)
-        rec(
+        DnsRecord::required(
             "dmarc",
             "TXT",
             "_dmarc.acme.test",
             "v=DMARC1; p=none;",
             None,
         ), // 3 found (tag order, tag name case)
-        rec("spf", "TXT", "merged.acme.test", SPF, None), // 4 found (merged)
-        rec("spf", "TXT", "split.acme.test", SPF, None), // 5 found (split strings)
-        rec("spf", "TXT", "x.wild.acme.test", SPF, None), // 6 found (wildcard)
-        rec(
+        DnsRecord::required("spf", "TXT", "merged.acme.test", SPF, None), // 4 found (merged)
+        DnsRecord::required("spf", "TXT", "split.acme.test", SPF, None), // 5 found (split strings)
+        DnsRecord::required("spf", "TXT", "x.wild.acme.test", SPF, None), // 6 found (wildcard)
+        DnsRecord::required(
             "dkim",
             "TXT",
             "k4._domainkey.acme.test",
             &format!("v=DKIM1; p={long_key}"),
             None,
         ), // 7 found via CNAME
-        rec(
+        DnsRecord::required(
             "dkim",
             "TXT",
             "k5._domainkey.acme.test",
             &format!("p={long_key}"),
             None,
         ), // 8 found via followed CNAME
-        rec(
+        DnsRecord::required(
             "tracking",
             "CNAME",
             "t1.acme.test",
             "track.provider.test",
             None,
         ), // 9 found (chain)
-        rec("spf", "TXT", "s2.acme.test", SPF, None),   // 10 appended
-        rec(
+        DnsRecord::required("spf", "TXT", "s2.acme.test", SPF, None),   // 10 appended
+        DnsRecord::required(
             "dkim",
             "TXT",
             "k2._domainkey.acme.test",
             &format!("p={}", key(100)),
             None,
         ), // 11 wrong_name (apex)
-        rec("spf", "TXT", "bounce.acme.test", SPF, None), // 12 multiple spf
-        rec(
+        DnsRecord::required("spf", "TXT", "bounce.acme.test", SPF, None), // 12 multiple spf
+        DnsRecord::required(
             "dkim",
             "TXT",
             "k3._domainkey.acme.test",
             &format!("p={}", key(92)),
             None,
         ), // 13 duplicate
-        rec(
+        DnsRecord::required(
             "tracking",
             "CNAME",
             "links.acme.test",
             "track.provider.test",
             None,
         ), // 14 proxied
-        rec("spf", "TXT", "mail2.acme.test", SPF, None), // 15 wrong_type
-        rec("return_path", "MX", "rp.acme.test", MXHOST, Some(10)), // 16 value_mismatch
-        rec("spf", "TXT", "miss.acme.test", SPF, None), // 17 missing
-        rec("spf", "TXT", "sf.acme.test", SPF, None),   // 18 servfail
-        rec("spf", "TXT", "rf.acme.test", SPF, None),   // 19 refused
-        rec("spf", "TXT", "to.acme.test", SPF, None),   // 20 timeout
-        rec("spf", "TXT", "quoted.acme.test", SPF, None), // 21 quotes served as text
-        rec(
+        DnsRecord::required("spf", "TXT", "mail2.acme.test", SPF, None), // 15 wrong_type
+        DnsRecord::required("return_path", "MX", "rp.acme.test", MXHOST, Some(10)), // 16 value_mismatch
+        DnsRecord::required("spf", "TXT", "miss.acme.test", SPF, None),             // 17 missing
+        DnsRecord::required("spf", "TXT", "sf.acme.test", SPF, None),               // 18 servfail
+        DnsRecord::required("spf", "TXT", "rf.acme.test", SPF, None),               // 19 refused
+        DnsRecord::required("spf", "TXT", "to.acme.test", SPF, None),               // 20 timeout
+        DnsRecord::required("spf", "TXT", "quoted.acme.test", SPF, None), // 21 quotes served as text
+        DnsRecord::required(
             "dmarc",
             "TXT",
             "_dmarc.lower.acme.test",
             "v=DMARC1; p=none;",
             None,
         ), // 22 DMARC version in lower case
-        rec(
+        DnsRecord::required(
             "dkim",
             "TXT",
             "k6._domainkey.acme.test",
@@ -444,7 +430,7 @@ async fn long_dkim_is_served_split_and_compared_whole() {
     let out = checker
         .check(
             "acme.test",
-            &[rec(
+            &[DnsRecord::required(
                 "dkim",
                 "TXT",
                 "s1._domainkey.acme.test",
@@ -466,7 +452,7 @@ async fn long_dkim_is_served_split_and_compared_whole() {
     let out = checker
         .check(
             "acme.test",
-            &[rec(
+            &[DnsRecord::required(
                 "dkim",
                 "TXT",
                 "s1._domainkey.acme.test",
@@ -545,8 +531,8 @@ async fn cname_chains_are_shown_and_followed() {
         .check(
             "acme.test",
             &[
-                rec("spf", "TXT", "a.acme.test", SPF, None),
-                rec("spf", "TXT", "dangling.acme.test", SPF, None),
+                DnsRecord::required("spf", "TXT", "a.acme.test", SPF, None),
+                DnsRecord::required("spf", "TXT", "dangling.acme.test", SPF, None),
             ],
         )
         .await;
@@ -567,8 +553,8 @@ async fn wildcards_answer_but_not_under_an_empty_non_terminal() {
         .check(
             "acme.test",
             &[
-                rec("dmarc", "TXT", "_dmarc.acme.test", "v=DMARC1; p=none", None),
-                rec(
+                DnsRecord::required("dmarc", "TXT", "_dmarc.acme.test", "v=DMARC1; p=none", None),
+                DnsRecord::required(
                     "dkim",
                     "TXT",
                     "s1._domainkey.acme.test",
@@ -618,16 +604,16 @@ async fn four_records_are_checked_concurrently() {
     })
     .unwrap();
     let expected = [
-        rec("spf", "TXT", "send.acme.test", SPF, None),
-        rec("return_path", "MX", "send.acme.test", MXHOST, Some(10)),
-        rec(
+        DnsRecord::required("spf", "TXT", "send.acme.test", SPF, None),
+        DnsRecord::required("return_path", "MX", "send.acme.test", MXHOST, Some(10)),
+        DnsRecord::required(
             "dkim",
             "TXT",
             "resend._domainkey.acme.test",
             &format!("p={}", key(300)),
             None,
         ),
-        rec(
+        DnsRecord::required(
             "dmarc",
             "TXT",
             "_dmarc.acme.test",
@@ -688,8 +674,8 @@ async fn the_authority_decides_and_the_resolvers_negative_cache_is_reported() {
     };
     let checker = DnsChecker::new(cfg).unwrap();
     let expected = [
-        rec("spf", "TXT", "send.acme.test", SPF, None),
-        rec("dmarc", "TXT", "_dmarc.acme.test", "v=DMARC1; p=none", None),
+        DnsRecord::required("spf", "TXT", "send.acme.test", SPF, None),
+        DnsRecord::required("dmarc", "TXT", "_dmarc.acme.test", "v=DMARC1; p=none", None),
     ];
     let report = checker.check_report("acme.test", &expected).await;
     assert_eq!(report.records[0].dns_status, DnsStatus::Found, "{report:?}");

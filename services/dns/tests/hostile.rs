@@ -11,20 +11,6 @@ use testdns::TestDns;
 
 const SPF: &str = "v=spf1 include:amazonses.com ~all";
 
-fn rec(purpose: &str, t: &str, name: &str, value: &str, priority: Option<u16>) -> DnsRecord {
-    DnsRecord {
-        purpose: purpose.into(),
-        record_type: t.into(),
-        name: name.into(),
-        value: value.into(),
-        priority,
-        required: true,
-        dns_status: DnsStatus::Pending,
-        observed: vec![],
-        diagnosis: None,
-    }
-}
-
 /// A "system resolver" on 127.0.0.1 that knows `acme.test` is delegated to
 /// `ns1.acme.test` at `authority`, and an authoritative server there that serves
 /// the SPF record. Returns (resolver, authority).
@@ -59,7 +45,13 @@ fn system_cfg(resolver: &TestDns, port: u16) -> DnsConfig {
 async fn a_delegation_to_a_loopback_address_is_not_asked() {
     let (resolver, auth) = delegated_to("127.0.0.2").await;
     let checker = DnsChecker::new(system_cfg(&resolver, auth.addr().port())).unwrap();
-    let expected = [rec("spf", "TXT", "send.acme.test", SPF, None)];
+    let expected = [DnsRecord::required(
+        "spf",
+        "TXT",
+        "send.acme.test",
+        SPF,
+        None,
+    )];
 
     let report = checker.check_report("acme.test", &expected).await;
 
@@ -78,7 +70,13 @@ async fn a_test_that_runs_its_authorities_on_loopback_may_still_ask_them() {
         ..system_cfg(&resolver, auth.addr().port())
     };
     let checker = DnsChecker::new(cfg).unwrap();
-    let expected = [rec("spf", "TXT", "send.acme.test", SPF, None)];
+    let expected = [DnsRecord::required(
+        "spf",
+        "TXT",
+        "send.acme.test",
+        SPF,
+        None,
+    )];
 
     let report = checker.check_report("acme.test", &expected).await;
 
@@ -100,7 +98,13 @@ async fn configured_nameservers_on_loopback_are_asked() {
         ..DnsConfig::only(vec![dns.addr()])
     })
     .unwrap();
-    let expected = [rec("spf", "TXT", "send.acme.test", SPF, None)];
+    let expected = [DnsRecord::required(
+        "spf",
+        "TXT",
+        "send.acme.test",
+        SPF,
+        None,
+    )];
 
     let report = checker.check_report("acme.test", &expected).await;
 
@@ -113,29 +117,29 @@ async fn configured_nameservers_on_loopback_are_asked() {
 /// The records a provider asks for, at `zone`.
 fn expected(zone: &str) -> Vec<DnsRecord> {
     vec![
-        rec("spf", "TXT", &format!("send.{zone}"), SPF, None),
-        rec(
+        DnsRecord::required("spf", "TXT", &format!("send.{zone}"), SPF, None),
+        DnsRecord::required(
             "return_path",
             "MX",
             &format!("send.{zone}"),
             "feedback-smtp.us-east-1.amazonses.com",
             Some(10),
         ),
-        rec(
+        DnsRecord::required(
             "dkim",
             "TXT",
             &format!("resend._domainkey.{zone}"),
             "p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQCA",
             None,
         ),
-        rec(
+        DnsRecord::required(
             "dmarc",
             "TXT",
             &format!("_dmarc.{zone}"),
             "v=DMARC1; p=none",
             None,
         ),
-        rec(
+        DnsRecord::required(
             "tracking",
             "CNAME",
             &format!("links.{zone}"),
