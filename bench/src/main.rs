@@ -614,6 +614,13 @@ fn bench_workers() -> usize {
         .unwrap_or(16)
 }
 
+/// The handler's fleet pace: `HANDLER_FLEET_RATE` as the services read it, else the default.
+fn bench_fleet_rate() -> Option<u32> {
+    runtime::Config::from_env()
+        .map(|c| c.handler_fleet_rate)
+        .unwrap_or(Some(runtime::config::DEFAULT_FLEET_RATE))
+}
+
 /// The handler instances P1 and P2 are measured with, in the same run.
 const HANDLERS: &[usize] = &[1, 2];
 
@@ -668,6 +675,7 @@ fn bench_options() -> StackOptions {
     StackOptions {
         handler_lanes: 256,
         handler_workers: bench_workers(),
+        handler_fleet_rate: bench_fleet_rate(),
         handler_partitions: 8,
         ..StackOptions::default()
     }

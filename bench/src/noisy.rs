@@ -50,8 +50,14 @@ type Times = Arc<Mutex<HashMap<String, Instant>>>;
 /// One P6 run on a stack of `options` (the scheduler only for the re-check storm).
 pub async fn run(load: Load, quiet_secs: u64, options: StackOptions) -> anyhow::Result<P6> {
     let options_handlers = options.handlers;
+    let storm = matches!(load, Load::RecheckStorm(_));
     let stack = Stack::start_with(StackOptions {
-        scheduler: matches!(load, Load::RecheckStorm(_)),
+        scheduler: storm,
+        policy: if storm {
+            storm_policy()
+        } else {
+            options.policy.clone()
+        },
         ..options
     })
     .await;
@@ -64,6 +70,12 @@ pub async fn run(load: Load, quiet_secs: u64, options: StackOptions) -> anyhow::
         .await;
     let rows = watch_rows(&stack).await?;
     let outcomes = watch_outcomes(&stack).await?;
+    let tracing = std::env::var_os("BENCH_TRACE").is_some();
+    let moves = if tracing {
+        Some(watch_moves(&stack).await?)
+    } else {
+        None
+    };
     let noisy = Uuid::new_v4();
     let burst_started = Instant::now();
     let burst = match load {
@@ -74,7 +86,10 @@ pub async fn run(load: Load, quiet_secs: u64, options: StackOptions) -> anyhow::
         Load::RecheckStorm(n) => {
             publish_registrations(&stack, noisy, "x", n).await?;
             wait_awaiting(&stack, n, Duration::from_secs(600)).await?;
-            // Every timer due now: the scheduler fires them all at once.
+            hold_timers(&stack).await?;
+            wait_all_due(&stack).await?;
+            // Every timer due now, and every domain's check due by the handler's own
+            // reckoning: the scheduler fires them all at once, and each does a check.
             sqlx::query("UPDATE scheduler_timers SET due_at = now()")
                 .execute(&stack.pool)
                 .await?;
@@ -82,7 +97,16 @@ pub async fn run(load: Load, quiet_secs: u64, options: StackOptions) -> anyhow::
         }
     };
     let quiet = Uuid::new_v4();
+    let sampler = tracing.then(|| {
+        tokio::spawn(sample_queues(
+            stack.js.clone(),
+            stack.config.handler_partitions,
+        ))
+    });
     let published = send_quietly(&stack, quiet, quiet_secs).await?;
+    if let Some(s) = sampler {
+        s.abort();
+    }
     let burst_secs = match burst {
         Some(n) => {
             wait_awaiting(&stack, n, Duration::from_secs(600)).await?;
@@ -105,8 +129,13 @@ pub async fn run(load: Load, quiet_secs: u64, options: StackOptions) -> anyhow::
             .collect()
     };
     let (row_ms, outcome_ms) = (since(&rows), since(&outcomes));
-    if std::env::var_os("BENCH_TRACE").is_some() {
-        trace_by_second(&published, &outcomes.lock().unwrap());
+    if let Some(moves) = &moves {
+        trace_by_second(
+            &published,
+            &moves.lock().unwrap(),
+            &outcomes.lock().unwrap(),
+            &rows.lock().unwrap(),
+        );
     }
     anyhow::ensure!(
         row_ms.len() == published.len() && outcome_ms.len() == published.len(),
@@ -124,24 +153,34 @@ pub async fn run(load: Load, quiet_secs: u64, options: StackOptions) -> anyhow::
     })
 }
 
-/// Where in the run the slow commands were: per second of sending, the outcome
-/// latency's median and maximum (`BENCH_TRACE=1`).
-fn trace_by_second(published: &HashMap<String, Instant>, seen: &HashMap<String, Instant>) {
+/// Where in the run the slow commands were: per second of sending, how long the
+/// quiet tenant's commands took to reach their partition (the intake's move), their
+/// outcome and their row, median and maximum (`BENCH_TRACE=1`).
+fn trace_by_second(
+    published: &HashMap<String, Instant>,
+    moved: &HashMap<String, Instant>,
+    answered: &HashMap<String, Instant>,
+    rows: &HashMap<String, Instant>,
+) {
     let Some(start) = published.values().min().copied() else {
         return;
     };
-    let mut by_second: std::collections::BTreeMap<u64, Vec<f64>> = Default::default();
+    let mut by_second: std::collections::BTreeMap<u64, [Vec<f64>; 3]> = Default::default();
     for (key, at) in published {
-        if let Some(s) = seen.get(key) {
-            let second = at.duration_since(start).as_secs();
-            by_second.entry(second).or_default().push(ms(*at, *s));
+        let second = by_second
+            .entry(at.duration_since(start).as_secs())
+            .or_default();
+        for (stage, seen) in [moved, answered, rows].into_iter().enumerate() {
+            if let Some(s) = seen.get(key) {
+                second[stage].push(ms(*at, *s));
+            }
         }
     }
-    for (second, v) in by_second {
-        let l = Latency::of(v);
+    for (second, [moved, answered, rows]) in by_second {
+        let [m, a, r] = [moved, answered, rows].map(Latency::of);
         eprintln!(
-            "    second {second:>2}: outcome p50 {:.1} ms, max {:.1} ms",
-            l.p50, l.max
+            "    second {second:>2}: p50 / max moved {:.1} / {:.1}, outcome {:.1} / {:.1}, row {:.1} / {:.1} ms",
+            m.p50, m.max, a.p50, a.max, r.p50, r.max
         );
     }
 }
@@ -171,6 +210,66 @@ async fn watch_rows(stack: &Stack) -> anyhow::Result<Times> {
                 .unwrap()
                 .entry(n.payload().to_string())
                 .or_insert_with(Instant::now);
+        }
+    });
+    Ok(out)
+}
+
+/// Every 100 ms for the first 3 s of the quiet tenant's sending: where commands wait
+/// (`BENCH_TRACE`): in the commands stream not yet read by the intake, read and not
+/// moved, and in the partition streams not yet delivered to a handler, or delivered
+/// and not handled.
+async fn sample_queues(js: async_nats::jetstream::Context, partitions: u32) {
+    let start = Instant::now();
+    let (Ok(commands), Ok(parts)) = (
+        js.get_stream(runtime::streams::COMMANDS).await,
+        js.get_stream(runtime::partitions::STREAM).await,
+    ) else {
+        return;
+    };
+    while start.elapsed() < Duration::from_secs(3) {
+        let intake = commands.consumer_info("command-handler").await.ok();
+        let (mut pending, mut delivered) = (0u64, 0usize);
+        for p in 0..partitions {
+            if let Ok(i) = parts.consumer_info(runtime::partitions::consumer(p)).await {
+                pending += i.num_pending;
+                delivered += i.num_ack_pending;
+            }
+        }
+        eprintln!(
+            "    at {:>4} ms: intake not read {}, read not moved {}; partitions not delivered {}, delivered not handled {}",
+            start.elapsed().as_millis(),
+            intake.as_ref().map_or(0, |i| i.num_pending),
+            intake.as_ref().map_or(0, |i| i.num_ack_pending),
+            pending,
+            delivered
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// When the intake moved each of the quiet tenant's commands to its partition
+/// (`BENCH_TRACE` only: it reads every move of the burst too).
+async fn watch_moves(stack: &Stack) -> anyhow::Result<Times> {
+    let subject = format!(
+        "{}*.register_domain",
+        runtime::partitions::SUBJECTS.trim_end_matches('>')
+    );
+    let mut sub = stack.client.subscribe(subject).await?;
+    let seen: Times = Default::default();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            let at = Instant::now();
+            if !m.payload.windows(3).any(|w| w == b"\"y-") {
+                continue;
+            }
+            let Ok(c) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
+                continue;
+            };
+            if let Some(d) = c["domain"].as_str() {
+                seen.lock().unwrap().entry(d.to_string()).or_insert(at);
+            }
         }
     });
     Ok(out)
@@ -214,6 +313,39 @@ async fn publish_registrations(
     for a in acks {
         a.await?;
     }
+    Ok(())
+}
+
+/// The storm's cadence: the first check 30 s after provisioning (the default is
+/// 300 s, which would make the bench wait five minutes for the checks to be due; the
+/// work of a check is the same), the next one a minute after it, after the run.
+/// A burst slower than 27 s lets the scheduler check its first domains early (those
+/// then are not due in the storm).
+fn storm_policy() -> email_domain_events::Policy {
+    email_domain_events::Policy {
+        recheck_initial: chrono::Duration::seconds(30),
+        ..email_domain_events::Policy::default()
+    }
+}
+
+/// Holds every timer back (an hour) while the domains' checks come due.
+async fn hold_timers(stack: &Stack) -> anyhow::Result<()> {
+    sqlx::query("UPDATE scheduler_timers SET due_at = now() + interval '1 hour'")
+        .execute(&stack.pool)
+        .await?;
+    Ok(())
+}
+
+/// Waits until every domain's next check has passed by the handler's own reckoning,
+/// so each re-check the scheduler fires does a check.
+async fn wait_all_due(stack: &Stack) -> anyhow::Result<()> {
+    let last: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT max(next_check_at) FROM email_domains")
+            .fetch_one(&stack.pool)
+            .await?;
+    let last = last.ok_or_else(|| anyhow::anyhow!("P6: no checks to come due"))?;
+    let wait = (last - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_secs(1)).await;
     Ok(())
 }
 

@@ -68,6 +68,9 @@ impl Outcome {
         }
     }
 
+    /// Every outcome's subject (a subscription's or the stream's filter).
+    pub const ALL_SUBJECTS: &'static str = "email_domains.outcomes.>";
+
     pub fn subject(command_id: CommandId) -> String {
         format!("email_domains.outcomes.{command_id}")
     }

@@ -282,6 +282,8 @@ pub struct StackOptions {
     pub scheduler: bool,
     pub handler_lanes: usize,
     pub handler_workers: usize,
+    /// Scheduled re-checks a handler starts a second (`None`: unlimited).
+    pub handler_fleet_rate: Option<u32>,
     /// Partitions of the command work shared by the handler instances.
     pub handler_partitions: u32,
     /// Leases (handler partitions, the intake, single-instance services) run out after this.
@@ -321,6 +323,7 @@ impl Default for StackOptions {
             scheduler: true,
             handler_lanes: 64,
             handler_workers: 16,
+            handler_fleet_rate: Some(runtime::config::DEFAULT_FLEET_RATE),
             handler_partitions: 4,
             lease_ttl: Duration::from_millis(1500),
             projectors: true,
@@ -352,6 +355,8 @@ pub struct Stack {
     /// With `StackOptions::processes`: where the binaries are, and the services running.
     bin_dir: Option<std::path::PathBuf>,
     children: Vec<(&'static str, Child)>,
+    /// Each process's output (`<name>-<pid>.log`), shown when a test fails.
+    logs: tempfile::TempDir,
 }
 
 impl Stack {
@@ -387,6 +392,7 @@ impl Stack {
             provider_rate_limit: opts.provider_rate_limit,
             handler_lanes: opts.handler_lanes,
             handler_workers: opts.handler_workers,
+            handler_fleet_rate: opts.handler_fleet_rate,
             handler_partitions: opts.handler_partitions,
             snapshot_every: 4,
             lease_ttl: opts.lease_ttl,
@@ -425,6 +431,7 @@ impl Stack {
             serve_ops: opts.ops,
             bin_dir: opts.processes.clone(),
             children: Vec::new(),
+            logs: tempfile::tempdir().expect("temp dir"),
         };
         if stack.bin_dir.is_some() {
             stack.start_processes(&opts);
@@ -479,17 +486,43 @@ impl Stack {
 
     fn start_process(&mut self, name: &'static str, bin: &str, args: &[&str]) -> u32 {
         let dir = self.bin_dir.as_ref().expect("StackOptions::processes");
+        let log = tempfile::NamedTempFile::with_prefix_in(format!("{name}-"), self.logs.path())
+            .and_then(|f| f.keep().map_err(|e| e.error))
+            .expect("a log file")
+            .0;
         let child = Command::new(dir.join(bin))
             .args(args)
             .env_clear()
             .envs(service_env(&self.config))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().expect("a log file"))
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", dir.join(bin).display()));
         let pid = child.id();
         self.children.push((name, child));
         pid
+    }
+
+    /// Prints the end of each process's output (for a failed test's report).
+    fn print_process_logs(&self) {
+        let Ok(entries) = std::fs::read_dir(self.logs.path()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(PROCESS_LOG_TAIL)..];
+            eprintln!(
+                "--- {} (last {} of {} lines) ---",
+                entry.file_name().to_string_lossy(),
+                tail.len(),
+                lines.len()
+            );
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
     }
     /// Waits until `members` handler instances are alive and every partition has a live owner
     /// among them, each with an even share; how long it took.
@@ -989,11 +1022,17 @@ impl Stack {
     }
 }
 
+/// Lines of each process's output a failed test shows.
+const PROCESS_LOG_TAIL: usize = 200;
+
 impl Drop for Stack {
     fn drop(&mut self) {
         for (_, c) in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            self.print_process_logs();
         }
     }
 }
@@ -1056,6 +1095,10 @@ pub fn service_env(c: &Config) -> Vec<(String, String)> {
         ),
         ("HANDLER_LANES", c.handler_lanes.to_string()),
         ("HANDLER_WORKERS", c.handler_workers.to_string()),
+        (
+            "HANDLER_FLEET_RATE",
+            c.handler_fleet_rate.unwrap_or(0).to_string(),
+        ),
         ("HANDLER_PARTITIONS", c.handler_partitions.to_string()),
         ("SNAPSHOT_EVERY", c.snapshot_every.to_string()),
         ("LEASE_TTL_MS", c.lease_ttl.as_millis().to_string()),

@@ -2,6 +2,7 @@
 //! tenant's burst already waiting does not put another tenant's command behind all
 //! of it, and each tenant's commands keep their publish order.
 
+use futures::StreamExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use system_tests::{Instance, Stack, StackOptions};
@@ -36,6 +37,36 @@ async fn wait_moved(stack: &Stack, n: u64) {
 }
 
 /// The (tenant, domain) of every command in the partition stream, in stream order.
+/// Answers every moved command the way a handler does (its outcome), so the intake,
+/// which moves only as fast as commands are answered, goes on.
+async fn answer_moves(stack: &Stack) -> tokio::task::JoinHandle<()> {
+    let mut moves = stack
+        .client
+        .subscribe(runtime::partitions::SUBJECTS)
+        .await
+        .unwrap();
+    let client = stack.client.clone();
+    tokio::spawn(async move {
+        while let Some(m) = moves.next().await {
+            let body: Value = serde_json::from_slice(&m.payload).unwrap();
+            let id = body["command_id"].as_str().unwrap().to_string();
+            client
+                .publish(format!("email_domains.outcomes.{id}"), "{}".into())
+                .await
+                .unwrap();
+        }
+    })
+}
+
+async fn moved_count(stack: &Stack) -> u64 {
+    let mut stream = stack
+        .js
+        .get_stream(runtime::partitions::STREAM)
+        .await
+        .unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
 async fn moved_in_order(stack: &Stack, n: u64) -> Vec<(Uuid, String)> {
     let stream = stack
         .js
@@ -68,9 +99,11 @@ async fn a_quiet_tenants_command_moves_ahead_of_a_waiting_burst_and_each_tenant_
     publish_all(&stack, x, &burst).await;
     publish_all(&stack, y, &["y.example.org".to_string()]).await;
 
+    let answers = answer_moves(&stack).await;
     let intake = Instance::start(stack.config.clone(), command_handler::run_intake);
     let total = BURST as u64 + 1;
     wait_moved(&stack, total).await;
+    answers.abort();
     let moved = moved_in_order(&stack, total).await;
     intake.stop().await;
 
@@ -92,5 +125,49 @@ async fn a_quiet_tenants_command_moves_ahead_of_a_waiting_burst_and_each_tenant_
         burst.iter().collect::<Vec<_>>(),
         "X's commands keep their publish order"
     );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intake_moves_no_faster_than_the_handlers_answer() {
+    let stack = Stack::start_with(StackOptions {
+        handlers: 0,
+        provider_worker: false,
+        scheduler: false,
+        projectors: false,
+        ..Default::default()
+    })
+    .await;
+    let burst: Vec<String> = (0..2000).map(|i| format!("x{i}.example.org")).collect();
+    publish_all(&stack, Uuid::new_v4(), &burst).await;
+    let intake = Instance::start(stack.config.clone(), command_handler::run_intake);
+    // Nobody answers: the intake moves its limit of unanswered commands, then waits.
+    wait_moved(&stack, 512).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        moved_count(&stack).await,
+        512,
+        "moved beyond the unanswered limit"
+    );
+    // The first 512 answered, and every later move answered at once: the rest go.
+    let answers = answer_moves(&stack).await;
+    let stream = stack
+        .js
+        .get_stream(runtime::partitions::STREAM)
+        .await
+        .unwrap();
+    for seq in 1..=512 {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        let body: Value = serde_json::from_slice(&m.payload).unwrap();
+        let id = body["command_id"].as_str().unwrap().to_string();
+        stack
+            .client
+            .publish(format!("email_domains.outcomes.{id}"), "{}".into())
+            .await
+            .unwrap();
+    }
+    wait_moved(&stack, 2000).await;
+    answers.abort();
+    intake.stop().await;
     stack.shutdown().await;
 }

@@ -15,13 +15,13 @@
 //! and a free worker, not for a tenant's backlog, and runs with few others beside it.
 //! One tenant's commands in one lane (so for one domain) keep their arrival order.
 
-use crate::fair::{Class, FairQueue};
+use crate::fair::{Class, FairQueue, Pace};
 use crate::lane::{Lane, Work};
 use async_nats::jetstream::{self, AckKind};
 use email_domain_events::TenantId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// How long a command may wait in a lane before the server is told it is in progress
@@ -53,6 +53,8 @@ struct State<L, W> {
     slots: Vec<Slot<L, W>>,
     /// Turns in the order workers take them: people first, tenants in turn.
     ready: FairQueue<TenantId, Turn>,
+    /// How fast fleet work (scheduled re-checks) may start.
+    pace: Pace,
     closed: bool,
     /// Partitions given up: a command of theirs still arriving is not queued (it stays
     /// unacknowledged for the next owner), so none runs here after the handover.
@@ -71,7 +73,8 @@ pub fn class_of(work: &Work) -> Class {
 }
 
 impl Dispatcher {
-    pub fn new(lanes: impl IntoIterator<Item = Lane>) -> Dispatcher {
+    /// `fleet_rate`: scheduled re-checks started a second at most (`None`: unlimited).
+    pub fn new(lanes: impl IntoIterator<Item = Lane>, fleet_rate: Option<u32>) -> Dispatcher {
         let slots = lanes
             .into_iter()
             .map(|lane| Slot {
@@ -81,7 +84,10 @@ impl Dispatcher {
             })
             .collect();
         Dispatcher {
-            state: Arc::new(Mutex::new(State::new(slots))),
+            state: Arc::new(Mutex::new(State::new(
+                slots,
+                Pace::new(fleet_rate, Instant::now()),
+            ))),
             wake: Arc::new(Notify::new()),
         }
     }
@@ -140,17 +146,27 @@ impl Dispatcher {
     async fn take(&self) -> Option<(usize, Lane, Work)> {
         loop {
             let notified = self.wake.notified();
-            {
+            let paced_until = {
                 let mut state = self.state();
-                if let Some((idx, lane, work)) = state.take_ready() {
+                let now = Instant::now();
+                if let Some((idx, lane, work)) = state.take_ready(now) {
                     queued(class_of(&work)).dec();
                     return Some((idx, lane, work));
                 }
                 if state.closed {
                     return None;
                 }
+                state.fleet_paced_until(now)
+            };
+            match paced_until {
+                Some(at) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                    }
+                }
+                None => notified.await,
             }
-            notified.await;
         }
     }
 
@@ -200,10 +216,11 @@ impl<L> State<L, Work> {
 }
 
 impl<L, W> State<L, W> {
-    fn new(slots: Vec<Slot<L, W>>) -> Self {
+    fn new(slots: Vec<Slot<L, W>>, pace: Pace) -> Self {
         State {
             slots,
             ready: FairQueue::default(),
+            pace,
             closed: false,
             given_up: Default::default(),
         }
@@ -221,9 +238,10 @@ impl<L, W> State<L, W> {
     }
 
     /// The next turn whose lane is free, with the lane and the turn's oldest command.
-    /// A turn whose lane a worker holds is parked until the lane is given back.
-    fn take_ready(&mut self) -> Option<(usize, L, W)> {
-        while let Some(Turn { idx, key }) = self.ready.pop() {
+    /// A turn whose lane a worker holds is parked until the lane is given back; fleet
+    /// work waits for its pace.
+    fn take_ready(&mut self, now: Instant) -> Option<(usize, L, W)> {
+        while let Some(Turn { idx, key }) = self.ready.pop_paced(self.pace.ready(now)) {
             let slot = &mut self.slots[idx];
             // A turn whose commands were dropped (their partition moved away).
             let Some(queue) = slot.queues.get_mut(&key) else {
@@ -238,6 +256,9 @@ impl<L, W> State<L, W> {
                 continue;
             };
             let lane = slot.lane.take().expect("the lane is free");
+            if key.0 == Class::Fleet {
+                self.pace.spend(now);
+            }
             if queue.is_empty() {
                 slot.queues.remove(&key);
             } else {
@@ -247,6 +268,14 @@ impl<L, W> State<L, W> {
             return Some((idx, lane, work));
         }
         None
+    }
+
+    /// When fleet work that waits only for its pace may start (`None`: none waits so).
+    fn fleet_paced_until(&self, now: Instant) -> Option<Instant> {
+        if !self.ready.fleet_waiting() {
+            return None;
+        }
+        self.pace.ready_at(now)
     }
 
     /// Takes every queued command `gone` says, keeping the order of the rest.
@@ -278,11 +307,7 @@ impl<L, W> State<L, W> {
 }
 
 fn queued(class: Class) -> runtime::ops::IntGauge {
-    let label = match class {
-        Class::Interactive => "interactive",
-        Class::Background => "background",
-    };
-    runtime::ops::HANDLER_QUEUED.with_label_values(&[label])
+    runtime::ops::HANDLER_QUEUED.with_label_values(&[class.as_str()])
 }
 
 #[cfg(test)]
@@ -295,6 +320,10 @@ mod tests {
     }
 
     fn state(lanes: usize) -> State<usize, String> {
+        paced_state(lanes, None, Instant::now())
+    }
+
+    fn paced_state(lanes: usize, fleet_rate: Option<u32>, start: Instant) -> State<usize, String> {
         State::new(
             (0..lanes)
                 .map(|i| Slot {
@@ -303,6 +332,7 @@ mod tests {
                     parked: Vec::new(),
                 })
                 .collect(),
+            Pace::new(fleet_rate, start),
         )
     }
 
@@ -320,9 +350,9 @@ mod tests {
             push(&mut s, i % 4, X, Class::Interactive, &format!("x{i}"));
         }
         push(&mut s, 3, Y, Class::Interactive, "y");
-        let (lane, _, first) = s.take_ready().unwrap();
+        let (lane, _, first) = s.take_ready(Instant::now()).unwrap();
         assert_eq!(first, "x0");
-        let (_, _, second) = s.take_ready().unwrap();
+        let (_, _, second) = s.take_ready(Instant::now()).unwrap();
         assert_eq!(second, "y", "y waits for one of x's turns, not x's backlog");
         let _ = lane;
     }
@@ -333,20 +363,20 @@ mod tests {
         push(&mut s, 0, X, Class::Interactive, "x0");
         push(&mut s, 0, X, Class::Interactive, "x1");
         push(&mut s, 1, X, Class::Interactive, "x-other");
-        let (lane, held, x0) = s.take_ready().unwrap();
+        let (lane, held, x0) = s.take_ready(Instant::now()).unwrap();
         assert_eq!((lane, x0.as_str()), (0, "x0"));
         push(&mut s, 0, Y, Class::Interactive, "y");
         // Lane 0 is busy: its turns are parked, the other lane runs meanwhile.
-        let (other, held_other, next) = s.take_ready().unwrap();
+        let (other, held_other, next) = s.take_ready(Instant::now()).unwrap();
         assert_eq!((other, next.as_str()), (1, "x-other"));
         assert!(
-            s.take_ready().is_none(),
+            s.take_ready(Instant::now()).is_none(),
             "nothing else can run while lane 0 is held"
         );
         assert_eq!(s.give_back(0, held), 2, "x1's and y's turns queue again");
         s.give_back(1, held_other);
         let order: Vec<String> = std::iter::from_fn(|| {
-            let (idx, l, w) = s.take_ready()?;
+            let (idx, l, w) = s.take_ready(Instant::now())?;
             s.give_back(idx, l);
             Some(w)
         })
@@ -363,8 +393,11 @@ mod tests {
             push(&mut s, 0, Y, Class::Interactive, &format!("y{i}"));
         }
         let mut order = Vec::new();
-        while let Some((idx, lane, work)) = s.take_ready() {
-            assert!(s.take_ready().is_none(), "a second command of a held lane");
+        while let Some((idx, lane, work)) = s.take_ready(Instant::now()) {
+            assert!(
+                s.take_ready(Instant::now()).is_none(),
+                "a second command of a held lane"
+            );
             order.push(work);
             s.give_back(idx, lane);
         }
@@ -392,7 +425,7 @@ mod tests {
         dropped.sort();
         assert_eq!(dropped, ["p1-x1", "p1-x4", "p1-y"]);
         let mut order = Vec::new();
-        while let Some((idx, lane, work)) = s.take_ready() {
+        while let Some((idx, lane, work)) = s.take_ready(Instant::now()) {
             order.push(work);
             s.give_back(idx, lane);
         }
@@ -401,7 +434,7 @@ mod tests {
         // Both lanes came back: new work still runs.
         push(&mut s, 0, Y, Class::Interactive, "later0");
         push(&mut s, 1, Y, Class::Interactive, "later1");
-        assert!(s.take_ready().is_some() && s.take_ready().is_some());
+        assert!(s.take_ready(Instant::now()).is_some() && s.take_ready(Instant::now()).is_some());
     }
 
     #[test]
@@ -411,7 +444,37 @@ mod tests {
             push(&mut s, i % 3, X, Class::Background, &format!("recheck{i}"));
         }
         push(&mut s, 2, Y, Class::Interactive, "click");
-        let (_, _, first) = s.take_ready().unwrap();
+        let (_, _, first) = s.take_ready(Instant::now()).unwrap();
         assert_eq!(first, "click");
+    }
+
+    #[test]
+    fn given_a_fleet_of_rechecks_when_paced_then_they_start_no_faster_than_the_pace_and_people_are_not_held(
+    ) {
+        let start = Instant::now();
+        let mut s = paced_state(4, Some(10), start);
+        for i in 0..40 {
+            push(&mut s, i % 4, X, Class::Fleet, &format!("recheck{i}"));
+        }
+        let (idx, lane, first) = s.take_ready(start).unwrap();
+        assert_eq!(first, "recheck0");
+        s.give_back(idx, lane);
+        assert!(
+            s.take_ready(start).is_none(),
+            "the next re-check waits for its pace"
+        );
+        assert_eq!(
+            s.fleet_paced_until(start),
+            Some(start + Duration::from_millis(100))
+        );
+        push(&mut s, 1, Y, Class::Interactive, "click");
+        let (idx, lane, next) = s.take_ready(start).unwrap();
+        assert_eq!(
+            next, "click",
+            "a person's command does not wait for the pace"
+        );
+        s.give_back(idx, lane);
+        let (_, _, later) = s.take_ready(start + Duration::from_millis(100)).unwrap();
+        assert_eq!(later, "recheck1");
     }
 }

@@ -5,10 +5,13 @@
 //! of 20,000 registrations put every other tenant's click behind ~80 of them in each
 //! lane. Now each lane keeps a queue per tenant in two classes, and
 //! - takes commands a person is waiting for (the public commands and operator
-//!   commands) before background work (scheduled re-checks, pre-flight, provider
-//!   results), but at least one background command after every
-//!   [`INTERACTIVE_PER_BACKGROUND`] interactive ones, so background work is slowed,
-//!   never starved;
+//!   commands) before background work (pre-flight, provider results), but at least
+//!   one background command after every [`INTERACTIVE_PER_BACKGROUND`] interactive
+//!   ones, so background work is slowed, never starved;
+//! - takes fleet work (scheduled re-checks, which nobody is waiting for and which come
+//!   due by the thousand after an outage) where background work may go, taking turns
+//!   with it, but only as fast as a [`Pace`] allows: a fleet's re-checks then share
+//!   the machine with people's commands instead of filling it;
 //! - within a class, takes the tenants in turn (round robin), one command each;
 //! - within a tenant and class, keeps arrival order (stream order), so one tenant's
 //!   commands for one domain keep their publish order.
@@ -18,6 +21,7 @@
 use email_domain_events::command::CommandType;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
+use std::time::{Duration, Instant};
 
 /// Interactive commands taken in a row before a waiting background one gets a turn.
 pub const INTERACTIVE_PER_BACKGROUND: u32 = 8;
@@ -26,20 +30,80 @@ pub const INTERACTIVE_PER_BACKGROUND: u32 = 8;
 pub enum Class {
     /// A person is waiting (public and operator commands).
     Interactive,
-    /// Nobody is waiting on this command itself.
+    /// Nobody is waiting on this command itself, but it follows from one (a
+    /// registration's provider answer and pre-flight).
     Background,
+    /// The fleet's own upkeep: scheduled re-checks, paced.
+    Fleet,
 }
 
 impl Class {
-    /// Public commands (a person sent them) are interactive; the services' own are not.
+    /// Public commands (a person sent them) are interactive; scheduled re-checks are
+    /// fleet work; the services' other commands are background work.
     pub fn of(command_type: CommandType) -> Class {
         if command_type.is_public() {
             Class::Interactive
+        } else if command_type == CommandType::Recheck {
+            Class::Fleet
         } else {
             Class::Background
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Interactive => "interactive",
+            Class::Background => "background",
+            Class::Fleet => "fleet",
+        }
+    }
 }
+
+/// How fast fleet work may start: one command every `interval`, and up to `burst`
+/// of unused time saved up (so a quiet spell lets a few go at once). Pure: the caller
+/// passes the time.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    interval: Duration,
+    burst: Duration,
+    /// When the next command may start (`None`: unlimited).
+    next: Option<Instant>,
+}
+
+impl Pace {
+    /// At most `per_second` commands a second; `None` (or 0) is unlimited.
+    pub fn new(per_second: Option<u32>, now: Instant) -> Pace {
+        let interval = per_second
+            .filter(|r| *r > 0)
+            .map(|r| Duration::from_secs(1) / r);
+        Pace {
+            interval: interval.unwrap_or_default(),
+            burst: interval.map_or(Duration::ZERO, |i| (i * 8).min(PACE_BURST)),
+            next: interval.map(|_| now),
+        }
+    }
+
+    /// Whether a command may start at `now`.
+    pub fn ready(&self, now: Instant) -> bool {
+        self.next.is_none_or(|next| now >= next)
+    }
+
+    /// A command started at `now`.
+    pub fn spend(&mut self, now: Instant) {
+        if let Some(next) = &mut self.next {
+            let earliest = now.checked_sub(self.burst).unwrap_or(now);
+            *next = (*next).max(earliest) + self.interval;
+        }
+    }
+
+    /// When the next command may start (`None`: now, or unlimited).
+    pub fn ready_at(&self, now: Instant) -> Option<Instant> {
+        self.next.filter(|next| *next > now)
+    }
+}
+
+/// The most unused pace saved up.
+const PACE_BURST: Duration = Duration::from_millis(20);
 
 /// One class: a FIFO per key, and the keys with work in turn order.
 #[derive(Debug)]
@@ -93,8 +157,11 @@ impl<K: Hash + Eq + Clone, T> Turns<K, T> {
 pub struct FairQueue<K, T> {
     interactive: Turns<K, T>,
     background: Turns<K, T>,
-    /// Interactive commands taken since the last background one.
+    fleet: Turns<K, T>,
+    /// Interactive commands taken since the last background or fleet one.
     streak: u32,
+    /// The last turn off the interactive class went to fleet work.
+    fleet_last: bool,
 }
 
 impl<K: Hash + Eq + Clone, T> Default for FairQueue<K, T> {
@@ -102,7 +169,9 @@ impl<K: Hash + Eq + Clone, T> Default for FairQueue<K, T> {
         FairQueue {
             interactive: Turns::default(),
             background: Turns::default(),
+            fleet: Turns::default(),
             streak: 0,
+            fleet_last: false,
         }
     }
 }
@@ -112,31 +181,49 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         match class {
             Class::Interactive => self.interactive.push(key, item),
             Class::Background => self.background.push(key, item),
+            Class::Fleet => self.fleet.push(key, item),
         }
     }
 
-    /// The next command to handle.
+    /// The next command to handle, fleet work included.
     pub fn pop(&mut self) -> Option<T> {
-        if self.background_next() {
+        self.pop_paced(true)
+    }
+
+    /// The next command to handle; fleet work only if `fleet_may_start`.
+    pub fn pop_paced(&mut self, fleet_may_start: bool) -> Option<T> {
+        let background_due = self.streak >= INTERACTIVE_PER_BACKGROUND;
+        if !self.interactive.is_empty() && !background_due {
+            self.streak += 1;
+            return self.interactive.pop();
+        }
+        let fleet = fleet_may_start && !self.fleet.is_empty();
+        let take_fleet = fleet && (!self.fleet_last || self.background.is_empty());
+        if take_fleet || !self.background.is_empty() {
             self.streak = 0;
-            return self.background.pop();
+            self.fleet_last = take_fleet;
+            return if take_fleet {
+                self.fleet.pop()
+            } else {
+                self.background.pop()
+            };
         }
         self.streak += 1;
         self.interactive.pop()
     }
 
-    fn background_next(&self) -> bool {
-        let background_due = self.streak >= INTERACTIVE_PER_BACKGROUND;
-        self.interactive.is_empty() || (background_due && !self.background.is_empty())
+    /// Whether fleet work is waiting (for its pace, when nothing else is).
+    pub fn fleet_waiting(&self) -> bool {
+        !self.fleet.is_empty()
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.interactive.len() + self.background.len()
+        self.interactive.len() + self.background.len() + self.fleet.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.interactive.is_empty() && self.background.is_empty()
+        self.interactive.is_empty() && self.background.is_empty() && self.fleet.is_empty()
     }
 }
 
@@ -221,5 +308,85 @@ mod tests {
         assert!(!q.is_empty());
         assert_eq!(q.pop().as_deref(), Some("b"));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn scheduled_rechecks_are_fleet_work_and_a_registrations_follow_ups_background() {
+        assert_eq!(Class::of(CommandType::Recheck), Class::Fleet);
+        assert_eq!(Class::of(CommandType::ProviderResult), Class::Background);
+        assert_eq!(Class::of(CommandType::Preflight), Class::Background);
+        assert_eq!(Class::of(CommandType::RefreshStatus), Class::Interactive);
+    }
+
+    #[test]
+    fn given_fleet_work_waiting_when_its_pace_does_not_allow_then_nothing_of_it_is_taken() {
+        let mut q = FairQueue::default();
+        q.push(Class::Fleet, "x", "recheck".to_string());
+        assert_eq!(q.pop_paced(false), None);
+        assert!(q.fleet_waiting());
+        assert_eq!(q.pop_paced(true).as_deref(), Some("recheck"));
+        assert!(!q.fleet_waiting());
+    }
+
+    #[test]
+    fn given_fleet_and_background_work_then_they_take_turns_after_people() {
+        let mut q = FairQueue::default();
+        for i in 0..3 {
+            q.push(Class::Fleet, "x", format!("f{i}"));
+            q.push(Class::Background, "x", format!("b{i}"));
+        }
+        q.push(Class::Interactive, "y", "click".to_string());
+        assert_eq!(drain(&mut q), ["click", "f0", "b0", "f1", "b1", "f2", "b2"]);
+    }
+
+    #[test]
+    fn given_fleet_work_held_by_its_pace_then_background_work_goes_on() {
+        let mut q = FairQueue::default();
+        q.push(Class::Fleet, "x", "f0".to_string());
+        q.push(Class::Background, "x", "b0".to_string());
+        q.push(Class::Background, "x", "b1".to_string());
+        let order: Vec<String> = std::iter::from_fn(|| q.pop_paced(false)).collect();
+        assert_eq!(order, ["b0", "b1"]);
+        assert_eq!(q.pop_paced(true).as_deref(), Some("f0"));
+    }
+
+    #[test]
+    fn given_a_pace_of_ten_a_second_then_commands_start_a_tenth_of_a_second_apart() {
+        let start = Instant::now();
+        let mut pace = Pace::new(Some(10), start);
+        assert!(pace.ready(start));
+        pace.spend(start);
+        assert!(!pace.ready(start + Duration::from_millis(99)));
+        assert_eq!(
+            pace.ready_at(start),
+            Some(start + Duration::from_millis(100))
+        );
+        assert!(pace.ready(start + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn given_a_quiet_spell_then_the_pace_saves_up_only_a_short_burst() {
+        let start = Instant::now();
+        let mut pace = Pace::new(Some(1000), start);
+        let later = start + Duration::from_secs(60);
+        let mut started = 0;
+        while pace.ready(later) {
+            pace.spend(later);
+            started += 1;
+        }
+        assert_eq!(
+            started, 9,
+            "the one due now and 8 ms saved up at 1,000 a second, not 60 s of it"
+        );
+    }
+
+    #[test]
+    fn an_unlimited_pace_is_always_ready() {
+        let now = Instant::now();
+        let mut pace = Pace::new(None, now);
+        pace.spend(now);
+        assert!(pace.ready(now));
+        assert_eq!(pace.ready_at(now), None);
+        assert!(Pace::new(Some(0), now).ready(now));
     }
 }

@@ -9,6 +9,14 @@
 //! tenant's commands keep their publish order (per class), which is the order the
 //! handler keeps per domain.
 //!
+//! It moves only as fast as the handlers answer: at most [`UNANSWERED`] public
+//! commands moved and not yet answered (their outcome seen). Moving a burst at full
+//! speed pushed 20,000 commands through the partition streams and into the handlers
+//! within a second, and the machine spent that second on it, in front of a quiet
+//! tenant's command; held back here, the burst waits in fair order and costs its
+//! moves while it is worked off. (Past half its window the intake moves regardless,
+//! so that it keeps reading.)
+//!
 //! Each command is republished with a message id of its own (the commands stream's
 //! creation time and sequence), and acknowledged once the partition stream has it. A
 //! failed republish starts the intake again from the first command not acknowledged,
@@ -18,9 +26,11 @@
 
 use crate::fair::{Class, FairQueue};
 use crate::lane::Services;
+use crate::unanswered::Unanswered;
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
 use email_domain_events::command;
-use email_domain_events::TenantId;
+use email_domain_events::outcome::Outcome;
+use email_domain_events::{CommandId, TenantId};
 use futures::StreamExt;
 use runtime::{lease::Lease, partitions, streams, Shutdown};
 use std::sync::Arc;
@@ -35,6 +45,15 @@ const WINDOW: i64 = 50_000;
 /// Commands republished and not yet stored: few, so a quiet tenant's command, once
 /// read, waits behind few others on their way to the server.
 const IN_FLIGHT: usize = 256;
+/// Public commands moved and not yet answered, at most (see [`Unanswered`]).
+const UNANSWERED: usize = 512;
+/// A moved command with no outcome stops counting after this (dead-lettered by the
+/// handler, or its outcome missed).
+const FORGET_AFTER: Duration = Duration::from_secs(5);
+/// How long a command read may wait here to be moved before the server hands it out
+/// again (it is then dropped as a duplicate at the partition, or recognised by the
+/// outcome ledger): well beyond a full window at a handler's pace.
+const ACK_WAIT: Duration = Duration::from_secs(300);
 
 /// Runs the intake whenever this instance holds its lease, until `shutdown`.
 pub async fn run(services: Arc<Services>, lease: Lease, partitions: u32, shutdown: Shutdown) {
@@ -71,7 +90,7 @@ async fn open(js: &jetstream::Context) -> anyhow::Result<jetstream::consumer::Pu
         .create_consumer(pull::Config {
             durable_name: Some(CONSUMER.into()),
             ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
+            ack_wait: ACK_WAIT,
             max_ack_pending: WINDOW,
             ..Default::default()
         })
@@ -96,12 +115,29 @@ async fn forward(services: &Arc<Services>, partitions: u32) -> anyhow::Result<()
     let (acks, pending) = tokio::sync::mpsc::channel(IN_FLIGHT);
     let mut acker = tokio::spawn(acknowledge(pending));
     let mut backlog = FairQueue::<TenantId, Read>::default();
+    let mut backlog_len = 0usize;
+    let mut unanswered = Unanswered::new(UNANSWERED, FORGET_AFTER);
+    let mut answers = js.client().subscribe(Outcome::ALL_SUBJECTS).await?;
     loop {
-        // Reading first: what has arrived joins the backlog before the next move, so
+        let now = std::time::Instant::now();
+        // Past half the window, moves go on regardless, so reading goes on.
+        let may_move = !backlog.is_empty()
+            && (unanswered.has_room(now) || backlog_len >= (WINDOW / 2) as usize);
+        // While moves wait for answers, the oldest unanswered one may stop counting.
+        let forgotten_at = unanswered
+            .forgotten_at()
+            .filter(|_| !backlog.is_empty() && !may_move)
+            .unwrap_or(now + FORGET_AFTER);
+        // Answers and reading first: what has arrived counts before the next move, so
         // the next move is the fair one among everything delivered.
         tokio::select! {
             biased;
             r = &mut acker => return Err(acknowledger_ended(r)),
+            Some(answer) = answers.next() => {
+                if let Some(id) = answered(&answer.subject) {
+                    unanswered.answered(id);
+                }
+            }
             m = messages.next() => {
                 let msg = match m {
                     Some(Ok(m)) => m,
@@ -113,13 +149,16 @@ async fn forward(services: &Arc<Services>, partitions: u32) -> anyhow::Result<()
                 };
                 if let Some(read) = read(services, msg, partitions) {
                     backlog.push(read.class, read.tenant, read);
+                    backlog_len += 1;
                     runtime::ops::INTAKE_BACKLOG.inc();
                 }
             }
-            permit = acks.reserve(), if !backlog.is_empty() => {
+            permit = acks.reserve(), if may_move => {
                 let permit = permit.map_err(|_| anyhow::anyhow!("the intake's acknowledger ended"))?;
                 let next = backlog.pop().expect("the backlog is not empty");
+                backlog_len -= 1;
                 runtime::ops::INTAKE_BACKLOG.dec();
+                unanswered.moved(next.command_id, now);
                 match republish(services, next, epoch).await {
                     Ok(sent) => permit.send(sent),
                     Err(e) => {
@@ -128,8 +167,19 @@ async fn forward(services: &Arc<Services>, partitions: u32) -> anyhow::Result<()
                     }
                 }
             }
+            _ = tokio::time::sleep_until(forgotten_at.into()), if !backlog.is_empty() && !may_move => {
+                tracing::warn!(
+                    "a moved command had no outcome within {} s: no longer waiting for it (a handler slow or down, or outcomes not reaching the intake)",
+                    FORGET_AFTER.as_secs()
+                );
+            }
         }
     }
+}
+
+/// The command an outcome answers, from its subject.
+fn answered(subject: &str) -> Option<CommandId> {
+    subject.rsplit('.').next()?.parse().ok()
 }
 
 fn acknowledger_ended(r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
@@ -146,6 +196,7 @@ struct Read {
     partition: u32,
     class: Class,
     tenant: TenantId,
+    command_id: CommandId,
 }
 
 type Sent = (jetstream::Message, jetstream::context::PublishAckFuture);
@@ -171,6 +222,7 @@ fn read(services: &Arc<Services>, msg: jetstream::Message, partitions: u32) -> O
         partition: partitions::partition_of(&partitions::key(&cmd.domain), partitions),
         class: Class::of(cmd.command_type),
         tenant: cmd.tenant_id,
+        command_id: cmd.command_id,
         token,
         msg,
     })
@@ -207,4 +259,16 @@ async fn acknowledge(mut pending: tokio::sync::mpsc::Receiver<Sent>) -> anyhow::
             .map_err(|e| anyhow::anyhow!("cannot acknowledge a moved command: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outcome_answers_the_command_its_subject_names() {
+        let id = CommandId(uuid::Uuid::from_u128(7));
+        assert_eq!(answered(&Outcome::subject(id)), Some(id));
+        assert_eq!(answered("email_domains.outcomes.not-an-id"), None);
+    }
 }

@@ -15,6 +15,7 @@ mod fair;
 mod intake;
 mod lane;
 mod partition;
+mod unanswered;
 
 use async_nats::jetstream::{self, AckKind};
 use email_domain_events::command::DecodeFailure;
@@ -55,6 +56,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let dispatcher = dispatch::Dispatcher::new(
         (0..config.handler_lanes.max(1))
             .map(|_| lane::Lane::new(services.clone(), shutdown.clone())),
+        config.handler_fleet_rate,
     );
     // Enough workers to keep the cores and the round trips to NATS busy, few enough
     // that a command is not slowed by hundreds of others beside it (`HANDLER_WORKERS`).

@@ -22,6 +22,10 @@ pub struct Config {
     pub handler_lanes: usize,
     /// Commands the handler works on at once (its workers take the lanes in fair order).
     pub handler_workers: usize,
+    /// `HANDLER_FLEET_RATE`: scheduled re-checks one handler instance starts a second
+    /// at most (`None`: unlimited), so a fleet's re-checks coming due together share
+    /// the machine with people's commands instead of filling it.
+    pub handler_fleet_rate: Option<u32>,
     /// `HANDLER_PARTITIONS`: partitions of the command work, shared by the handler
     /// instances. Fixed for a deployment: every instance must use the same number.
     pub handler_partitions: u32,
@@ -240,6 +244,15 @@ impl Config {
             // Each lane is a task with its own queue: more than this is a typo.
             handler_lanes: vars.whole("HANDLER_LANES", 256, 1, 65_536)? as usize,
             handler_workers: vars.whole("HANDLER_WORKERS", 16, 1, 4_096)? as usize,
+            handler_fleet_rate: match vars.whole(
+                "HANDLER_FLEET_RATE",
+                u64::from(DEFAULT_FLEET_RATE),
+                0,
+                1_000_000,
+            )? {
+                0 => None,
+                n => Some(n as u32),
+            },
             handler_partitions: vars.whole("HANDLER_PARTITIONS", 8, 1, 1_024)? as u32,
             snapshot_every: vars.whole("SNAPSHOT_EVERY", 4, 1, u64::MAX)?,
             lease_ttl: vars.millis("LEASE_TTL_MS", 6000)?,
@@ -254,6 +267,9 @@ impl Config {
         })
     }
 }
+
+/// Scheduled re-checks one handler instance starts a second, unless configured.
+pub const DEFAULT_FLEET_RATE: u32 = 500;
 
 #[cfg(test)]
 mod tests {
@@ -343,6 +359,29 @@ mod tests {
         );
         for bad in ["0", "-1", "many", "4097"] {
             refused("HANDLER_WORKERS", bad);
+        }
+    }
+
+    #[test]
+    fn the_fleet_rate_is_a_rate_a_second_or_zero_for_unlimited() {
+        assert_eq!(
+            load(&[]).unwrap().handler_fleet_rate,
+            Some(DEFAULT_FLEET_RATE)
+        );
+        assert_eq!(
+            load(&[("HANDLER_FLEET_RATE", "50")])
+                .unwrap()
+                .handler_fleet_rate,
+            Some(50)
+        );
+        assert_eq!(
+            load(&[("HANDLER_FLEET_RATE", "0")])
+                .unwrap()
+                .handler_fleet_rate,
+            None
+        );
+        for bad in ["-1", "fast", "1000001"] {
+            refused("HANDLER_FLEET_RATE", bad);
         }
     }
 

@@ -71,7 +71,7 @@ pub fn stream_configs(settings: &StreamSettings) -> Vec<StreamConfig> {
         },
         StreamConfig {
             name: OUTCOMES.into(),
-            subjects: vec!["email_domains.outcomes.>".into()],
+            subjects: vec![email_domain_events::outcome::Outcome::ALL_SUBJECTS.into()],
             retention: RetentionPolicy::Limits,
             storage: StorageType::File,
             // No age limit: the outcome stream is also the ledger of handled command ids,

@@ -24,6 +24,12 @@ pub const TIMERS: &str = "scheduler_timers";
 pub const CONSUMER: &str = "scheduler-timers";
 /// Timers claimed per round.
 const FIRE_BATCH: i64 = 500;
+/// Re-checks fired a second at most: timers that all come due together (after an
+/// outage) are fired over a few seconds, not at once, so the handlers take them up
+/// without spending a whole second on nothing else; well above the pace at which the
+/// handlers start them (`HANDLER_FLEET_RATE`), and above any steady rate of timers
+/// coming due.
+const FIRE_RATE: u32 = 4_000;
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let ops = runtime::ops::Ops::serve(&config, "scheduler", &shutdown).await?;
@@ -170,8 +176,13 @@ async fn fire_loop(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     while !shutdown.is_triggered() {
+        let started = tokio::time::Instant::now();
         match fire_due(js, pool, partitions, Utc::now()).await {
-            Ok(n) if n as i64 == FIRE_BATCH => continue,
+            Ok(n) if n as i64 == FIRE_BATCH => {
+                tokio::time::sleep_until(started + Duration::from_secs(1) * n as u32 / FIRE_RATE)
+                    .await;
+                continue;
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "firing timers failed; retrying"),
         }

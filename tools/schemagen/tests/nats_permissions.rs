@@ -332,6 +332,9 @@ fn each_service_may_publish_only_what_it_must() {
     // The intake moves commands to their partitions; the instances lease them.
     assert_allowed(&mut handler, "email_domains.partitioned.3.register_domain");
     assert_allowed(&mut handler, "$KV.email_domain_partitions.partition.3");
+    // The intake moves commands only as fast as their outcomes come; nothing else.
+    assert!(!handler.subscribe("email_domains.outcomes.>", 11).refused());
+    assert!(handler.subscribe("email_domains.commands.>", 12).refused());
     // JetStream: reads streams, never deletes or purges them.
     let info = handler
         .js_api("$JS.API.STREAM.INFO.EMAIL_DOMAIN_EVENTS", "")
