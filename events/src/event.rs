@@ -142,21 +142,6 @@ pub enum EventData {
 }
 
 impl EventData {
-    /// Whether a person is waiting to see this event's effect (it follows from a public
-    /// or operator command): the projection of the owner's row takes these first.
-    pub fn awaited_by_a_person(&self) -> bool {
-        match self {
-            EventData::DomainRegistered { .. }
-            | EventData::WindowReopened { .. }
-            | EventData::DomainDeleted { .. } => true,
-            EventData::CheckRequested { trigger } | EventData::DnsChecked { trigger, .. } => {
-                *trigger != CheckTrigger::Scheduled
-            }
-            EventData::VerificationFailed { by_operator, .. } => *by_operator,
-            _ => false,
-        }
-    }
-
     /// Adds what the DNS adapter learned about resolver caches to a check's event (a
     /// fact of the check, like its records; it decides nothing).
     pub fn with_propagation(mut self, p: Vec<crate::records::Propagation>) -> Self {

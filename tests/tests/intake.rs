@@ -140,23 +140,25 @@ async fn the_intake_moves_no_faster_than_the_handlers_answer() {
     .await;
     let burst: Vec<String> = (0..2000).map(|i| format!("x{i}.example.org")).collect();
     publish_all(&stack, Uuid::new_v4(), &burst).await;
+    let limit = (command_handler::INTAKE_UNANSWERED_PER_PARTITION
+        * stack.config.handler_partitions as usize) as u64;
     let intake = Instance::start(stack.config.clone(), command_handler::run_intake);
     // Nobody answers: the intake moves its limit of unanswered commands, then waits.
-    wait_moved(&stack, 512).await;
+    wait_moved(&stack, limit).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         moved_count(&stack).await,
-        512,
+        limit,
         "moved beyond the unanswered limit"
     );
-    // The first 512 answered, and every later move answered at once: the rest go.
+    // The first ones answered, and every later move answered at once: the rest go.
     let answers = answer_moves(&stack).await;
     let stream = stack
         .js
         .get_stream(runtime::partitions::STREAM)
         .await
         .unwrap();
-    for seq in 1..=512 {
+    for seq in 1..=limit {
         let m = stream.get_raw_message(seq).await.unwrap();
         let body: Value = serde_json::from_slice(&m.payload).unwrap();
         let id = body["command_id"].as_str().unwrap().to_string();

@@ -15,10 +15,10 @@
 //! and a free worker, not for a tenant's backlog, and runs with few others beside it.
 //! One tenant's commands in one lane (so for one domain) keep their arrival order.
 
-use crate::fair::{Class, FairQueue, Pace};
 use crate::lane::{Lane, Work};
 use async_nats::jetstream::{self, AckKind};
 use email_domain_events::TenantId;
+use runtime::fair::{Class, FairQueue, Pace};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -9,8 +9,8 @@
 //! tenant's commands keep their publish order (per class), which is the order the
 //! handler keeps per domain.
 //!
-//! It moves only as fast as the handlers answer: at most [`UNANSWERED`] public
-//! commands moved and not yet answered (their outcome seen). Moving a burst at full
+//! It moves only as fast as the handlers answer: at most [`UNANSWERED_PER_PARTITION`]
+//! per partition (512 with the default 8) public commands moved and not yet answered (their outcome seen). Moving a burst at full
 //! speed pushed 20,000 commands through the partition streams and into the handlers
 //! within a second, and the machine spent that second on it, in front of a quiet
 //! tenant's command; held back here, the burst waits in fair order and costs its
@@ -24,7 +24,6 @@
 //! stream's duplicate window. Unreadable messages are dead-lettered here, at the
 //! front door.
 
-use crate::fair::{Class, FairQueue};
 use crate::lane::Services;
 use crate::unanswered::Unanswered;
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
@@ -32,6 +31,7 @@ use email_domain_events::command;
 use email_domain_events::outcome::Outcome;
 use email_domain_events::{CommandId, TenantId};
 use futures::StreamExt;
+use runtime::fair::{Class, FairQueue};
 use runtime::{lease::Lease, partitions, streams, Shutdown};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,8 +45,11 @@ const WINDOW: i64 = 50_000;
 /// Commands republished and not yet stored: few, so a quiet tenant's command, once
 /// read, waits behind few others on their way to the server.
 const IN_FLIGHT: usize = 256;
-/// Public commands moved and not yet answered, at most (see [`Unanswered`]).
-const UNANSWERED: usize = 512;
+/// Public commands moved and not yet answered, at most, per partition (see [`Unanswered`]).
+/// Enough to keep every instance's workers busy however the partitions are shared
+/// (an instance owns at least one), few enough that a burst waits here, not in the
+/// handlers.
+pub const UNANSWERED_PER_PARTITION: usize = 64;
 /// A moved command with no outcome stops counting after this (dead-lettered by the
 /// handler, or its outcome missed).
 const FORGET_AFTER: Duration = Duration::from_secs(5);
@@ -116,7 +119,10 @@ async fn forward(services: &Arc<Services>, partitions: u32) -> anyhow::Result<()
     let mut acker = tokio::spawn(acknowledge(pending));
     let mut backlog = FairQueue::<TenantId, Read>::default();
     let mut backlog_len = 0usize;
-    let mut unanswered = Unanswered::new(UNANSWERED, FORGET_AFTER);
+    let mut unanswered = Unanswered::new(
+        UNANSWERED_PER_PARTITION * partitions.max(1) as usize,
+        FORGET_AFTER,
+    );
     let mut answers = js.client().subscribe(Outcome::ALL_SUBJECTS).await?;
     loop {
         let now = std::time::Instant::now();

@@ -11,11 +11,13 @@
 #![forbid(unsafe_code)]
 
 mod dispatch;
-mod fair;
 mod intake;
 mod lane;
 mod partition;
 mod unanswered;
+
+#[doc(hidden)]
+pub use intake::UNANSWERED_PER_PARTITION as INTAKE_UNANSWERED_PER_PARTITION;
 
 use async_nats::jetstream::{self, AckKind};
 use email_domain_events::command::DecodeFailure;

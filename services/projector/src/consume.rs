@@ -33,34 +33,6 @@ pub trait DbProjection: Send {
     fn linger(&self) -> Duration {
         Duration::ZERO
     }
-    /// Whether a person waits for this event's row: a batch's events of such domains
-    /// are committed first, in a transaction of their own (see [`split_urgent`]).
-    /// Applying an event twice must then change nothing.
-    fn urgent(&self, _event: &Event) -> bool {
-        false
-    }
-}
-
-/// Splits a batch into the events of the domains a person waits for (every event of
-/// theirs in the batch, in order) and the rest, when it has both; `None` otherwise.
-/// Per-domain order holds: a domain's events are all on one side.
-pub fn split_urgent(
-    events: &[(u64, Event)],
-    urgent: impl Fn(&Event) -> bool,
-) -> Option<(Vec<(u64, Event)>, Vec<(u64, Event)>)> {
-    let domains: std::collections::HashSet<_> = events
-        .iter()
-        .filter(|(_, e)| urgent(e))
-        .map(|(_, e)| e.domain_id)
-        .collect();
-    if domains.is_empty() {
-        return None;
-    }
-    let (first, rest): (Vec<_>, Vec<_>) = events
-        .iter()
-        .cloned()
-        .partition(|(_, e)| domains.contains(&e.domain_id));
-    (!rest.is_empty()).then_some((first, rest))
 }
 
 /// The projection's checkpoint row, read at start and locked in every batch.
@@ -284,16 +256,6 @@ pub async fn run_db_named<P: DbProjection>(
             let _spans = event_spans(&batch, name, checkpoint);
             options.count_skipped(batch.len() - events.len());
             if last_seq > checkpoint {
-                // A person's events first, in their own commit; if that fails, all go
-                // together below.
-                let events = match split_urgent(&events, |e| folder.urgent(e)) {
-                    Some((urgent, rest))
-                        if apply_urgent(&pool, &mut folder, name, &urgent, generation).await =>
-                    {
-                        rest
-                    }
-                    _ => events,
-                };
                 let mut delay = Duration::from_millis(100);
                 loop {
                     match apply_batch(&pool, &mut folder, name, &events, last_seq, generation).await
@@ -333,52 +295,6 @@ pub async fn run_db_named<P: DbProjection>(
             }
         }
         return Ok(());
-    }
-}
-
-/// Commits the events a person waits for ahead of the rest of their batch, without
-/// moving the checkpoint: the batch's own commit moves it past both. Whether it
-/// committed (if not, the caller applies them with the rest). After a crash between
-/// the two commits they are applied again from the checkpoint, which changes nothing
-/// (a row never goes back to an older version).
-async fn apply_urgent<P: DbProjection>(
-    pool: &PgPool,
-    folder: &mut P,
-    name: &str,
-    events: &[(u64, Event)],
-    generation: i64,
-) -> bool {
-    let applied: anyhow::Result<bool> = async {
-        let mut tx = pool.begin().await?;
-        // The checkpoint row's lock, as a batch takes it: never beside a replay's swap.
-        let current: Option<i64> = sqlx::query_scalar(
-            "SELECT generation FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
-        )
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if current != Some(generation) {
-            return Ok(false);
-        }
-        folder.apply(&mut tx, events).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-    .await;
-    match applied {
-        Ok(true) => {
-            folder.committed();
-            true
-        }
-        Ok(false) => {
-            folder.rolled_back();
-            false
-        }
-        Err(e) => {
-            folder.rolled_back();
-            tracing::debug!(projection = name, error = %e, "urgent events not applied ahead; they go with their batch");
-            false
-        }
     }
 }
 
@@ -430,74 +346,4 @@ async fn apply_batch<P: DbProjection>(
     folder.apply(&mut tx, events).await?;
     tx.commit().await?;
     Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use email_domain_events::event::CheckTrigger;
-    use email_domain_events::{CommandId, DomainId, EventData, EventId, TenantId};
-    use uuid::Uuid;
-
-    fn event(domain: u128, version: u64, data: EventData) -> (u64, Event) {
-        let (domain_id, causation) = (
-            DomainId(Uuid::from_u128(domain)),
-            CommandId(Uuid::from_u128(domain * 100 + u128::from(version))),
-        );
-        let e = Event {
-            event_id: EventId::for_command(causation, domain_id, version),
-            tenant_id: TenantId(Uuid::from_u128(1)),
-            domain_id,
-            domain: format!("d{domain}.test"),
-            version,
-            occurred_at: chrono::Utc::now(),
-            causation_id: causation,
-            correlation_id: causation.0,
-            schema_version: 1,
-            data,
-        };
-        (domain as u64 * 10 + version, e)
-    }
-
-    fn scheduled_check() -> EventData {
-        EventData::CheckRequested {
-            trigger: CheckTrigger::Scheduled,
-        }
-    }
-
-    fn owners_check() -> EventData {
-        EventData::CheckRequested {
-            trigger: CheckTrigger::RefreshStatus,
-        }
-    }
-
-    fn urgent(e: &Event) -> bool {
-        e.data.awaited_by_a_person()
-    }
-
-    #[test]
-    fn given_a_persons_event_behind_background_ones_then_its_domains_events_go_first_in_order() {
-        let batch = vec![
-            event(1, 3, scheduled_check()),
-            event(2, 4, scheduled_check()),
-            event(1, 4, scheduled_check()),
-            event(2, 5, owners_check()),
-            event(3, 2, scheduled_check()),
-        ];
-        let (first, rest) = split_urgent(&batch, urgent).expect("split");
-        let seqs = |v: &[(u64, Event)]| v.iter().map(|(s, _)| *s).collect::<Vec<_>>();
-        assert_eq!(seqs(&first), [24, 25], "domain 2's events, in order");
-        assert_eq!(seqs(&rest), [13, 14, 32]);
-    }
-
-    #[test]
-    fn a_batch_of_background_events_only_or_of_urgent_domains_only_is_not_split() {
-        let background = vec![
-            event(1, 3, scheduled_check()),
-            event(2, 3, scheduled_check()),
-        ];
-        assert!(split_urgent(&background, urgent).is_none());
-        let owners = vec![event(1, 3, owners_check()), event(1, 4, scheduled_check())];
-        assert!(split_urgent(&owners, urgent).is_none());
-    }
 }

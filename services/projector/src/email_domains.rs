@@ -178,9 +178,7 @@ pub struct EmailDomains {
 }
 
 /// Writes rows in one statement per group: rows leaving the live set first, so the
-/// unique index on live names never sees a transient duplicate within a batch. A row
-/// never goes back to an older version (events applied again after a crash between
-/// a batch's two commits, see `consume::apply_urgent`).
+/// unique index on live names never sees a transient duplicate within a batch.
 pub async fn upsert_rows(
     tx: &mut Transaction<'static, Postgres>,
     table: &str,
@@ -200,8 +198,7 @@ pub async fn upsert_rows(
                dns_records = EXCLUDED.dns_records, failure_reason = EXCLUDED.failure_reason,
                metadata = EXCLUDED.metadata, verified_at = EXCLUDED.verified_at,
                dns_last_checked_at = EXCLUDED.dns_last_checked_at, next_check_at = EXCLUDED.next_check_at,
-               created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, version = EXCLUDED.version
-             WHERE {table}.version <= EXCLUDED.version"
+               created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, version = EXCLUDED.version"
         );
         sqlx::query(&sql).bind(json).execute(&mut **tx).await?;
     }
@@ -253,11 +250,6 @@ impl DbProjection for EmailDomains {
             .map(Row::from_state)
             .collect();
         upsert_rows(tx, "email_domains", &rows).await
-    }
-
-    /// The owner's own actions (registering, checking, deleting) show first.
-    fn urgent(&self, event: &Event) -> bool {
-        event.data.awaited_by_a_person()
     }
 
     fn committed(&mut self) {

@@ -3,13 +3,15 @@
 //! A dispatcher reads the event log and turns events that need the provider
 //! (registered → create, all records found → verify, verifying → poll, deleted →
 //! delete) into work items on `EMAIL_DOMAIN_PROVIDER_WORK`, split into interactive
-//! and background subjects. Executors take interactive work first, hold one rate
+//! and background subjects. Executors take interactive work first and tenants in
+//! turn (`queue`), hold one rate
 //! limit (`PROVIDER_RATE_LIMIT`) for the whole deployment (one active instance,
 //! by lease), and report back as `provider_result` commands. A 429 pauses every call
 //! for its `retry-after`; a failing provider delays work and never fails a domain.
 #![forbid(unsafe_code)]
 
 pub mod name_claims;
+mod queue;
 mod rate;
 mod work;
 
@@ -200,7 +202,7 @@ async fn work_consumer(
     stream: &jetstream::stream::Stream,
     name: &str,
     subject: &str,
-    pending: usize,
+    window: usize,
 ) -> anyhow::Result<jetstream::consumer::pull::Stream> {
     let consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
@@ -213,14 +215,14 @@ async fn work_consumer(
                 // (at most 15 s) plus the wait for its rate-limit slot fits well inside.
                 // A redelivered item only repeats an idempotent call.
                 ack_wait: Duration::from_secs(60),
-                max_ack_pending: pending as i64 * 2,
+                max_ack_pending: window as i64,
                 ..Default::default()
             },
         )
         .await?;
     Ok(consumer
         .stream()
-        .max_messages_per_batch(pending)
+        .max_messages_per_batch(window.min(500))
         .messages()
         .await?)
 }
@@ -234,37 +236,46 @@ async fn execute(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let stream = js.get_stream(streams::PROVIDER_WORK).await?;
-    let mut interactive = work_consumer(
+    let interactive = work_consumer(
         &stream,
         INTERACTIVE_CONSUMER,
         streams::PROVIDER_WORK_INTERACTIVE,
-        CONCURRENCY,
+        queue::READ_AHEAD,
     )
     .await?;
-    let mut background = work_consumer(
+    let background = work_consumer(
         &stream,
         BACKGROUND_CONSUMER,
         streams::PROVIDER_WORK_BACKGROUND,
-        CONCURRENCY,
+        queue::READ_AHEAD,
     )
     .await?;
     let mut polls = work_consumer(
         &stream,
         POLL_CONSUMER,
         streams::PROVIDER_WORK_POLL,
-        POLL_BATCH,
+        POLL_BATCH * 2,
     )
     .await?;
+    let waiting = Arc::new(queue::Waiting::default());
+    let reading = {
+        let waiting = waiting.clone();
+        tokio::spawn(async move { waiting.read(interactive, background).await })
+    };
+    let keeping = {
+        let waiting = waiting.clone();
+        tokio::spawn(async move { waiting.keep_alive().await })
+    };
+    let _stop = AbortOnDrop(vec![reading.abort_handle(), keeping.abort_handle()]);
     let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     loop {
         let permit = permits.clone().acquire_owned().await?;
         limiter.acquire().await;
-        // Interactive work first: `biased` polls it before background work.
-        let msg = tokio::select! {
+        // Interactive work first, tenants in turn (`queue`); polls when none waits.
+        let held = tokio::select! {
             biased;
             _ = shutdown.wait() => return Ok(()),
-            Some(m) = interactive.next() => m,
-            Some(m) = background.next() => m,
+            held = waiting.take() => held,
             Some(m) = polls.next() => {
                 // Scheduled polls ride together on one slot: the polls already
                 // delivered are answered from the provider's domain list.
@@ -291,17 +302,35 @@ async fn execute(
                 });
                 continue;
             }
-            else => return Ok(()),
         };
-        let Ok(msg) = msg else { continue };
         let js = js.clone();
         let provider = provider.clone();
         let limiter = limiter.clone();
         let claims = claims.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            execute_one(&js, provider.as_ref(), &limiter, &claims, partitions, msg).await;
+            execute_one(
+                &js,
+                provider.as_ref(),
+                &limiter,
+                &claims,
+                partitions,
+                held.msg,
+                held.item,
+            )
+            .await;
         });
+    }
+}
+
+/// Stops the reader and keeper tasks when the executor ends (lease lost, error).
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
     }
 }
 
@@ -312,15 +341,8 @@ async fn execute_one(
     claims: &NameClaims,
     partitions: u32,
     msg: jetstream::Message,
+    item: WorkItem,
 ) {
-    let item: WorkItem = match serde_json::from_slice(&msg.payload) {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::error!(error = %e, "unreadable work item dropped");
-            let _ = msg.ack_with(AckKind::Term).await;
-            return;
-        }
-    };
     let span = tracing::info_span!("provider", kind = ?item.kind, domain = %item.domain, domain_id = %item.domain_id);
     runtime::trace::follow(&span, msg.headers.as_ref());
     execute_item(js, provider, limiter, claims, partitions, msg, item)
@@ -550,7 +572,7 @@ async fn execute_polls(
                 if !std::mem::take(&mut slot_unused) {
                     limiter.acquire().await;
                 }
-                execute_one(js, provider, limiter, claims, partitions, msg).await;
+                execute_one(js, provider, limiter, claims, partitions, msg, item).await;
             }
         }
     }

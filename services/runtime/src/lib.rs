@@ -9,6 +9,7 @@
 pub mod config;
 pub mod db;
 pub mod dead_letters;
+pub mod fair;
 pub mod lease;
 pub mod names;
 pub mod ops;
