@@ -8,6 +8,7 @@
 //! signs for one tenant (see [`token`]); a domain of another tenant is "not found".
 #![forbid(unsafe_code)]
 
+pub mod limits;
 pub mod prose;
 pub mod settings;
 pub mod token;
@@ -15,6 +16,7 @@ pub mod view;
 
 use async_nats::jetstream;
 use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -24,15 +26,15 @@ use axum::{Json, Router};
 use chrono::Utc;
 use email_domain_events::outcome::{Outcome, Verdict};
 use email_domain_events::tenant::TenantSettings;
-use email_domain_events::{Command, CommandId, CommandType, DomainId, TenantId};
+use email_domain_events::{event, Command, CommandId, CommandType, DomainId, Event, TenantId};
 use futures::StreamExt;
 use runtime::outcomes::Outcomes;
-use runtime::store::EventStore;
 use runtime::{Config, Shutdown};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -91,7 +93,20 @@ pub struct Options {
     pub command_timeout: Duration,
     /// Default lifetime of a share link.
     pub share_ttl: Duration,
+    /// Every command a tenant sends (`GATEWAY_TENANT_COMMANDS_PER_MINUTE`,
+    /// `GATEWAY_TENANT_COMMAND_BURST`); see [`limits`].
+    pub tenant_commands: limits::Rate,
+    /// The checks of one domain (`GATEWAY_DOMAIN_CHECK_INTERVAL_SECS`,
+    /// `GATEWAY_DOMAIN_CHECK_BURST`); see [`limits`].
+    pub domain_checks: limits::Rate,
+    /// The most events one timeline answer is made of ([`TIMELINE_PAGE`]).
+    pub timeline_page: usize,
 }
+
+/// The most events one timeline answer is made of: the page shows the newest ones and
+/// asks for older ones with `?before=`. A hundred covers weeks of a domain's checks
+/// and milestones while keeping the answer (asked every few seconds) small.
+pub const TIMELINE_PAGE: usize = 100;
 
 impl Options {
     pub fn new(keys: Keys) -> Self {
@@ -100,6 +115,15 @@ impl Options {
             share_base: settings::ShareBase::RequestHost,
             command_timeout: Duration::from_secs(10),
             share_ttl: Duration::from_secs(7 * 86_400),
+            tenant_commands: limits::Rate::per_minute(
+                limits::TENANT_COMMANDS_PER_MINUTE,
+                limits::TENANT_COMMAND_BURST,
+            ),
+            domain_checks: limits::Rate::every_secs(
+                limits::DOMAIN_CHECK_INTERVAL_SECS,
+                limits::DOMAIN_CHECK_BURST,
+            ),
+            timeline_page: TIMELINE_PAGE,
         }
     }
 }
@@ -110,9 +134,12 @@ struct Inner {
     client: async_nats::Client,
     js: jetstream::Context,
     outcomes: Outcomes,
-    store: EventStore,
+    /// The contract's event stream, read by Direct Get for the timeline.
+    events: jetstream::stream::Stream<()>,
     pool: PgPool,
     share_epochs: kv::Store,
+    /// Per process: each gateway replica keeps its own buckets (see [`limits`]).
+    limits: Mutex<limits::Limits>,
 }
 
 #[derive(Clone)]
@@ -143,21 +170,26 @@ async fn build(
     // Idempotent: the gateway can start before the other services.
     runtime::streams::ensure(&js, &Default::default()).await?;
     let outcomes = Outcomes::open(&js).await?;
-    let store = EventStore::open(&js, config.snapshot_every).await?;
+    let events = js.get_stream_no_info(runtime::streams::EVENTS).await?;
     let share_epochs = runtime::streams::ensure_bucket(&js, SHARE_EPOCHS_BUCKET).await?;
     let pool = runtime::db::connect_and_migrate(&config.database_url, 8).await?;
     if let Some(ops) = ops {
         ops.jetstream(&js).postgres(&pool).ready();
     }
+    let limits = Mutex::new(limits::Limits::new(
+        opts.tenant_commands,
+        opts.domain_checks,
+    ));
     let state = AppState(Arc::new(Inner {
         opts,
         config,
         client,
         js,
         outcomes,
-        store,
+        events,
         pool,
         share_epochs,
+        limits,
     }));
     Ok(router(state))
 }
@@ -252,6 +284,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `Retry-After`, in whole seconds (429 only).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -260,6 +294,24 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// 429: the tenant, or this domain's checks, are over their rate limit.
+    fn rate_limited(check: bool, limits::RetryAfter(secs): limits::RetryAfter) -> Self {
+        let wait = match secs {
+            1 => "a second".to_string(),
+            2..=90 => format!("{secs} seconds"),
+            _ => format!("{} minutes", secs.div_ceil(60)),
+        };
+        let message = if check {
+            format!("this domain was checked moments ago; check again in {wait}")
+        } else {
+            format!("too many changes in a short time; try again in {wait}")
+        };
+        ApiError {
+            retry_after: Some(secs),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
     fn not_found() -> Self {
@@ -279,11 +331,16 @@ impl IntoResponse for ApiError {
     /// The message as it is: the gateway's own words, or a refusal that [`rejection`]
     /// already kept free of the provider's name.
     fn into_response(self) -> Response {
-        (
+        let mut res = (
             self.status,
             Json(json!({"error": {"code": self.code, "message": self.message}})),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
     }
 }
 
@@ -391,6 +448,22 @@ async fn sender(state: &AppState, tenant: Uuid) -> ApiResult<Value> {
 
 // ---------------------------------------------------------------------------------
 // commands
+
+/// Takes the tokens a command costs (see [`limits`]): the tenant's, and the domain's
+/// when `check` names it; 429 with `Retry-After` when over a limit. Called just before
+/// publishing, so a request that would publish nothing costs nothing.
+fn admit(state: &AppState, tenant: Uuid, check: Option<Uuid>) -> ApiResult<()> {
+    let admitted = state
+        .0
+        .limits
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .admit(tenant, check, std::time::Instant::now());
+    admitted.map_err(|wait| {
+        tracing::info!(tenant = %tenant, domain_id = ?check, retry_after = wait.0, "command over the rate limit");
+        ApiError::rate_limited(check.is_some(), wait)
+    })
+}
 
 /// Publishes a contract command and waits (bounded) for its outcome: subscribes to
 /// the outcome subject first, and also asks the outcome stream, so neither a quick
@@ -540,6 +613,7 @@ async fn register(
             "enter a domain name such as example.com",
         ));
     }
+    admit(&state, claims.tenant_id, None)?;
     let o = send_command(
         &state,
         &headers,
@@ -619,6 +693,11 @@ async fn domain_command(
     let (claims, id, row) = owned_row(state, headers, id).await?;
     let row = live(row)?;
     let name = row["domain_name"].as_str().unwrap_or_default().to_string();
+    let check = matches!(
+        kind,
+        CommandType::DnsConfigured | CommandType::RefreshStatus
+    );
+    admit(state, claims.tenant_id, check.then_some(id))?;
     let o = send_command(state, headers, kind, &claims, &name, None).await?;
     if o.outcome != Verdict::Accepted {
         return Err(rejection(&o, &name));
@@ -659,22 +738,138 @@ async fn delete_domain(
     domain_command(&state, &headers, &id, CommandType::DeleteDomain).await
 }
 
+/// A timeline request's window, by the stream sequences the answers carry.
+#[derive(Deserialize, Default)]
+struct TimelineQuery {
+    /// Only events older than this (an answer's `older`): the previous page.
+    before: Option<String>,
+    /// Only events newer than this (an answer's `latest`): what happened since.
+    after: Option<String>,
+}
+
+/// The domain's events with stream sequence in `from ..= to`, oldest first, at most
+/// `keep` of them (the newest), and whether older ones in the range were left out.
+///
+/// Direct Get by subject reads forward only (NATS 2.9 has no "previous message of a
+/// subject"), so the window is read from `from` on, each event once, keeping only the
+/// newest `keep` in memory: an answer for the newest page (`from` = 1) or an older one
+/// still reads the domain's log up to `to`. What the page asks every few seconds is
+/// `?after=<latest>`, which reads only the events since its last answer (none: no read
+/// past the subject's last message, which would make the server scan the rest of the
+/// stream; `to` is never past it).
+async fn events_between(
+    state: &AppState,
+    subject: &str,
+    from: u64,
+    to: u64,
+    keep: usize,
+) -> ApiResult<(VecDeque<(u64, Event)>, bool)> {
+    let mut out = VecDeque::new();
+    let mut left_out = false;
+    let mut next = from;
+    while next <= to {
+        let msg = match state
+            .0
+            .events
+            .direct_get_next_for_subject(subject, Some(next))
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => break,
+            Err(e) => return Err(ApiError::unavailable(format!("reading {subject}: {e}"))),
+        };
+        if msg.sequence > to {
+            break;
+        }
+        let ev = Event::from_json(&msg.payload).map_err(|e| {
+            ApiError::unavailable(format!(
+                "event at stream sequence {} is unreadable: {e}",
+                msg.sequence
+            ))
+        })?;
+        if out.len() == keep {
+            out.pop_front();
+            left_out = true;
+        }
+        out.push_back((msg.sequence, ev));
+        next = msg.sequence + 1;
+    }
+    Ok((out, left_out))
+}
+
+/// The stream sequence of `subject`'s last event (0: none). A Direct Get naming the
+/// subject in its request's body: the gateway's NATS user may ask
+/// `$JS.API.DIRECT.GET.EMAIL_DOMAIN_EVENTS` only (`k8s/nats/accounts.conf`), not the
+/// `….<subject>` form async-nats uses for "last by subject".
+async fn last_seq(state: &AppState, subject: &str) -> ApiResult<u64> {
+    let body =
+        serde_json::to_vec(&json!({ "last_by_subj": subject })).map_err(ApiError::unavailable)?;
+    let msg = state
+        .0
+        .client
+        .request(
+            format!("$JS.API.DIRECT.GET.{}", runtime::streams::EVENTS),
+            body.into(),
+        )
+        .await
+        .map_err(|e| ApiError::unavailable(format!("reading {subject}: {e}")))?;
+    match msg.status {
+        Some(async_nats::StatusCode::NOT_FOUND) => return Ok(0),
+        Some(s) if s != async_nats::StatusCode::OK => {
+            return Err(ApiError::unavailable(format!(
+                "reading {subject}: status {s} {:?}",
+                msg.description
+            )))
+        }
+        _ => {}
+    }
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_SEQUENCE))
+        .and_then(|v| v.as_str().parse().ok())
+        .ok_or_else(|| ApiError::unavailable(format!("reading {subject}: no sequence")))
+}
+
+/// The domain's checks and milestones, newest first, from at most
+/// [`Options::timeline_page`] of its newest events (or those before `?before=`, or
+/// only those after `?after=`). `latest` is the stream sequence of the domain's newest
+/// event (for `?after=`); `older`, when events older than the answer's are left out,
+/// is what to pass as `?before=` for them.
 async fn timeline(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<TimelineQuery>,
 ) -> ApiResult<Json<Value>> {
     let (claims, id, _) = owned_row(&state, &headers, &id).await?;
-    let history = state
-        .0
-        .store
-        .history(TenantId(claims.tenant_id), DomainId(id))
-        .await
-        .map_err(ApiError::unavailable)?;
-    let events: Vec<_> = history.into_iter().map(|(_, e)| e).collect();
+    let seq = |v: &Option<String>| -> ApiResult<Option<u64>> {
+        v.as_deref()
+            .map(|s| {
+                s.trim().parse::<u64>().map_err(|_| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "`before` and `after` are the `older` and `latest` of an earlier answer",
+                    )
+                })
+            })
+            .transpose()
+    };
+    let (before, after) = (seq(&q.before)?, seq(&q.after)?);
+    let subject = event::subject(TenantId(claims.tenant_id), DomainId(id));
+    // The subject's last message first: the reads below stop there.
+    let latest = last_seq(&state, &subject).await?;
+    let from = after.map_or(1, |a| a.saturating_add(1));
+    let to = before.map_or(latest, |b| b.saturating_sub(1).min(latest));
+    let page = state.0.opts.timeline_page.max(1);
+    let (window, left_out) = events_between(&state, &subject, from, to, page).await?;
+    let older = left_out.then(|| window.front().map(|(s, _)| *s)).flatten();
+    let events: Vec<Event> = window.into_iter().map(|(_, e)| e).collect();
     let mut entries = view::timeline(&events);
     entries.reverse(); // newest first
-    Ok(Json(json!({"entries": entries})))
+    Ok(Json(
+        json!({"entries": entries, "latest": latest, "older": older}),
+    ))
 }
 
 #[derive(Deserialize, Default)]

@@ -49,6 +49,20 @@ struct Cli {
     /// Default lifetime of a share link, in seconds (60 … 2592000).
     #[arg(long, env = "GATEWAY_SHARE_TTL_SECS", default_value = "604800", value_parser = settings::share_ttl_secs, global = true)]
     share_ttl_secs: u64,
+    /// Commands (register, dns-configured, refresh, delete) a tenant may send a minute
+    /// after its burst (1 … 6000); over it: 429 with Retry-After. Per gateway process.
+    #[arg(long, env = "GATEWAY_TENANT_COMMANDS_PER_MINUTE", default_value = "30", value_parser = settings::tenant_commands_per_minute, global = true)]
+    tenant_commands_per_minute: u32,
+    /// Commands a tenant may send at once (1 … 1000).
+    #[arg(long, env = "GATEWAY_TENANT_COMMAND_BURST", default_value = "10", value_parser = settings::tenant_command_burst, global = true)]
+    tenant_command_burst: u32,
+    /// Seconds between checks (dns-configured, refresh) of one domain after its burst
+    /// (1 … 3600).
+    #[arg(long, env = "GATEWAY_DOMAIN_CHECK_INTERVAL_SECS", default_value = "10", value_parser = settings::domain_check_interval_secs, global = true)]
+    domain_check_interval_secs: u64,
+    /// Checks of one domain an owner may ask at once (1 … 100).
+    #[arg(long, env = "GATEWAY_DOMAIN_CHECK_BURST", default_value = "2", value_parser = settings::domain_check_burst, global = true)]
+    domain_check_burst: u32,
     /// Tenant of the dev link printed with the development secret.
     #[arg(long, env = "GATEWAY_DEV_TENANT", value_parser = settings::dev_tenant, global = true)]
     dev_tenant: Option<uuid::Uuid>,
@@ -112,6 +126,10 @@ async fn main() -> anyhow::Result<()> {
     opts.share_base = share_base;
     opts.command_timeout = Duration::from_secs(cli.command_timeout_secs);
     opts.share_ttl = Duration::from_secs(cli.share_ttl_secs);
+    opts.tenant_commands =
+        gateway::limits::Rate::per_minute(cli.tenant_commands_per_minute, cli.tenant_command_burst);
+    opts.domain_checks =
+        gateway::limits::Rate::every_secs(cli.domain_check_interval_secs, cli.domain_check_burst);
     let router = gateway::app_with_ops(config, opts, &ops).await?;
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     let addr = listener.local_addr()?;
@@ -177,6 +195,26 @@ mod tests {
         );
         refused(&["--share-ttl-secs", "30"], "GATEWAY_SHARE_TTL_SECS", "30");
         refused(&["--dev-tenant", "dev"], "GATEWAY_DEV_TENANT", "dev");
+        refused(
+            &["--tenant-commands-per-minute", "0"],
+            "GATEWAY_TENANT_COMMANDS_PER_MINUTE",
+            "0",
+        );
+        refused(
+            &["--tenant-command-burst", "0"],
+            "GATEWAY_TENANT_COMMAND_BURST",
+            "0",
+        );
+        refused(
+            &["--domain-check-interval-secs", "0"],
+            "GATEWAY_DOMAIN_CHECK_INTERVAL_SECS",
+            "0",
+        );
+        refused(
+            &["--domain-check-burst", "101"],
+            "GATEWAY_DOMAIN_CHECK_BURST",
+            "101",
+        );
     }
 
     #[test]
@@ -197,5 +235,19 @@ mod tests {
         assert_eq!(cli.command_timeout_secs, 10);
         assert_eq!(cli.share_ttl_secs, 7 * 86_400);
         assert_eq!(cli.listen.port(), 8080);
+        assert_eq!(
+            (
+                cli.tenant_commands_per_minute,
+                cli.tenant_command_burst,
+                cli.domain_check_interval_secs,
+                cli.domain_check_burst
+            ),
+            (
+                gateway::limits::TENANT_COMMANDS_PER_MINUTE,
+                gateway::limits::TENANT_COMMAND_BURST,
+                gateway::limits::DOMAIN_CHECK_INTERVAL_SECS,
+                gateway::limits::DOMAIN_CHECK_BURST
+            )
+        );
     }
 }

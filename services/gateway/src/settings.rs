@@ -137,6 +137,70 @@ pub fn share_ttl_secs(v: &str) -> Result<u64, String> {
     })
 }
 
+/// The bounds of the rate limits (see [`crate::limits`] for the defaults and why).
+pub const MAX_TENANT_COMMANDS_PER_MINUTE: u64 = 6000;
+pub const MAX_TENANT_COMMAND_BURST: u64 = 1000;
+pub const MAX_DOMAIN_CHECK_INTERVAL_SECS: u64 = 3600;
+pub const MAX_DOMAIN_CHECK_BURST: u64 = 100;
+
+/// `GATEWAY_TENANT_COMMANDS_PER_MINUTE`: commands a tenant may send a minute after its
+/// burst, 1 … 6000.
+pub fn tenant_commands_per_minute(v: &str) -> Result<u32, String> {
+    count(v, MAX_TENANT_COMMANDS_PER_MINUTE).ok_or_else(|| {
+        invalid(
+            "GATEWAY_TENANT_COMMANDS_PER_MINUTE",
+            "tenant-commands-per-minute",
+            &format!(
+                "a whole number of commands from 1 to {MAX_TENANT_COMMANDS_PER_MINUTE} (default {})",
+                crate::limits::TENANT_COMMANDS_PER_MINUTE
+            ),
+        )
+    })
+}
+
+/// `GATEWAY_TENANT_COMMAND_BURST`: commands a tenant may send at once, 1 … 1000.
+pub fn tenant_command_burst(v: &str) -> Result<u32, String> {
+    count(v, MAX_TENANT_COMMAND_BURST).ok_or_else(|| {
+        invalid(
+            "GATEWAY_TENANT_COMMAND_BURST",
+            "tenant-command-burst",
+            &format!(
+                "a whole number of commands from 1 to {MAX_TENANT_COMMAND_BURST} (default {})",
+                crate::limits::TENANT_COMMAND_BURST
+            ),
+        )
+    })
+}
+
+/// `GATEWAY_DOMAIN_CHECK_INTERVAL_SECS`: seconds between an owner's checks of one
+/// domain after its burst, 1 … 3600.
+pub fn domain_check_interval_secs(v: &str) -> Result<u64, String> {
+    whole(v, 1, MAX_DOMAIN_CHECK_INTERVAL_SECS).ok_or_else(|| {
+        invalid(
+            "GATEWAY_DOMAIN_CHECK_INTERVAL_SECS",
+            "domain-check-interval-secs",
+            &format!(
+                "a whole number of seconds from 1 to {MAX_DOMAIN_CHECK_INTERVAL_SECS} (default {})",
+                crate::limits::DOMAIN_CHECK_INTERVAL_SECS
+            ),
+        )
+    })
+}
+
+/// `GATEWAY_DOMAIN_CHECK_BURST`: checks of one domain an owner may ask at once, 1 … 100.
+pub fn domain_check_burst(v: &str) -> Result<u32, String> {
+    count(v, MAX_DOMAIN_CHECK_BURST).ok_or_else(|| {
+        invalid(
+            "GATEWAY_DOMAIN_CHECK_BURST",
+            "domain-check-burst",
+            &format!(
+                "a whole number of checks from 1 to {MAX_DOMAIN_CHECK_BURST} (default {})",
+                crate::limits::DOMAIN_CHECK_BURST
+            ),
+        )
+    })
+}
+
 /// `GATEWAY_DEV_TENANT`: a UUID.
 pub fn dev_tenant(v: &str) -> Result<uuid::Uuid, String> {
     uuid::Uuid::parse_str(v.trim()).map_err(|_| {
@@ -146,6 +210,11 @@ pub fn dev_tenant(v: &str) -> Result<uuid::Uuid, String> {
             "a tenant UUID, e.g. 00000000-0000-4000-8000-00000000d3f0",
         )
     })
+}
+
+/// A count from 1 to `max` (which fits a `u32`).
+fn count(v: &str, max: u64) -> Option<u32> {
+    whole(v, 1, max).and_then(|n| u32::try_from(n).ok())
 }
 
 fn whole(v: &str, min: u64, max: u64) -> Option<u64> {
@@ -253,6 +322,38 @@ mod tests {
         assert_eq!(share_ttl_secs("2592000").unwrap(), 2_592_000);
         for bad in ["0", "59", "2592001", "7d", "-60"] {
             refused(share_ttl_secs, bad, "GATEWAY_SHARE_TTL_SECS");
+        }
+    }
+
+    #[test]
+    fn a_rate_limit_of_zero_above_its_bound_or_unreadable_is_refused() {
+        assert_eq!(tenant_commands_per_minute("30").unwrap(), 30);
+        assert_eq!(tenant_commands_per_minute(" 6000 ").unwrap(), 6000);
+        assert_eq!(tenant_command_burst("1").unwrap(), 1);
+        assert_eq!(tenant_command_burst("1000").unwrap(), 1000);
+        assert_eq!(domain_check_interval_secs("10").unwrap(), 10);
+        assert_eq!(domain_check_interval_secs("3600").unwrap(), 3600);
+        assert_eq!(domain_check_burst("2").unwrap(), 2);
+        assert_eq!(domain_check_burst("100").unwrap(), 100);
+        for bad in ["0", "-1", "6001", "30/min", "1.5", ""] {
+            refused(
+                tenant_commands_per_minute,
+                bad,
+                "GATEWAY_TENANT_COMMANDS_PER_MINUTE",
+            );
+        }
+        for bad in ["0", "1001", "ten"] {
+            refused(tenant_command_burst, bad, "GATEWAY_TENANT_COMMAND_BURST");
+        }
+        for bad in ["0", "3601", "10s", "-5"] {
+            refused(
+                domain_check_interval_secs,
+                bad,
+                "GATEWAY_DOMAIN_CHECK_INTERVAL_SECS",
+            );
+        }
+        for bad in ["0", "101", "two"] {
+            refused(domain_check_burst, bad, "GATEWAY_DOMAIN_CHECK_BURST");
         }
     }
 

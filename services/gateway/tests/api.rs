@@ -5,6 +5,7 @@ mod common;
 
 use common::spec::Spec;
 use common::Gw;
+use email_domain_events::event::{CheckTrigger, EventData};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ struct Api<'a> {
     spec: Spec,
     /// How many responses were checked, and how many of them had a JSON body.
     checked: std::sync::Mutex<(usize, usize)>,
+    /// The headers of the last response.
+    headers: std::sync::Mutex<reqwest::header::HeaderMap>,
 }
 
 impl<'a> Api<'a> {
@@ -32,6 +35,7 @@ impl<'a> Api<'a> {
             seen: Default::default(),
             spec: Spec::gateway(),
             checked: Default::default(),
+            headers: Default::default(),
         }
     }
 
@@ -69,6 +73,7 @@ impl<'a> Api<'a> {
         }
         let res = req.send().await.expect("request");
         let status = res.status();
+        *self.headers.lock().unwrap() = res.headers().clone();
         let content_type = res
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -112,6 +117,20 @@ impl<'a> Api<'a> {
                 .unwrap_or_else(|_| panic!("{path} answered non-JSON {s}: {t}")),
         )
     }
+}
+
+/// The last response's `Retry-After`, in seconds.
+fn retry_after(api: &Api<'_>) -> Option<u64> {
+    api.headers
+        .lock()
+        .unwrap()
+        .get(reqwest::header::RETRY_AFTER)
+        .map(|v| {
+            v.to_str()
+                .unwrap()
+                .parse()
+                .expect("Retry-After in whole seconds")
+        })
 }
 
 fn code(v: &Value) -> &str {
@@ -240,7 +259,13 @@ fn assert_downloads_hold_every_record(csv: &str, zone: &str, records: &[Value]) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_owner_flow_tenancy_plans_share_links_and_downloads() {
     let started = Instant::now();
-    let gw = Gw::start().await;
+    // This flow calls every route, the checks of one domain several times within
+    // seconds: limits it does not reach (the limits have their own test).
+    let gw = Gw::start_with(|o| {
+        o.tenant_commands = gateway::limits::Rate::per_minute(600, 100);
+        o.domain_checks = gateway::limits::Rate::every_secs(1, 100);
+    })
+    .await;
     let api = Api::new(&gw);
     let (tenant, other) = (Uuid::new_v4(), Uuid::new_v4());
     let token = gw.token(tenant, "enterprise", 600);
@@ -1184,4 +1209,298 @@ fn the_openapi_check_rejects_what_the_spec_does_not_allow() {
             &with("/domain/provider", json!("someone")).to_string(),
         )
         .unwrap();
+}
+
+/// Registers `domain` for the token's tenant and waits for its records; returns its id.
+async fn registered(api: &Api<'_>, token: &str, domain: &str) -> String {
+    let (s, reg) = api
+        .json(
+            Method::POST,
+            "/api/v1/domains",
+            Some(token),
+            Some(json!({ "domain": domain })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{domain}: {reg}");
+    let id = reg["domain"]["id"].as_str().unwrap().to_string();
+    wait_domain(api, token, &id, "records", |d| {
+        d["status"] == "awaiting_dns"
+    })
+    .await;
+    id
+}
+
+/// A tenant over its commands' limit, and a domain checked again at once, are
+/// answered 429 with `Retry-After` and the gateway's error body, and nothing is
+/// published; another tenant, and another domain, are not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_over_a_rate_limit_are_answered_429_with_retry_after() {
+    // Given a tenant with 4 commands at once, then one a minute, and a check of a
+    // domain at most once an hour
+    let gw = Gw::start_with(|o| {
+        o.tenant_commands = gateway::limits::Rate::per_minute(1, 4);
+        o.domain_checks = gateway::limits::Rate::every_secs(3600, 1);
+    })
+    .await;
+    let api = Api::new(&gw);
+    let (tenant, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let token = gw.token(tenant, "enterprise", 600);
+    let other_token = gw.token(other, "enterprise", 600);
+    let one = registered(&api, &token, "gw-limit-one.test").await; // 1 of 4
+    let two = registered(&api, &token, "gw-limit-two.test").await; // 2 of 4
+    let refresh = |id: &str| format!("/api/v1/domains/{id}/refresh");
+
+    // When one domain is checked twice in a row
+    let (s, v) = api
+        .json(Method::POST, &refresh(&one), Some(&token), None)
+        .await; // 3 of 4
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (s, v) = api
+        .json(Method::POST, &refresh(&one), Some(&token), None)
+        .await;
+    // Then the second is refused for an hour's wait, in the gateway's error shape
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("checked"),
+        "{v}"
+    );
+    let wait = retry_after(&api).expect("a 429 carries Retry-After");
+    assert!((3500..=3600).contains(&wait), "Retry-After: {wait}");
+    // And so is "I've added the records" on it: both are checks
+    let (s, v) = api
+        .json(
+            Method::POST,
+            &format!("/api/v1/domains/{one}/dns-configured"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        "{v}"
+    );
+    // And the refused checks cost the tenant nothing: another domain is checked
+    let (s, v) = api
+        .json(Method::POST, &refresh(&two), Some(&token), None)
+        .await; // 4 of 4
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+
+    // When the tenant, out of commands, registers another domain
+    let (s, v) = api
+        .json(
+            Method::POST,
+            "/api/v1/domains",
+            Some(&token),
+            Some(json!({"domain": "gw-limit-three.test"})),
+        )
+        .await;
+    // Then it is refused until a token refills (within the minute)
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        "{v}"
+    );
+    let wait = retry_after(&api).expect("a 429 carries Retry-After");
+    assert!((1..=60).contains(&wait), "Retry-After: {wait}");
+    // And deleting is a command too
+    let (s, v) = api
+        .json(
+            Method::DELETE,
+            &format!("/api/v1/domains/{two}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        "{v}"
+    );
+    // And reading is not limited
+    let (s, _) = api
+        .json(Method::GET, "/api/v1/domains", Some(&token), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // And another tenant is not held back
+    registered(&api, &other_token, "gw-limit-three.test").await;
+
+    // And nothing refused reached the log: no event names the refused domain or was
+    // appended for the first domain after its refused checks (its one check aside)
+    gw.stack.settled().await;
+    let events = gw.stack.events().await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.domain == "gw-limit-three.test" && e.tenant_id.0 == tenant),
+        "a refused registration was published"
+    );
+    // (a check's events carry the command that asked for it as their cause)
+    let one_id = Uuid::parse_str(&one).unwrap();
+    let owners_checks: std::collections::BTreeSet<_> = events
+        .iter()
+        .filter(|e| e.domain_id.0 == one_id)
+        .filter(|e| match &e.data {
+            EventData::CheckRequested { trigger } | EventData::DnsChecked { trigger, .. } => {
+                *trigger != CheckTrigger::Scheduled
+            }
+            _ => false,
+        })
+        .map(|e| e.causation_id)
+        .collect();
+    assert_eq!(owners_checks.len(), 1, "{owners_checks:?}");
+    gw.stop().await;
+}
+
+/// The timeline answers at most a page of the newest events, older pages through
+/// `before`, and only what happened since through `after` (what the page polls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_timeline_answers_a_page_of_the_newest_events_and_older_pages_on_request() {
+    // Given a gateway answering 3 events a page, and a domain with more events than that
+    let gw = Gw::start_with(|o| {
+        o.timeline_page = 3;
+        o.domain_checks = gateway::limits::Rate::every_secs(1, 10);
+    })
+    .await;
+    let api = Api::new(&gw);
+    let token = gw.token(Uuid::new_v4(), "enterprise", 600);
+    let id = registered(&api, &token, "gw-timeline.test").await;
+    let timeline = format!("/api/v1/domains/{id}/timeline");
+    for _ in 0..3 {
+        let (s, v) = api
+            .json(
+                Method::POST,
+                &format!("/api/v1/domains/{id}/refresh"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    }
+    // (a gateway with the default page of 100 answers the whole timeline)
+    let (whole_base, whole_gw) = gw.another_instance().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let whole = loop {
+        let (s, whole) = api
+            .json(
+                Method::GET,
+                &format!("{whole_base}{timeline}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{whole}");
+        if whole["entries"].as_array().unwrap().len() >= 6 {
+            break whole;
+        }
+        assert!(Instant::now() < deadline, "too few events: {whole}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(whole["older"], Value::Null, "{whole}");
+    let latest = whole["latest"].as_u64().unwrap();
+
+    // When the owner's page asks
+    let (s, page) = api.json(Method::GET, &timeline, Some(&token), None).await;
+    // Then it gets the newest 3, and where to ask for older ones
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert_eq!(page["entries"].as_array().unwrap().len(), 3, "{page}");
+    assert!(page["older"].as_u64().is_some(), "{page}");
+    assert!(page["latest"].as_u64().unwrap() >= latest, "{page}");
+
+    // When it pages back from the whole answer's newest event
+    // Then the pages together are the whole timeline, newest first
+    let mut paged: Vec<Value> = Vec::new();
+    let mut before = latest + 1;
+    for _ in 0..20 {
+        let (s, page) = api
+            .json(
+                Method::GET,
+                &format!("{timeline}?before={before}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        let entries = page["entries"].as_array().unwrap();
+        assert!(entries.len() <= 3, "{page}");
+        paged.extend(entries.iter().cloned());
+        match page["older"].as_u64() {
+            Some(older) => {
+                assert!(older < before, "{page}");
+                before = older;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(&paged, whole["entries"].as_array().unwrap());
+
+    // When it asks what happened since its latest, then checks again
+    let (_, page) = api.json(Method::GET, &timeline, Some(&token), None).await;
+    let seen = page["latest"].as_u64().unwrap();
+    let (s, since) = api
+        .json(
+            Method::GET,
+            &format!("{timeline}?after={seen}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{since}");
+    assert!(since["latest"].as_u64().unwrap() >= seen, "{since}");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the domain's next check token
+    let (s, v) = api
+        .json(
+            Method::POST,
+            &format!("/api/v1/domains/{id}/refresh"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    // Then only the new events are answered
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, since) = api
+            .json(
+                Method::GET,
+                &format!("{timeline}?after={seen}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{since}");
+        let entries = since["entries"].as_array().unwrap();
+        if entries.iter().any(|e| e["kind"] == "dns_checked") {
+            assert!(since["latest"].as_u64().unwrap() > seen, "{since}");
+            assert!(entries.len() <= 3, "{since}");
+            assert!(
+                !entries.iter().any(|e| e["kind"] == "registered"),
+                "an old event answered as new: {since}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new check never showed: {since}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // And a cursor that is not a number is a bad request
+    for q in ["before=x", "after=-1"] {
+        let (s, v) = api
+            .json(Method::GET, &format!("{timeline}?{q}"), Some(&token), None)
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{q}: {v}"
+        );
+    }
+    whole_gw.trigger();
+    gw.stop().await;
 }

@@ -6,6 +6,8 @@
   const mode = document.body.dataset.mode;
   const $ = (id) => document.getElementById(id);
   const POLL_MS = 3000;
+  // The most timeline entries kept per domain (the gateway answers at most 100 events a request).
+  const TIMELINE_MAX = 100;
 
   function el(tag, attrs, ...children) {
     const e = document.createElement(tag);
@@ -187,7 +189,7 @@
   // ---- owner page ---------------------------------------------------------------
 
   let token = null;
-  const state = { rendered: new Map(), timelines: new Map(), shares: new Map(), revoked: new Map(), openTimelines: new Set(), busy: new Set() };
+  const state = { rendered: new Map(), timelines: new Map(), timelineLatest: new Map(), shares: new Map(), revoked: new Map(), openTimelines: new Set(), busy: new Set() };
 
   // The token comes in the fragment only (#token=...): a fragment never reaches a
   // server or a proxy's log. One in the query (?token=...) already did, so it is not
@@ -323,7 +325,7 @@
   function timelineBlock(d) {
     const entries = state.timelines.get(d.id) || [];
     const details = el("details", { class: "timeline", "data-key": `timeline-${d.id}` },
-      el("summary", { text: `Timeline of checks (${entries.length})` }),
+      el("summary", { text: entries.length >= TIMELINE_MAX ? `Timeline of checks (latest ${entries.length})` : `Timeline of checks (${entries.length})` }),
       entries.length ? el("ol", { reversed: true }, entries.map((e) =>
         el("li", { "data-kind": e.kind }, timeEl(e.at), " – ", el("strong", { text: e.title }), e.detail ? ` – ${e.detail}` : ""))) :
         el("p", { class: "help", text: "No checks yet." }));
@@ -414,8 +416,15 @@
       if (handleAuth(r)) return;
       if (r.status !== 200) { showError(errorText(r)); return; }
       await Promise.all(r.json.domains.map(async (d) => {
-        const t = await api("GET", `/api/v1/domains/${d.id}/timeline`);
-        if (t.status === 200) state.timelines.set(d.id, t.json.entries);
+        // The first time the newest page; then only what happened since (`after`).
+        const since = state.timelineLatest.get(d.id);
+        const t = await api("GET", `/api/v1/domains/${d.id}/timeline` + (since === undefined ? "" : `?after=${since}`));
+        if (t.status !== 200) return;
+        const known = state.timelines.get(d.id) || [];
+        // A whole page of new events (`older` set) replaces what was shown.
+        const merged = since === undefined || t.json.older != null ? t.json.entries : t.json.entries.concat(known);
+        state.timelines.set(d.id, merged.slice(0, TIMELINE_MAX));
+        state.timelineLatest.set(d.id, t.json.latest);
       }));
       render(r.json);
       document.body.dataset.loaded = "true";

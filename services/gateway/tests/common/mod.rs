@@ -21,9 +21,16 @@ pub struct Gw {
 
 impl Gw {
     pub async fn start() -> Gw {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Gw::start`] with the gateway's options changed by `change`.
+    pub async fn start_with(change: impl FnOnce(&mut gateway::Options)) -> Gw {
         let stack = Stack::start().await;
         let keys = Keys::new(SECRET);
-        let router = gateway::app(stack.config.clone(), gateway::Options::new(keys.clone()))
+        let mut opts = gateway::Options::new(keys.clone());
+        change(&mut opts);
+        let router = gateway::app(stack.config.clone(), opts)
             .await
             .expect("gateway starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
