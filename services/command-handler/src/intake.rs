@@ -10,12 +10,12 @@
 //! handler keeps per domain.
 //!
 //! It moves only as fast as the handlers answer: at most [`UNANSWERED_PER_PARTITION`]
-//! per partition (512 with the default 8) public commands moved and not yet answered (their outcome seen). Moving a burst at full
-//! speed pushed 20,000 commands through the partition streams and into the handlers
-//! within a second, and the machine spent that second on it, in front of a quiet
-//! tenant's command; held back here, the burst waits in fair order and costs its
-//! moves while it is worked off. (Past half its window the intake moves regardless,
-//! so that it keeps reading.)
+//! public commands per partition (512 with the default 8) moved and not yet answered
+//! (their outcome seen). Moving a burst at full speed pushed 20,000 commands through
+//! the partition streams and into the handlers within a second, and the machine spent
+//! that second on it, in front of a quiet tenant's command; held back here, the burst
+//! waits in fair order and costs its moves while it is worked off. (Past half its
+//! window the intake moves regardless, so that it keeps reading.)
 //!
 //! Each command is republished with a message id of its own (the commands stream's
 //! creation time and sequence), and acknowledged once the partition stream has it. A
