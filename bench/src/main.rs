@@ -607,18 +607,12 @@ async fn raw_baselines_sized(n: usize, size: usize) -> anyhow::Result<Raw> {
     })
 }
 
-/// The handler's workers: `HANDLER_WORKERS` as the services read it, else the default.
-fn bench_workers() -> usize {
+/// The handler's settings as the services read them from the environment
+/// (`HANDLER_WORKERS`, `HANDLER_FLEET_RATE`, ...); the defaults where unreadable.
+fn service_settings() -> runtime::Config {
     runtime::Config::from_env()
-        .map(|c| c.handler_workers)
-        .unwrap_or(16)
-}
-
-/// The handler's fleet pace: `HANDLER_FLEET_RATE` as the services read it, else the default.
-fn bench_fleet_rate() -> Option<u32> {
-    runtime::Config::from_env()
-        .map(|c| c.handler_fleet_rate)
-        .unwrap_or(Some(runtime::config::DEFAULT_FLEET_RATE))
+        .or_else(|_| runtime::Config::from_vars(|_| None))
+        .expect("the default configuration")
 }
 
 /// The handler instances P1 and P2 are measured with, in the same run.
@@ -672,10 +666,11 @@ fn process_options(handlers: usize) -> StackOptions {
 
 /// The stack as deployed: the default number of handler lanes and workers.
 fn bench_options() -> StackOptions {
+    let settings = service_settings();
     StackOptions {
         handler_lanes: 256,
-        handler_workers: bench_workers(),
-        handler_fleet_rate: bench_fleet_rate(),
+        handler_workers: settings.handler_workers,
+        handler_fleet_rate: settings.handler_fleet_rate,
         handler_partitions: 8,
         ..StackOptions::default()
     }

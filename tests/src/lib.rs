@@ -305,6 +305,20 @@ pub struct StackOptions {
     pub nats: NatsOptions,
 }
 
+impl StackOptions {
+    /// NATS, Postgres, the test DNS, the dev provider and the query service only: the
+    /// test starts the services it exercises itself.
+    pub fn infrastructure_only() -> StackOptions {
+        StackOptions {
+            handlers: 0,
+            provider_worker: false,
+            scheduler: false,
+            projectors: false,
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for StackOptions {
     fn default() -> Self {
         StackOptions {

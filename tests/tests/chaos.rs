@@ -199,14 +199,7 @@ async fn chaos(processes: Option<PathBuf>, p: Params) {
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
     // Only the infrastructure and the query service; the services under test are ours.
-    let stack = Stack::start_with(StackOptions {
-        handlers: 0,
-        provider_worker: false,
-        scheduler: false,
-        projectors: false,
-        ..Default::default()
-    })
-    .await;
+    let stack = Stack::start_with(StackOptions::infrastructure_only()).await;
     let logs = tempfile::Builder::new()
         .prefix("chaos-logs")
         .tempdir()

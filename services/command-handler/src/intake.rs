@@ -118,7 +118,6 @@ async fn forward(services: &Arc<Services>, partitions: u32) -> anyhow::Result<()
     let (acks, pending) = tokio::sync::mpsc::channel(IN_FLIGHT);
     let mut acker = tokio::spawn(acknowledge(pending));
     let mut backlog = FairQueue::<TenantId, Read>::default();
-    let mut backlog_len = 0usize;
     let mut unanswered = Unanswered::new(
         UNANSWERED_PER_PARTITION * partitions.max(1) as usize,
         FORGET_AFTER,
@@ -128,7 +127,7 @@ async fn forward(services: &Arc<Services>, partitions: u32) -> anyhow::Result<()
         let now = std::time::Instant::now();
         // Past half the window, moves go on regardless, so reading goes on.
         let may_move = !backlog.is_empty()
-            && (unanswered.has_room(now) || backlog_len >= (WINDOW / 2) as usize);
+            && (unanswered.has_room(now) || backlog.len() >= (WINDOW / 2) as usize);
         // While moves wait for answers, the oldest unanswered one may stop counting.
         let forgotten_at = unanswered
             .forgotten_at()
@@ -155,14 +154,12 @@ async fn forward(services: &Arc<Services>, partitions: u32) -> anyhow::Result<()
                 };
                 if let Some(read) = read(services, msg, partitions) {
                     backlog.push(read.class, read.tenant, read);
-                    backlog_len += 1;
                     runtime::ops::INTAKE_BACKLOG.inc();
                 }
             }
             permit = acks.reserve(), if may_move => {
                 let permit = permit.map_err(|_| anyhow::anyhow!("the intake's acknowledger ended"))?;
                 let next = backlog.pop().expect("the backlog is not empty");
-                backlog_len -= 1;
                 runtime::ops::INTAKE_BACKLOG.dec();
                 unanswered.moved(next.command_id, now);
                 match republish(services, next, epoch).await {

@@ -137,6 +137,15 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
+/// A 429 answer with the gateway's `rate_limited` error.
+fn assert_rate_limited(status: StatusCode, v: &Value) {
+    assert_eq!(
+        (status, code(v)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        "{v}"
+    );
+}
+
 /// Waits until GET /api/v1/domains/{id} satisfies `pred`.
 async fn wait_domain(
     api: &Api<'_>,
@@ -1259,11 +1268,7 @@ async fn commands_over_a_rate_limit_are_answered_429_with_retry_after() {
         .json(Method::POST, &refresh(&one), Some(&token), None)
         .await;
     // Then the second is refused for an hour's wait, in the gateway's error shape
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-        "{v}"
-    );
+    assert_rate_limited(s, &v);
     assert!(
         v["error"]["message"].as_str().unwrap().contains("checked"),
         "{v}"
@@ -1279,11 +1284,7 @@ async fn commands_over_a_rate_limit_are_answered_429_with_retry_after() {
             None,
         )
         .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-        "{v}"
-    );
+    assert_rate_limited(s, &v);
     // And the refused checks cost the tenant nothing: another domain is checked
     let (s, v) = api
         .json(Method::POST, &refresh(&two), Some(&token), None)
@@ -1300,11 +1301,7 @@ async fn commands_over_a_rate_limit_are_answered_429_with_retry_after() {
         )
         .await;
     // Then it is refused until a token refills (within the minute)
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-        "{v}"
-    );
+    assert_rate_limited(s, &v);
     let wait = retry_after(&api).expect("a 429 carries Retry-After");
     assert!((1..=60).contains(&wait), "Retry-After: {wait}");
     // And deleting is a command too
@@ -1316,11 +1313,7 @@ async fn commands_over_a_rate_limit_are_answered_429_with_retry_after() {
             None,
         )
         .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-        "{v}"
-    );
+    assert_rate_limited(s, &v);
     // And reading is not limited
     let (s, _) = api
         .json(Method::GET, "/api/v1/domains", Some(&token), None)

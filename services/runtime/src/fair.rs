@@ -155,11 +155,6 @@ impl<K: Hash + Eq + Clone, T> Turns<K, T> {
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.queues.values().flatten()
     }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.queues.values().map(VecDeque::len).sum()
-    }
 }
 
 /// The commands a lane holds, keyed by tenant.
@@ -172,6 +167,8 @@ pub struct FairQueue<K, T> {
     streak: u32,
     /// The last turn off the interactive class went to fleet work.
     fleet_last: bool,
+    /// Items queued, all classes.
+    len: usize,
 }
 
 impl<K: Hash + Eq + Clone, T> Default for FairQueue<K, T> {
@@ -182,12 +179,14 @@ impl<K: Hash + Eq + Clone, T> Default for FairQueue<K, T> {
             fleet: Turns::default(),
             streak: 0,
             fleet_last: false,
+            len: 0,
         }
     }
 }
 
 impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     pub fn push(&mut self, class: Class, key: K, item: T) {
+        self.len += 1;
         match class {
             Class::Interactive => self.interactive.push(key, item),
             Class::Background => self.background.push(key, item),
@@ -202,6 +201,14 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
 
     /// The next command to handle; fleet work only if `fleet_may_start`.
     pub fn pop_paced(&mut self, fleet_may_start: bool) -> Option<T> {
+        let item = self.next(fleet_may_start);
+        if item.is_some() {
+            self.len -= 1;
+        }
+        item
+    }
+
+    fn next(&mut self, fleet_may_start: bool) -> Option<T> {
         let background_due = self.streak >= INTERACTIVE_PER_BACKGROUND;
         if !self.interactive.is_empty() && !background_due {
             self.streak += 1;
@@ -227,9 +234,8 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         !self.fleet.is_empty()
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.interactive.len() + self.background.len() + self.fleet.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -267,6 +273,7 @@ mod tests {
             "y waits for one of x's, not 100"
         );
         assert_eq!(q.len(), 99);
+        assert_eq!(q.iter().count(), 99);
     }
 
     #[test]
