@@ -41,17 +41,22 @@ fn system_cfg(resolver: &TestDns, port: u16) -> DnsConfig {
     }
 }
 
-#[tokio::test]
-async fn a_delegation_to_a_loopback_address_is_not_asked() {
-    let (resolver, auth) = delegated_to("127.0.0.2").await;
-    let checker = DnsChecker::new(system_cfg(&resolver, auth.addr().port())).unwrap();
-    let expected = [DnsRecord::required(
+/// The one record the loopback tests look for.
+fn spf_of_acme() -> [DnsRecord; 1] {
+    [DnsRecord::required(
         "spf",
         "TXT",
         "send.acme.test",
         SPF,
         None,
-    )];
+    )]
+}
+
+#[tokio::test]
+async fn a_delegation_to_a_loopback_address_is_not_asked() {
+    let (resolver, auth) = delegated_to("127.0.0.2").await;
+    let checker = DnsChecker::new(system_cfg(&resolver, auth.addr().port())).unwrap();
+    let expected = spf_of_acme();
 
     let report = checker.check_report("acme.test", &expected).await;
 
@@ -70,13 +75,7 @@ async fn a_test_that_runs_its_authorities_on_loopback_may_still_ask_them() {
         ..system_cfg(&resolver, auth.addr().port())
     };
     let checker = DnsChecker::new(cfg).unwrap();
-    let expected = [DnsRecord::required(
-        "spf",
-        "TXT",
-        "send.acme.test",
-        SPF,
-        None,
-    )];
+    let expected = spf_of_acme();
 
     let report = checker.check_report("acme.test", &expected).await;
 
@@ -98,13 +97,7 @@ async fn configured_nameservers_on_loopback_are_asked() {
         ..DnsConfig::only(vec![dns.addr()])
     })
     .unwrap();
-    let expected = [DnsRecord::required(
-        "spf",
-        "TXT",
-        "send.acme.test",
-        SPF,
-        None,
-    )];
+    let expected = spf_of_acme();
 
     let report = checker.check_report("acme.test", &expected).await;
 
