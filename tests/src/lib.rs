@@ -286,6 +286,8 @@ pub struct StackOptions {
     pub handler_fleet_rate: Option<u32>,
     /// Partitions of the command work shared by the handler instances.
     pub handler_partitions: u32,
+    /// Partitions of each Postgres projection, shared by its instances.
+    pub projector_partitions: u32,
     /// Leases (handler partitions, the intake, single-instance services) run out after this.
     pub lease_ttl: Duration,
     pub projectors: bool,
@@ -339,6 +341,7 @@ impl Default for StackOptions {
             handler_workers: 16,
             handler_fleet_rate: Some(runtime::config::DEFAULT_FLEET_RATE),
             handler_partitions: 4,
+            projector_partitions: 3,
             lease_ttl: Duration::from_millis(1500),
             projectors: true,
             api_key: None,
@@ -408,6 +411,7 @@ impl Stack {
             handler_workers: opts.handler_workers,
             handler_fleet_rate: opts.handler_fleet_rate,
             handler_partitions: opts.handler_partitions,
+            projector_partitions: opts.projector_partitions,
             snapshot_every: 4,
             lease_ttl: opts.lease_ttl,
             command_dedup_window: opts.command_dedup_window,
@@ -498,6 +502,11 @@ impl Stack {
         self.start_process("command-handler", "command-handler", &[])
     }
 
+    /// One more projector process for `projection` (shares its partitions).
+    pub fn start_projector_process(&mut self, projection: &str) -> u32 {
+        self.start_process("projector", "projector", &["--projection", projection])
+    }
+
     fn start_process(&mut self, name: &'static str, bin: &str, args: &[&str]) -> u32 {
         let dir = self.bin_dir.as_ref().expect("StackOptions::processes");
         let log = tempfile::NamedTempFile::with_prefix_in(format!("{name}-"), self.logs.path())
@@ -546,6 +555,29 @@ impl Stack {
         members: usize,
         within: Duration,
     ) -> Duration {
+        let group = runtime::partitions::Group::handlers();
+        self.wait_shared(group, partitions, members, within).await
+    }
+
+    /// [`Stack::wait_partitions`] for the instances of one projection.
+    pub async fn wait_projection_partitions(
+        &self,
+        projection: &str,
+        partitions: u32,
+        members: usize,
+        within: Duration,
+    ) -> Duration {
+        let group = runtime::partitions::Group::projection(projection);
+        self.wait_shared(group, partitions, members, within).await
+    }
+
+    async fn wait_shared(
+        &self,
+        group: runtime::partitions::Group,
+        partitions: u32,
+        members: usize,
+        within: Duration,
+    ) -> Duration {
         let kv = self
             .js
             .get_key_value(runtime::partitions::BUCKET)
@@ -553,8 +585,12 @@ impl Stack {
             .unwrap();
         let start = Instant::now();
         loop {
-            let live = runtime::partitions::live_members(&kv).await.unwrap();
-            let owners = runtime::partitions::owners(&kv, partitions).await.unwrap();
+            let live = runtime::partitions::live_members(&kv, &group)
+                .await
+                .unwrap();
+            let owners = runtime::partitions::owners(&kv, &group, partitions)
+                .await
+                .unwrap();
             let mut shares: std::collections::HashMap<String, usize> = Default::default();
             let all_owned = owners.iter().all(|o| match o {
                 Some(o) if o.is_live() && live.contains_key(&o.holder) => {
@@ -1114,6 +1150,7 @@ pub fn service_env(c: &Config) -> Vec<(String, String)> {
             c.handler_fleet_rate.unwrap_or(0).to_string(),
         ),
         ("HANDLER_PARTITIONS", c.handler_partitions.to_string()),
+        ("PROJECTOR_PARTITIONS", c.projector_partitions.to_string()),
         ("SNAPSHOT_EVERY", c.snapshot_every.to_string()),
         ("LEASE_TTL_MS", c.lease_ttl.as_millis().to_string()),
         (

@@ -410,13 +410,13 @@ async fn chaos(processes: Option<PathBuf>, p: Params) {
     let last = stream.info().await.unwrap().state.last_sequence as i64;
     let cp_deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let behind: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM projection_checkpoints WHERE projection IN ('email_domains','tenant_settings') AND stream_seq >= $1",
-        )
-        .bind(last)
-        .fetch_one(&stack.pool)
-        .await
-        .unwrap_or(0);
+        let mut behind = 0;
+        for name in ["email_domains", "tenant_settings"] {
+            let at = projector::consume::checkpoint(&stack.pool, name)
+                .await
+                .unwrap_or(0);
+            behind += i64::from(at as i64 >= last);
+        }
         if behind == 2 || Instant::now() > cp_deadline {
             break;
         }

@@ -13,6 +13,8 @@ use system_tests::{Stack, StackOptions};
 use uuid::Uuid;
 
 const PARTITIONS: u32 = 6;
+const PROJECTOR_PARTITIONS: u32 = 4;
+const PROJECTIONS: [&str; 2] = ["email_domains", "tenant_settings"];
 const TTL: Duration = Duration::from_secs(2);
 
 /// What each (tenant, name) is sent, step by step: the same names for every tenant,
@@ -80,6 +82,11 @@ trait Handlers {
     fn start(&mut self, stack: &mut Stack);
     /// Ends one instance at once, the way SIGKILL does.
     fn kill_one(&mut self, stack: &mut Stack);
+    /// A second instance of each projector beside the first.
+    fn add_projectors(&mut self, stack: &mut Stack);
+    /// Ends one of the two instances of each Postgres projection at once; false
+    /// when this kind of instance cannot be killed alone.
+    fn kill_projectors(&mut self, stack: &mut Stack) -> bool;
 }
 
 /// Instances on tokio runtimes of their own in this process.
@@ -93,32 +100,59 @@ impl Handlers for InProcess {
     fn kill_one(&mut self, _: &mut Stack) {
         self.0.remove(0).kill();
     }
+    fn add_projectors(&mut self, stack: &mut Stack) {
+        stack.start_projectors(projector::Options::default());
+    }
+    fn kill_projectors(&mut self, _: &mut Stack) -> bool {
+        // In-process projectors share one shutdown signal (the process variant kills one).
+        false
+    }
 }
 
-/// Instances as processes of the `command-handler` binary, killed with SIGKILL.
+/// Instances as processes of the `command-handler` and `projector` binaries, killed
+/// with SIGKILL.
 #[derive(Default)]
-struct Processes(Vec<u32>);
+struct Processes {
+    handlers: Vec<u32>,
+    projectors: Vec<u32>,
+}
 
 impl Handlers for Processes {
     fn start(&mut self, stack: &mut Stack) {
-        self.0.push(stack.start_handler_process());
+        self.handlers.push(stack.start_handler_process());
     }
     fn kill_one(&mut self, stack: &mut Stack) {
-        stack.kill_process(self.0.remove(0));
+        stack.kill_process(self.handlers.remove(0));
+    }
+    fn add_projectors(&mut self, stack: &mut Stack) {
+        for p in ["email_domains", "tenant_settings"] {
+            self.projectors.push(stack.start_projector_process(p));
+        }
+    }
+    fn kill_projectors(&mut self, stack: &mut Stack) -> bool {
+        for pid in std::mem::take(&mut self.projectors) {
+            stack.kill_process(pid);
+        }
+        true
     }
 }
 
 /// Three handlers and two instances of each projector; interleaved commands for the
 /// same names from four tenants; one handler killed after half of them, one added.
 async fn kill_and_add(mut stack: Stack, mut handlers: impl Handlers) {
-    // A second instance of each projector beside the first.
-    stack.start_projectors(projector::Options::default());
+    handlers.add_projectors(&mut stack);
     for _ in 0..3 {
         handlers.start(&mut stack);
     }
     stack
         .wait_partitions(PARTITIONS, 3, Duration::from_secs(20))
         .await;
+    // The two instances of each projection share its partitions.
+    for p in PROJECTIONS {
+        stack
+            .wait_projection_partitions(p, PROJECTOR_PARTITIONS, 2, Duration::from_secs(20))
+            .await;
+    }
 
     let mut outcomes_seen = stack
         .client
@@ -134,6 +168,7 @@ async fn kill_and_add(mut stack: Stack, mut handlers: impl Handlers) {
     }
     // Killed while the first half is being worked off.
     handlers.kill_one(&mut stack);
+    let projector_killed = handlers.kill_projectors(&mut stack);
     let killed = Instant::now();
     for step in 4..6 {
         publish_step(&stack, step, &tenants, &names, &mut sent).await;
@@ -143,6 +178,19 @@ async fn kill_and_add(mut stack: Stack, mut handlers: impl Handlers) {
         moved <= TTL * 2,
         "the killed instance's partitions moved after {moved:?} (> 2 × {TTL:?})"
     );
+    if projector_killed {
+        // The survivor takes the killed projector's partitions (the wait fails past
+        // 4 × the TTL).
+        for p in PROJECTIONS {
+            stack
+                .wait_projection_partitions(p, PROJECTOR_PARTITIONS, 1, TTL * 4)
+                .await;
+        }
+        eprintln!(
+            "the killed projectors' partitions moved within {:?} of the kill",
+            killed.elapsed()
+        );
+    }
     handlers.start(&mut stack);
     let joined = stack
         .wait_partitions(PARTITIONS, 3, Duration::from_secs(20))
@@ -207,6 +255,7 @@ fn options() -> StackOptions {
     StackOptions {
         handlers: 0,
         handler_partitions: PARTITIONS,
+        projector_partitions: PROJECTOR_PARTITIONS,
         lease_ttl: TTL,
         ..Default::default()
     }

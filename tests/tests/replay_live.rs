@@ -92,11 +92,7 @@ async fn last_event_seq(stack: &Stack) -> u64 {
 }
 
 async fn checkpoint(pool: &sqlx::PgPool, name: &str) -> i64 {
-    sqlx::query_scalar("SELECT stream_seq FROM projection_checkpoints WHERE projection = $1")
-        .bind(name)
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    projector::consume::checkpoint(pool, name).await.unwrap() as i64
 }
 
 async fn table_rows(pool: &sqlx::PgPool) -> BTreeMap<DomainId, Row> {

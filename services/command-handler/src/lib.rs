@@ -75,6 +75,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     ));
     let (ownership, changes) = Ownership::start(
         js.get_key_value(partitions::BUCKET).await?,
+        partitions::Group::handlers(),
         config.handler_partitions,
         config.lease_ttl,
     );

@@ -998,7 +998,20 @@ async fn swap_once(
     .fetch_one(&mut *tx)
     .await?;
     let live: i64 = row.get("stream_seq");
-    let live = live.max(0) as u64;
+    // The partitions' rows too, before the table (the order a projector's batch takes
+    // them in): the live position is the furthest any partition got.
+    let partitions: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT stream_seq, generation FROM projection_checkpoints WHERE projection LIKE $1 FOR UPDATE",
+    )
+    .bind(projector::partitioned::partition_rows_pattern(target.checkpoint()))
+    .fetch_all(&mut *tx)
+    .await?;
+    let live = partitions
+        .iter()
+        .map(|(seq, _)| *seq)
+        .fold(live, i64::max)
+        .max(0) as u64;
+    let partition_generation = partitions.iter().map(|(_, g)| *g).max().unwrap_or(0);
     sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
         .execute(&mut *tx)
         .await?;
@@ -1088,13 +1101,22 @@ async fn swap_once(
     }
     let checkpoint = live.max(st.folded_to);
     let generation: i64 = sqlx::query_scalar(
-        "UPDATE projection_checkpoints SET stream_seq = $2, generation = generation + 1, updated_at = now()
+        "UPDATE projection_checkpoints SET stream_seq = $2, generation = GREATEST(generation, $3) + 1, updated_at = now()
          WHERE projection = $1 RETURNING generation",
     )
     .bind(target.checkpoint())
     .bind(checkpoint as i64)
+    .bind(partition_generation)
     .fetch_one(&mut *tx)
     .await?;
+    // Every partition starts again from the rebuilt table's position (and a different
+    // number of partitions may be used from now on).
+    sqlx::query("DELETE FROM projection_checkpoints WHERE projection LIKE $1")
+        .bind(projector::partitioned::partition_rows_pattern(
+            target.checkpoint(),
+        ))
+        .execute(&mut *tx)
+        .await?;
     let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
         .fetch_one(&mut *tx)
         .await?;

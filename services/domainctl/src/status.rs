@@ -63,9 +63,10 @@ pub async fn status(ep: &Endpoints, io: &mut Io, default_partitions: u32) -> Ctl
 /// Reads the whole picture from NATS.
 pub async fn read(js: &jetstream::Context, default_partitions: u32) -> anyhow::Result<Status> {
     let kv = js.get_key_value(partitions::BUCKET).await?;
+    let handlers = partitions::Group::handlers();
     let count = partition_count(&kv, default_partitions).await?;
-    let owners = partitions::owners(&kv, count).await?;
-    let instances = partitions::live_members(&kv)
+    let owners = partitions::owners(&kv, &handlers, count).await?;
+    let instances = partitions::live_members(&kv, &handlers)
         .await?
         .into_values()
         .map(|m| m.name)
@@ -107,7 +108,7 @@ fn command_handler_lease() -> &'static str {
 
 /// The partitions there are: those ever leased, else the configured number.
 async fn partition_count(kv: &kv::Store, default: u32) -> anyhow::Result<u32> {
-    let leased = partitions::leased(kv).await?;
+    let leased = partitions::leased(kv, &partitions::Group::handlers()).await?;
     Ok(leased.iter().max().map_or(default, |last| last + 1))
 }
 

@@ -33,6 +33,11 @@ pub trait DbProjection: Send {
     fn linger(&self) -> Duration {
         Duration::ZERO
     }
+    /// What the projection's partitions are keyed by: events with one key are applied
+    /// in log order (see `partitioned`).
+    fn key(event: &Event) -> String
+    where
+        Self: Sized;
 }
 
 /// The projection's checkpoint row, read at start and locked in every batch.
@@ -70,13 +75,37 @@ pub async fn fetch_rows<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
+/// How far a projection got: every event up to it is applied. For a partitioned one,
+/// the lowest of its partitions' checkpoints (the projection's own row stands in for
+/// partitions that have none yet).
 pub async fn checkpoint(pool: &PgPool, projection: &str) -> anyhow::Result<u64> {
-    let seq: Option<i64> =
-        sqlx::query_scalar("SELECT stream_seq FROM projection_checkpoints WHERE projection = $1")
-            .bind(projection)
-            .fetch_optional(pool)
-            .await?;
-    Ok(seq.unwrap_or(0) as u64)
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT projection, stream_seq FROM projection_checkpoints WHERE projection = $1 OR projection LIKE $2",
+    )
+    .bind(projection)
+    .bind(crate::partitioned::partition_rows_pattern(projection))
+    .fetch_all(pool)
+    .await?;
+    let base = rows
+        .iter()
+        .find(|(name, _)| name == projection)
+        .map_or(0, |(_, seq)| *seq);
+    let parts: Vec<(&String, i64)> = rows
+        .iter()
+        .filter(|(name, _)| name != projection)
+        .map(|(name, seq)| (name, *seq))
+        .collect();
+    let expected = parts
+        .first()
+        .and_then(|(name, _)| name.rsplit_once("of")?.1.parse::<usize>().ok())
+        .unwrap_or(0);
+    let lowest = parts.iter().map(|(_, seq)| *seq).min();
+    let seq = match lowest {
+        None => base,
+        Some(lowest) if parts.len() < expected => lowest.min(base),
+        Some(lowest) => lowest,
+    };
+    Ok(seq.max(0) as u64)
 }
 
 /// The durable consumer of a projection, created to start right after `from_seq`.

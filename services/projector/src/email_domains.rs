@@ -267,4 +267,10 @@ impl DbProjection for EmailDomains {
         self.pending.clear();
         self.cache.clear();
     }
+
+    /// The name: every registration of a name in log order, so the unique index on
+    /// live names sees a release before the next registration.
+    fn key(event: &Event) -> String {
+        event.domain.clone()
+    }
 }

@@ -14,6 +14,7 @@
 pub mod analytics;
 pub mod consume;
 pub mod email_domains;
+pub mod partitioned;
 pub mod tenant_settings;
 
 use runtime::{lease::Lease, streams, Config, Shutdown};
@@ -137,30 +138,18 @@ pub async fn run(
         let shutdown = shutdown.clone();
         let options = options.for_projection();
         let pool = pool.clone();
-        // One active instance per projection: its durable consumer is recreated from
-        // the checkpoint at start, so a second one running beside it would take
-        // batches out of order. More instances stand by and take over by lease.
+        let (partitions, ttl) = (config.projector_partitions, config.lease_ttl);
         let lease = Lease::new(
             leases.clone(),
             &format!("projector-{}", p.name()),
             config.lease_ttl,
         );
         tasks.push(tokio::spawn(async move {
-            while let Some(mut guard) = lease.acquire(&shutdown).await {
-                let r = tokio::select! {
-                    r = project(&js, pool.clone(), p, &shutdown, &options) => r,
-                    _ = guard.lost() => {
-                        tracing::warn!(projection = p.name(), "lease lost: standing by");
-                        continue;
-                    }
-                };
-                lease.release().await;
-                if let Err(e) = &r {
-                    tracing::error!(projection = p.name(), error = %e, "projector stopped");
-                }
-                return r;
+            let r = project(&js, pool, p, (partitions, ttl), lease, &shutdown, &options).await;
+            if let Err(e) = &r {
+                tracing::error!(projection = p.name(), error = %e, "projector stopped");
             }
-            Ok(())
+            r
         }));
     }
     for t in tasks {
@@ -169,37 +158,63 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs one projection until `shutdown` or an error.
+/// The analytics emitter runs as one active instance: its durable consumer is
+/// recreated at start, so a second one beside it would take batches out of order.
+/// More instances stand by and take over by lease. (It only republishes; one keeps
+/// up with the log.)
+async fn analytics_by_lease(
+    js: &async_nats::jetstream::Context,
+    lease: Lease,
+    shutdown: &Shutdown,
+    options: &Options,
+) -> anyhow::Result<()> {
+    while let Some(mut guard) = lease.acquire(shutdown).await {
+        let r = tokio::select! {
+            r = analytics::run(js, shutdown, options) => r,
+            _ = guard.lost() => {
+                tracing::warn!("analytics lease lost: standing by");
+                continue;
+            }
+        };
+        lease.release().await;
+        return r;
+    }
+    Ok(())
+}
+
+/// Runs this instance's share of one projection until `shutdown` or an error.
 async fn project(
     js: &async_nats::jetstream::Context,
     pool: Option<sqlx::PgPool>,
     p: Projection,
+    (partitions, lease_ttl): (u32, std::time::Duration),
+    lease: Lease,
     shutdown: &Shutdown,
     options: &Options,
 ) -> anyhow::Result<()> {
+    let db = || {
+        pool.clone()
+            .ok_or_else(|| anyhow::anyhow!("{} needs the database", p.name()))
+    };
     match p {
         Projection::EmailDomains => {
-            consume::run_db(
-                js,
-                pool.expect("db"),
-                p,
-                email_domains::EmailDomains::default(),
-                shutdown,
-                options,
-            )
-            .await
+            let spec = partitioned::Spec {
+                name: p.name(),
+                partitions,
+                lease_ttl,
+                fold: email_domains::EmailDomains::default,
+            };
+            partitioned::run(js, db()?, spec, shutdown, options).await
         }
         Projection::TenantSettings => {
-            consume::run_db(
-                js,
-                pool.expect("db"),
-                p,
-                tenant_settings::TenantSettingsProjection::default(),
-                shutdown,
-                options,
-            )
-            .await
+            let spec = partitioned::Spec {
+                name: p.name(),
+                partitions,
+                lease_ttl,
+                fold: tenant_settings::TenantSettingsProjection::default,
+            };
+            partitioned::run(js, db()?, spec, shutdown, options).await
         }
-        Projection::Analytics => analytics::run(js, shutdown, options).await,
+        Projection::Analytics => analytics_by_lease(js, lease, shutdown, options).await,
     }
 }

@@ -171,4 +171,9 @@ impl DbProjection for TenantSettingsProjection {
             .iter()
             .all(|(_, e)| self.cache.contains_key(&e.tenant_id) && !TenantSettings::may_change(e))
     }
+
+    /// The tenant: its settings follow all of its domains' events in log order.
+    fn key(event: &Event) -> String {
+        event.tenant_id.to_string()
+    }
 }

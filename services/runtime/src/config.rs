@@ -29,6 +29,9 @@ pub struct Config {
     /// `HANDLER_PARTITIONS`: partitions of the command work, shared by the handler
     /// instances. Fixed for a deployment: every instance must use the same number.
     pub handler_partitions: u32,
+    /// `PROJECTOR_PARTITIONS`: partitions of each Postgres projection, shared by its
+    /// instances. Changing it needs a `domainctl replay` of the projection.
+    pub projector_partitions: u32,
     /// Write a snapshot every this many events of a domain.
     pub snapshot_every: u64,
     /// Leader lease time-to-live.
@@ -254,6 +257,7 @@ impl Config {
                 n => Some(n as u32),
             },
             handler_partitions: vars.whole("HANDLER_PARTITIONS", 8, 1, 1_024)? as u32,
+            projector_partitions: vars.whole("PROJECTOR_PARTITIONS", 4, 1, 256)? as u32,
             snapshot_every: vars.whole("SNAPSHOT_EVERY", 4, 1, u64::MAX)?,
             lease_ttl: vars.millis("LEASE_TTL_MS", 6000)?,
             command_dedup_window: std::time::Duration::from_secs(vars.whole(

@@ -129,12 +129,52 @@ pub struct Owner {
     pub expires_at_ms: i64,
 }
 
-fn member_key(id: &str) -> String {
-    format!("member.{id}")
+/// Who shares a set of partitions: the command handlers, or the instances of one
+/// projection. Each group keeps its keys in the bucket under its own prefix, so the
+/// groups never see each other's members or leases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    prefix: String,
 }
 
-pub fn lease_key(partition: u32) -> String {
-    format!("partition.{partition}")
+/// The prefix of every projection group's keys.
+const PROJECTION_PREFIX: &str = "projector.";
+
+impl Group {
+    /// The command handlers: `member.<id>` and `partition.<p>` (the keys they had before
+    /// there were groups).
+    pub fn handlers() -> Group {
+        Group {
+            prefix: String::new(),
+        }
+    }
+
+    /// The instances of one projection: `projector.<name>.member.<id>`, `….partition.<p>`.
+    pub fn projection(name: &str) -> Group {
+        Group {
+            prefix: format!("{PROJECTION_PREFIX}{name}."),
+        }
+    }
+
+    fn member_key(&self, id: &str) -> String {
+        format!("{}member.{id}", self.prefix)
+    }
+
+    pub fn lease_key(&self, partition: u32) -> String {
+        format!("{}{partition}", self.lease_prefix())
+    }
+
+    fn lease_prefix(&self) -> String {
+        format!("{}partition.", self.prefix)
+    }
+
+    /// A bucket key without this group's prefix; `None` for another group's key.
+    fn local<'k>(&self, key: &'k str) -> Option<&'k str> {
+        if self.prefix.is_empty() {
+            return (!key.starts_with(PROJECTION_PREFIX)).then_some(key);
+        }
+        key.strip_prefix(self.prefix.as_str())
+    }
 }
 
 fn now_ms() -> i64 {
@@ -180,6 +220,7 @@ impl Ownership {
     /// Joins the members and starts keeping leases: the changes come on the receiver.
     pub fn start(
         kv: kv::Store,
+        group: Group,
         partitions: u32,
         ttl: Duration,
     ) -> (Ownership, mpsc::UnboundedReceiver<Change>) {
@@ -188,6 +229,7 @@ impl Ownership {
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let keeper = Keeper {
             kv,
+            group,
             id: id.clone(),
             name: instance_name(),
             partitions: partitions.max(1),
@@ -226,6 +268,7 @@ struct Held {
 
 struct Keeper {
     kv: kv::Store,
+    group: Group,
     id: String,
     name: String,
     partitions: u32,
@@ -240,7 +283,7 @@ impl Keeper {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Joins, leaves and handovers are acted on at once; the ticks catch the rest
         // (an instance that died, a watch that broke).
-        let mut watch = match self.kv.watch(">").await {
+        let mut watch = match self.kv.watch(format!("{}>", self.group.prefix)).await {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the partition leases; acting on ticks only");
@@ -288,10 +331,13 @@ impl Keeper {
     /// left, or handed a partition over. Renewals are not news (acting on them would
     /// have the instances wake each other up for ever).
     fn is_news(&self, entry: &kv::Entry, known: &mut std::collections::HashSet<String>) -> bool {
+        let Some(key) = self.group.local(&entry.key) else {
+            return false;
+        };
         if !matches!(entry.operation, kv::Operation::Put) {
             return true;
         }
-        if let Some(id) = entry.key.strip_prefix("member.") {
+        if let Some(id) = key.strip_prefix("member.") {
             if id == self.id {
                 return false;
             }
@@ -319,7 +365,7 @@ impl Keeper {
     /// Takes the partitions that are ours and free; gives up those another live
     /// instance should have.
     async fn rebalance(&mut self) {
-        let members = match live_members(&self.kv).await {
+        let members = match live_members(&self.kv, &self.group).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the partition members");
@@ -353,7 +399,10 @@ impl Keeper {
             expires_at_ms: now_ms() + self.ttl.as_millis() as i64,
         };
         self.kv
-            .put(member_key(&self.id), serde_json::to_vec(&member)?.into())
+            .put(
+                self.group.member_key(&self.id),
+                serde_json::to_vec(&member)?.into(),
+            )
             .await?;
         Ok(())
     }
@@ -375,7 +424,7 @@ impl Keeper {
         for (p, h) in self.held.iter_mut() {
             match self
                 .kv
-                .update(lease_key(*p), value.clone(), h.revision)
+                .update(self.group.lease_key(*p), value.clone(), h.revision)
                 .await
             {
                 Ok(r) => {
@@ -400,18 +449,16 @@ impl Keeper {
     /// Takes a partition whose lease is free, run out, or ours from before.
     async fn try_take(&mut self, p: u32) {
         let value = self.lease_value(now_ms() + self.ttl.as_millis() as i64);
-        let taken = match self.kv.entry(lease_key(p)).await {
-            Ok(None) => self.kv.create(lease_key(p), value).await.ok(),
+        let key = self.group.lease_key(p);
+        let taken = match self.kv.entry(key.clone()).await {
+            Ok(None) => self.kv.create(key, value).await.ok(),
             Ok(Some(entry)) => {
                 let free = match serde_json::from_slice::<Owner>(&entry.value) {
                     Ok(o) => o.holder == self.id || o.expires_at_ms < now_ms(),
                     Err(_) => true,
                 };
                 if free {
-                    self.kv
-                        .update(lease_key(p), value, entry.revision)
-                        .await
-                        .ok()
+                    self.kv.update(key, value, entry.revision).await.ok()
                 } else {
                     None
                 }
@@ -440,7 +487,7 @@ impl Keeper {
         if let Some(h) = self.held.remove(&p) {
             let _ = self
                 .kv
-                .update(lease_key(p), self.lease_value(0), h.revision)
+                .update(self.group.lease_key(p), self.lease_value(0), h.revision)
                 .await;
             tracing::info!(partition = p, "partition handed over");
         }
@@ -456,7 +503,7 @@ impl Keeper {
             expires_at_ms: 0,
         };
         if let Ok(v) = serde_json::to_vec(&gone) {
-            let _ = self.kv.put(member_key(&self.id), v.into()).await;
+            let _ = self.kv.put(self.group.member_key(&self.id), v.into()).await;
         }
     }
 }
@@ -500,35 +547,44 @@ async fn scan(kv: &kv::Store, prefix: &str) -> anyhow::Result<BTreeMap<String, b
     }
 }
 
-/// The members whose heartbeat has not run out, by id.
-pub async fn live_members(kv: &kv::Store) -> anyhow::Result<BTreeMap<String, Member>> {
+/// The members of `group` whose heartbeat has not run out, by id.
+pub async fn live_members(
+    kv: &kv::Store,
+    group: &Group,
+) -> anyhow::Result<BTreeMap<String, Member>> {
     let now = now_ms();
-    Ok(scan(kv, "member.")
+    let prefix = group.member_key("");
+    Ok(scan(kv, &prefix)
         .await?
         .into_iter()
         .filter_map(|(key, value)| {
-            let id = key.strip_prefix("member.")?.to_string();
+            let id = key.strip_prefix(prefix.as_str())?.to_string();
             let m = serde_json::from_slice::<Member>(&value).ok()?;
             (m.expires_at_ms > now).then_some((id, m))
         })
         .collect())
 }
 
-/// The partitions ever leased (for operators: how many there are).
-pub async fn leased(kv: &kv::Store) -> anyhow::Result<Vec<u32>> {
-    Ok(scan(kv, "partition.")
+/// The partitions of `group` ever leased (for operators: how many there are).
+pub async fn leased(kv: &kv::Store, group: &Group) -> anyhow::Result<Vec<u32>> {
+    let prefix = group.lease_prefix();
+    Ok(scan(kv, &prefix)
         .await?
         .keys()
-        .filter_map(|k| k.strip_prefix("partition.")?.parse().ok())
+        .filter_map(|k| k.strip_prefix(prefix.as_str())?.parse().ok())
         .collect())
 }
 
 /// Each partition's lease as stored (`None`: never taken), for operators.
-pub async fn owners(kv: &kv::Store, partitions: u32) -> anyhow::Result<Vec<Option<Owner>>> {
+pub async fn owners(
+    kv: &kv::Store,
+    group: &Group,
+    partitions: u32,
+) -> anyhow::Result<Vec<Option<Owner>>> {
     let mut out = Vec::with_capacity(partitions as usize);
     for p in 0..partitions {
         let owner = kv
-            .get(lease_key(p))
+            .get(group.lease_key(p))
             .await?
             .and_then(|b| serde_json::from_slice::<Owner>(&b).ok());
         out.push(owner);

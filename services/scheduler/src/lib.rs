@@ -139,6 +139,11 @@ impl DbProjection for Timers {
             .iter()
             .all(|(_, e)| matches!(timer_change(e), TimerChange::Keep))
     }
+
+    /// A timer per domain (the scheduler keeps one instance of this fold).
+    fn key(event: &Event) -> String {
+        event.domain_id.to_string()
+    }
 }
 
 /// The id of the re-check a timer fires: the same for the same domain and due time.
